@@ -1,0 +1,79 @@
+"""All projections together: their tables, the dispatch, and the store's hook."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from projections import agents, locks, requests, sessions, usage
+from projections.table import Table
+from tracker.events import EVENT_TYPES, AnyEvent
+
+Handler = Callable[["State", int, str, Any], None]
+Handlers = dict[type, Handler]
+
+# Order matters where one view reads another: agents before sessions (see both).
+MODULES = (requests, agents, sessions, locks, usage)
+DISPATCH: dict[type, tuple[Handler, ...]] = {
+    cls: tuple(m.HANDLERS[cls] for m in MODULES if cls in m.HANDLERS) for cls in EVENT_TYPES
+}
+CHECKPOINT = "INSERT OR REPLACE INTO checkpoints (projection, seq) VALUES (?, ?)"
+
+
+class State:
+    """The projection tables, as cached rows."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.requests = requests.table(limit)
+        self.agents = agents.table(limit)
+        self.sessions = sessions.table(limit)
+        self.locks = locks.table(limit)
+        self.usage = usage.table(limit)
+        self.tables: tuple[Table[Any], ...] = (
+            self.requests,
+            self.agents,
+            self.sessions,
+            self.locks,
+            self.usage,
+        )
+
+    def bind(self, conn: sqlite3.Connection) -> None:
+        for table in self.tables:
+            table.conn = conn
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        for table in self.tables:
+            table.flush(conn)
+
+    def reset(self) -> None:
+        for table in self.tables:
+            table.reset()
+
+
+class Projector:
+    """Applies events to every projection; the store's hook (see ``store.Hook``)."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.state = State(limit)
+
+    def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
+        if stale:
+            self.state.reset()
+        self.state.bind(conn)
+
+    def apply(self, seq: int, at: str, event: AnyEvent) -> None:
+        for handler in DISPATCH[type(event)]:
+            handler(self.state, seq, at, event)
+
+    def flush(self, conn: sqlite3.Connection, seq: int) -> None:
+        self.state.flush(conn)
+        conn.executemany(CHECKPOINT, [(t.name, seq) for t in self.state.tables])
+
+    def reset(self) -> None:
+        self.state.reset()
+
+
+def table_names() -> tuple[str, ...]:
+    """The projection tables, in apply order."""
+    return tuple(t.name for t in State(1).tables)

@@ -1,0 +1,221 @@
+-- Session tracker database, schema version 1.
+--
+-- One file holds everything: the append-only event log, the projections
+-- derived from it (droppable, rebuilt identically by replay), their
+-- checkpoints, and documented views for analysts.
+--
+-- Times are UTC text, fixed width: 2026-11-21T07:21:31.123456Z, so they sort
+-- as text and work with SQLite's date functions (julianday, date, ...).
+-- Every statement is idempotent (IF NOT EXISTS): two processes creating the
+-- same new file at once both succeed.
+
+-----------------------------------------------------------------------------
+-- 1. The event log
+-----------------------------------------------------------------------------
+
+-- seq is AUTOINCREMENT so a number is never reused; it is gapless and
+-- strictly increasing in commit order. payload is the event as JSON
+-- (a msgspec tagged struct, "type" is its tag); hash chains each event to the
+-- previous one (blake2b-128 over the previous hash, the envelope and payload).
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT    NOT NULL UNIQUE,        -- event id (uuid4 hex)
+    type        TEXT    NOT NULL,               -- e.g. RequestTracked
+    version     INTEGER NOT NULL,               -- payload schema version
+    at          TEXT    NOT NULL,               -- UTC, non-decreasing with seq
+    request_id  TEXT,
+    agent_id    TEXT,
+    session_id  TEXT,
+    payload     TEXT    NOT NULL,               -- JSON object
+    hash        BLOB    NOT NULL                -- 16 bytes
+);
+CREATE INDEX IF NOT EXISTS events_by_request ON events(request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_agent   ON events(agent_id)   WHERE agent_id   IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id) WHERE session_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_type    ON events(type);
+CREATE INDEX IF NOT EXISTS events_by_at      ON events(at);
+
+-- The log is append-only: the database itself refuses changes.
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+
+-----------------------------------------------------------------------------
+-- 2. Projections (written in the same transaction as the events they apply)
+-----------------------------------------------------------------------------
+
+-- Checkpoint: the last event seq each projection has applied.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    projection  TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL
+);
+
+-- One row per request (one call to the CLI).
+CREATE TABLE IF NOT EXISTS requests (
+    request_id          TEXT PRIMARY KEY,
+    agent_id            TEXT,
+    resumed_session_id  TEXT,              -- the session it continues, or NULL
+    session_id          TEXT,              -- assigned by the CLI, NULL until then
+    status              TEXT NOT NULL,     -- pending | active | completed | failed
+    owner               TEXT,              -- orchestrator process that tracked it
+    created_at          TEXT NOT NULL,
+    assigned_at         TEXT,
+    finished_at         TEXT,
+    error               TEXT,
+    error_kind          TEXT,              -- cli_error, timeout, abandoned, ...
+    input_tokens        INTEGER NOT NULL DEFAULT 0,
+    output_tokens       INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens   INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
+    cost_usd            REAL,
+    duration_ms         INTEGER,
+    metadata            TEXT NOT NULL DEFAULT '{}',
+    lock_token          INTEGER,           -- fencing token of the lock taken with it
+    track_digest        TEXT NOT NULL,     -- fingerprint of the tracking call (retries)
+    finish_digest       TEXT,              -- fingerprint of the finishing call
+    last_seq            INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_by_agent   ON requests(agent_id, created_at);
+CREATE INDEX IF NOT EXISTS requests_by_session ON requests(session_id);
+CREATE INDEX IF NOT EXISTS requests_unfinished ON requests(status, created_at)
+    WHERE status IN ('pending', 'active');
+CREATE INDEX IF NOT EXISTS requests_by_owner   ON requests(owner)
+    WHERE status IN ('pending', 'active');
+
+-- One row per session id the CLI reported. position orders an agent's chain.
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id          TEXT PRIMARY KEY,
+    agent_id            TEXT,
+    parent_session_id   TEXT,              -- the session this one was resumed from
+    position            INTEGER NOT NULL,  -- 1-based order of first assignment per agent
+    status              TEXT NOT NULL,     -- active | expired | deleted
+    status_reason       TEXT,              -- idle | capacity | manual | ...
+    first_seen          TEXT NOT NULL,
+    last_activity       TEXT NOT NULL,
+    request_count       INTEGER NOT NULL DEFAULT 0,
+    input_tokens        INTEGER NOT NULL DEFAULT 0,
+    output_tokens       INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens   INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
+    cost_usd            REAL NOT NULL DEFAULT 0,
+    metadata            TEXT NOT NULL DEFAULT '{}',
+    last_seq            INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_agent  ON sessions(agent_id, position);
+CREATE INDEX IF NOT EXISTS sessions_by_parent ON sessions(parent_session_id);
+CREATE INDEX IF NOT EXISTS sessions_active    ON sessions(last_activity) WHERE status = 'active';
+
+-- One row per agent: where its next request continues.
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id            TEXT PRIMARY KEY,
+    current_session_id  TEXT,              -- NULL: the next request starts a conversation
+    chain_length        INTEGER NOT NULL DEFAULT 0,
+    request_count       INTEGER NOT NULL DEFAULT 0,
+    resets              INTEGER NOT NULL DEFAULT 0,
+    first_seen          TEXT NOT NULL,
+    last_activity       TEXT NOT NULL,
+    last_seq            INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- One row per conversation lock, kept after release for audit and retries.
+-- scope is 'agent' (target = agent_id) or 'session' (target = session_id).
+CREATE TABLE IF NOT EXISTS locks (
+    scope               TEXT NOT NULL,
+    target              TEXT NOT NULL,
+    holder              TEXT NOT NULL,
+    token               INTEGER NOT NULL,  -- fencing token: seq of LockAcquired
+    status              TEXT NOT NULL,     -- held | released | expired
+    acquired_at         TEXT NOT NULL,
+    expires_at          TEXT NOT NULL,
+    ended_at            TEXT,
+    request_id          TEXT,              -- request it was taken with, if any
+    last_seq            INTEGER NOT NULL,
+    PRIMARY KEY (scope, target)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS locks_held ON locks(expires_at) WHERE status = 'held';
+
+-- Usage per UTC day and agent ('' for requests without an agent).
+CREATE TABLE IF NOT EXISTS usage_daily (
+    day                 TEXT NOT NULL,     -- YYYY-MM-DD (UTC)
+    agent_id            TEXT NOT NULL,
+    requests            INTEGER NOT NULL DEFAULT 0,  -- tracked that day
+    completed           INTEGER NOT NULL DEFAULT 0,
+    failed              INTEGER NOT NULL DEFAULT 0,
+    input_tokens        INTEGER NOT NULL DEFAULT 0,
+    output_tokens       INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens   INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
+    cost_usd            REAL NOT NULL DEFAULT 0,
+    duration_ms         INTEGER NOT NULL DEFAULT 0,  -- sum over finished requests
+    lock_acquisitions   INTEGER NOT NULL DEFAULT 0,
+    lock_waits          INTEGER NOT NULL DEFAULT 0,  -- acquisitions that had to wait
+    lock_wait_ms        INTEGER NOT NULL DEFAULT 0,
+    lock_expiries       INTEGER NOT NULL DEFAULT 0,  -- locks lost to their TTL
+    PRIMARY KEY (day, agent_id)
+) WITHOUT ROWID;
+
+-----------------------------------------------------------------------------
+-- 3. Views for analysts (read projections only, so they stay fast)
+-----------------------------------------------------------------------------
+
+-- Where each agent's next request continues.
+CREATE VIEW IF NOT EXISTS current_agent_sessions AS
+SELECT a.agent_id, a.current_session_id AS session_id, s.first_seen, s.last_activity,
+       s.request_count, a.chain_length, a.request_count AS agent_requests
+FROM agents a LEFT JOIN sessions s ON s.session_id = a.current_session_id;
+
+-- Every session with its depth and root in its chain (forks share a parent).
+CREATE VIEW IF NOT EXISTS session_chains AS
+WITH RECURSIVE chain(session_id, agent_id, parent_session_id, root_session_id, depth,
+                     position, status) AS (
+    SELECT s.session_id, s.agent_id, s.parent_session_id, s.session_id, 0, s.position, s.status
+    FROM sessions s
+    WHERE s.parent_session_id IS NULL
+       OR s.parent_session_id NOT IN (SELECT session_id FROM sessions)
+    UNION ALL
+    SELECT s.session_id, s.agent_id, s.parent_session_id, c.root_session_id, c.depth + 1,
+           s.position, s.status
+    FROM sessions s JOIN chain c ON s.parent_session_id = c.session_id
+)
+SELECT * FROM chain;
+
+-- Usage totals per agent.
+CREATE VIEW IF NOT EXISTS agent_usage AS
+SELECT agent_id, SUM(requests) AS requests, SUM(completed) AS completed, SUM(failed) AS failed,
+       SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+       SUM(cache_read_tokens) AS cache_read_tokens, SUM(cache_write_tokens) AS cache_write_tokens,
+       ROUND(SUM(cost_usd), 6) AS cost_usd, SUM(duration_ms) AS duration_ms,
+       ROUND(1.0 * SUM(failed) / NULLIF(SUM(completed) + SUM(failed), 0), 4) AS failure_rate,
+       SUM(lock_acquisitions) AS lock_acquisitions, SUM(lock_waits) AS lock_waits,
+       SUM(lock_expiries) AS lock_expiries
+FROM usage_daily GROUP BY agent_id;
+
+-- Usage totals per UTC day.
+CREATE VIEW IF NOT EXISTS daily_usage AS
+SELECT day, SUM(requests) AS requests, SUM(completed) AS completed, SUM(failed) AS failed,
+       SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
+       SUM(cache_read_tokens) AS cache_read_tokens, SUM(cache_write_tokens) AS cache_write_tokens,
+       ROUND(SUM(cost_usd), 6) AS cost_usd, SUM(duration_ms) AS duration_ms,
+       ROUND(1.0 * SUM(failed) / NULLIF(SUM(completed) + SUM(failed), 0), 4) AS failure_rate
+FROM usage_daily GROUP BY day;
+
+-- Unfinished requests, oldest first, with their age in seconds.
+CREATE VIEW IF NOT EXISTS stale_requests AS
+SELECT request_id, agent_id, session_id, status, owner, created_at,
+       ROUND((julianday('now') - julianday(created_at)) * 86400, 3) AS age_seconds
+FROM requests WHERE status IN ('pending', 'active') ORDER BY created_at;
+
+-- Active sessions, longest idle first, with their idle time in seconds.
+CREATE VIEW IF NOT EXISTS idle_sessions AS
+SELECT session_id, agent_id, last_activity, request_count,
+       ROUND((julianday('now') - julianday(last_activity)) * 86400, 3) AS idle_seconds
+FROM sessions WHERE status = 'active' ORDER BY last_activity;
+
+-- Locks still marked held whose TTL has passed.
+CREATE VIEW IF NOT EXISTS expired_locks AS
+SELECT scope, target, holder, token, acquired_at, expires_at,
+       ROUND((julianday('now') - julianday(expires_at)) * 86400, 3) AS overdue_seconds
+FROM locks WHERE status = 'held' AND julianday(expires_at) < julianday('now');
+
+PRAGMA user_version = 1;

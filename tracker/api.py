@@ -1,0 +1,486 @@
+"""The Tracker: the orchestrator's API. Calls become commands, commands become events.
+
+Every write call is acknowledged only once its events are committed (group
+commit: concurrent calls share one transaction). Reads go to a read-only
+connection and see every acknowledged call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+import msgspec
+
+from projections import Projector
+from tracker import maintenance, queries, validate
+from tracker.cleanup import AbandonOwned, Cleanup
+from tracker.clock import Clock, Duration, iso
+from tracker.commands import (
+    AcquireLock,
+    Assign,
+    Complete,
+    Fail,
+    ReleaseLock,
+    RenewLock,
+    ResetAgent,
+    RetireSession,
+    Track,
+    Tx,
+    UpdateSessionMetadata,
+)
+from tracker.db import Durability
+from tracker.errors import InvalidInput, LockHeld, LockNotHeld
+from tracker.events import StoredEvent, Usage
+from tracker.models import (
+    Agent,
+    CleanupReport,
+    Health,
+    Lock,
+    RebuildReport,
+    Request,
+    Session,
+    Stats,
+    VerifyReport,
+)
+from tracker.store import EventStore, Filter
+
+T = TypeVar("T")
+Content = Literal["full", "preview", "none"]
+PREVIEW_CHARS = 200
+log = logging.getLogger("tracker")
+_digest_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def _digest(*parts: Any) -> str:
+    """Fingerprint of a call's arguments: an exact repeat has the same one."""
+    return hashlib.blake2b(_digest_encoder.encode(parts), digest_size=8).hexdigest()
+
+
+class Tracker:
+    """Event-sourced tracker of agent conversations; open with ``Tracker.open(path)``."""
+
+    def __init__(self, store: EventStore[Projector], content: Content, owner: str | None) -> None:
+        self._store, self._content, self.owner = store, content, owner
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | os.PathLike[str] = "tracker.db",
+        *,
+        clock: Clock | None = None,
+        content: Content = "full",
+        owner: str | None = None,
+        durability: Durability = "full",
+        create: bool = True,
+        maintenance_every: Duration | None = None,
+        session_ttl: Duration | None = None,
+        request_timeout: Duration | None = None,
+    ) -> AsyncIterator[Tracker]:
+        """Open the database at ``path`` (creating it unless ``create=False``) until exit.
+
+        ``owner`` names this orchestrator process: requests a previous run of the
+        same owner left unfinished are failed as ``abandoned``.
+        """
+        validate.choice(content, "content", ("full", "preview", "none"))
+        validate.choice(durability, "durability", ("full", "process"))
+        owner = validate.optional_ident(owner, "owner")
+        every = (
+            None
+            if maintenance_every is None
+            else validate.age(maintenance_every, "maintenance_every")
+        )
+        async with EventStore.open(
+            Path(path), Projector(), clock=clock, durability=durability, create=create
+        ) as store:
+            tracker = cls(store, content, owner)
+            if owner is not None:
+                await store.submit(AbandonOwned(owner))
+            async with anyio.create_task_group() as tg:
+                if every:
+                    tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
+                try:
+                    yield tracker
+                finally:
+                    tg.cancel_scope.cancel()
+
+    @property
+    def path(self) -> Path:
+        return self._store.path
+
+    # -- requests -------------------------------------------------------------
+
+    async def track_request(
+        self,
+        request_id: str,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        prompt: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        lock: bool = False,
+        lock_ttl: Duration = 30,
+        lock_wait: Duration = 0,
+    ) -> Request:
+        """Record a request sent to the CLI; ``session_id`` is the session it resumes.
+
+        With ``lock=True`` the conversation's lock (the agent's, or the session's
+        for agent-less requests) is taken atomically, waiting up to ``lock_wait``;
+        completing or failing the request releases it.
+        """
+        request_id = validate.ident(request_id, "request_id")
+        agent_id = validate.optional_ident(agent_id, "agent_id")
+        session_id = validate.optional_ident(session_id, "session_id")
+        prompt = validate.text(prompt, "prompt")
+        meta = validate.metadata(metadata)
+        ttl = validate.ttl(lock_ttl, "lock_ttl")
+        digest = _digest("track", agent_id, session_id, prompt, meta, lock, ttl)
+
+        def command(waited_ms: int) -> Track:
+            return Track(
+                request_id,
+                agent_id,
+                session_id,
+                self._retain(prompt),
+                len(prompt or ""),
+                meta,
+                self.owner,
+                digest,
+                lock,
+                ttl,
+                waited_ms,
+            )
+
+        return await self._waiting(validate.wait(lock_wait, "lock_wait"), command)
+
+    async def update_request_session(self, request_id: str, session_id: str) -> Request:
+        """Record the session id the CLI answered for a request (continuity, chain, forks)."""
+        command = Assign(
+            validate.ident(request_id, "request_id"), validate.ident(session_id, "session_id")
+        )
+        return await self._store.submit(command)
+
+    async def complete_request(
+        self,
+        request_id: str,
+        *,
+        response: str | None = None,
+        usage: Usage | dict[str, int] | None = None,
+        cost_usd: float | None = None,
+        duration_ms: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Request:
+        """Record a request's response, usage and cost as the CLI reported them."""
+        request_id = validate.ident(request_id, "request_id")
+        response = validate.text(response, "response")
+        used, cost = validate.usage(usage), validate.cost(cost_usd)
+        duration, meta = validate.duration_ms(duration_ms), validate.metadata(metadata)
+        digest = _digest("complete", response, used, cost, duration, meta)
+        return await self._store.submit(
+            Complete(
+                request_id,
+                self._retain(response),
+                len(response or ""),
+                used,
+                cost,
+                duration,
+                meta,
+                digest,
+            )
+        )
+
+    async def fail_request(
+        self,
+        request_id: str,
+        *,
+        error: str,
+        kind: str = "error",
+        usage: Usage | dict[str, int] | None = None,
+        cost_usd: float | None = None,
+        duration_ms: float | None = None,
+    ) -> Request:
+        """Record that a request failed (``kind``: cli_error, timeout, ...)."""
+        request_id = validate.ident(request_id, "request_id")
+        error_text = validate.text(error, "error") or ""
+        kind = validate.ident(kind, "kind")
+        used, cost = validate.usage(usage), validate.cost(cost_usd)
+        duration = validate.duration_ms(duration_ms)
+        digest = _digest("fail", error_text, kind, used, cost, duration)
+        return await self._store.submit(
+            Fail(request_id, error_text, kind, used, cost, duration, digest)
+        )
+
+    def _retain(self, text: str | None) -> str | None:
+        if text is None or self._content == "full":
+            return text
+        return text[:PREVIEW_CHARS] if self._content == "preview" else None
+
+    # -- locks ----------------------------------------------------------------
+
+    async def acquire_lock(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        holder: str,
+        ttl: Duration = 30,
+        wait: Duration = 0,
+    ) -> Lock:
+        """Take a conversation lock for ``holder``, waiting up to ``wait`` seconds.
+
+        An expired lock is taken over (recorded as expired). Raises LockHeld.
+        """
+        scope, target = validate.lock_key(agent_id, session_id)
+        holder, ttl_s = validate.ident(holder, "holder"), validate.ttl(ttl)
+        return await self._waiting(
+            validate.wait(wait), lambda waited: AcquireLock(scope, target, holder, ttl_s, waited)
+        )
+
+    async def renew_lock(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        holder: str,
+        ttl: Duration = 30,
+    ) -> Lock:
+        """Extend a lock ``holder`` holds to ``ttl`` seconds from now (same token)."""
+        scope, target = validate.lock_key(agent_id, session_id)
+        command = RenewLock(scope, target, validate.ident(holder, "holder"), validate.ttl(ttl))
+        return await self._store.submit(command)
+
+    async def release_lock(
+        self, *, agent_id: str | None = None, session_id: str | None = None, holder: str
+    ) -> None:
+        """Release a lock ``holder`` holds. Raises LockNotHeld."""
+        scope, target = validate.lock_key(agent_id, session_id)
+        await self._store.submit(ReleaseLock(scope, target, validate.ident(holder, "holder")))
+
+    @asynccontextmanager
+    async def lock(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        holder: str,
+        ttl: Duration = 30,
+        wait: Duration = 0,
+    ) -> AsyncIterator[Lock]:
+        """Hold a lock for the block. Raises LockNotHeld at exit if it was lost meanwhile."""
+        taken = await self.acquire_lock(
+            agent_id=agent_id, session_id=session_id, holder=holder, ttl=ttl, wait=wait
+        )
+        release = ReleaseLock(taken.scope, taken.target, holder)
+        try:
+            yield taken
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(LockNotHeld):  # the block's own error matters more
+                    await self._store.submit(release)
+            raise
+        with anyio.CancelScope(shield=True):
+            await self._store.submit(release)
+
+    async def get_lock(
+        self, *, agent_id: str | None = None, session_id: str | None = None
+    ) -> Lock | None:
+        """Return the lock row of a conversation (held, released or expired), or None."""
+        scope, target = validate.lock_key(agent_id, session_id)
+        return await self._store.read_with(lambda c: queries.lock(c, scope, target))
+
+    async def _waiting(self, wait_s: float, command: Callable[[int], Callable[[Tx], T]]) -> T:
+        """Submit ``command(waited_ms)``, retrying on LockHeld until ``wait_s`` has passed."""
+        start = time.monotonic()
+        while True:
+            version = await self._store.data_version() if wait_s else 0
+            waited_ms = round((time.monotonic() - start) * 1000)
+            try:
+                return await self._store.submit(command(waited_ms))
+            except LockHeld:
+                remaining = wait_s - (time.monotonic() - start)
+                if remaining <= 0:
+                    raise
+                await self._store.wait_for_change(version, min(remaining, 0.25))
+
+    # -- sessions and agents ----------------------------------------------------
+
+    async def update_session_metadata(self, session_id: str, metadata: dict[str, Any]) -> None:
+        """Merge ``metadata`` into a session's (keys replaced, others kept)."""
+        command = UpdateSessionMetadata(
+            validate.ident(session_id, "session_id"), validate.metadata(metadata)
+        )
+        await self._store.submit(command)
+
+    async def expire_session(self, session_id: str, *, reason: str = "manual") -> None:
+        """Retire a session: it stays in its chain but is no agent's current session."""
+        command = RetireSession(
+            validate.ident(session_id, "session_id"), validate.ident(reason, "reason"), delete=False
+        )
+        await self._store.submit(command)
+
+    async def delete_session(self, session_id: str, *, reason: str | None = None) -> None:
+        """Mark a session deleted (a tombstone: its history stays in the log)."""
+        command = RetireSession(
+            validate.ident(session_id, "session_id"),
+            validate.optional_ident(reason, "reason") or "deleted",
+            delete=True,
+        )
+        await self._store.submit(command)
+
+    async def reset_agent(self, agent_id: str, *, reason: str | None = None) -> None:
+        """Start the agent over: no current session; its next session begins a new chain."""
+        await self._store.submit(
+            ResetAgent(
+                validate.ident(agent_id, "agent_id"), validate.optional_ident(reason, "reason")
+            )
+        )
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get_request(self, request_id: str) -> Request | None:
+        request_id = validate.ident(request_id, "request_id")
+        return await self._store.read_with(lambda c: queries.request(c, request_id))
+
+    async def get_session(self, session_id: str) -> Session | None:
+        session_id = validate.ident(session_id, "session_id")
+        return await self._store.read_with(lambda c: queries.session(c, session_id))
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        agent_id = validate.ident(agent_id, "agent_id")
+        return await self._store.read_with(lambda c: queries.agent(c, agent_id))
+
+    async def get_agent_session(self, agent_id: str) -> str | None:
+        """The session the agent's next request continues (None: start a new one)."""
+        agent_id = validate.ident(agent_id, "agent_id")
+        return await self._store.read_with(lambda c: queries.agent_session(c, agent_id))
+
+    async def get_chain(self, agent_id: str) -> list[Session]:
+        """The agent's sessions in assignment order, with parent links (forks included)."""
+        agent_id = validate.ident(agent_id, "agent_id")
+        return await self._store.read_with(lambda c: queries.chain(c, agent_id))
+
+    async def stats(self, agent_id: str | None = None) -> Stats:
+        agent_id = validate.optional_ident(agent_id, "agent_id")
+        return await self._store.read_with(lambda c: queries.stats(c, agent_id))
+
+    async def health(self) -> Health:
+        store = self._store
+        return await store.read_with(lambda c: queries.health(c, store.path, store.durability))
+
+    async def events(
+        self,
+        since: int = 0,
+        *,
+        follow: bool = False,
+        until: int | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        request_id: str | None = None,
+        types: Iterable[str] = (),
+        poll: float = 0.1,
+    ) -> AsyncIterator[StoredEvent]:
+        """Yield stored events after ``since``, filtered; with ``follow``, wait for new ones."""
+        where = Filter(
+            request_id=validate.optional_ident(request_id, "request_id"),
+            agent_id=validate.optional_ident(agent_id, "agent_id"),
+            session_id=validate.optional_ident(session_id, "session_id"),
+            types=tuple(types),
+        )
+        if follow:
+            async for event in self._store.follow(since, where=where, poll=poll):
+                yield event
+            return
+        while batch := await self._store.read(since, until=until, where=where):
+            for event in batch:
+                yield event
+            since = batch[-1].seq
+
+    # -- maintenance ------------------------------------------------------------
+
+    async def cleanup(
+        self,
+        *,
+        idle_for: Duration | None = None,
+        stale_after: Duration | None = None,
+        expire_locks: bool = True,
+        dry_run: bool = False,
+    ) -> CleanupReport:
+        """Abandon requests older than ``stale_after``, expire sessions idle for
+        ``idle_for``, and record lapsed locks as expired (``dry_run``: only report)."""
+        idle = None if idle_for is None else validate.age(idle_for, "idle_for")
+        stale = None if stale_after is None else validate.age(stale_after, "stale_after")
+        return await self._store.submit(Cleanup(idle, stale, expire_locks, bool(dry_run)))
+
+    async def _maintain(
+        self, every: float, session_ttl: Duration | None, request_timeout: Duration | None
+    ) -> None:
+        while True:
+            await anyio.sleep(every)
+            try:
+                await self.cleanup(idle_for=session_ttl, stale_after=request_timeout)
+            except Exception:  # keep maintaining; the caller's calls surface real errors
+                log.exception("background cleanup failed")
+
+    async def verify(self) -> VerifyReport:
+        """Check the hash chain and that live projections equal a fresh replay.
+
+        Never repairs: call ``rebuild()`` to make projections match the log.
+        """
+        chain = await self._store.verify_chain()
+
+        def compare() -> tuple[int, list[Any]]:
+            with maintenance.scratch_with_live(self.path) as conn:
+                return maintenance.compare(conn)
+
+        checked, diffs = await anyio.to_thread.run_sync(compare)
+        return VerifyReport(
+            ok=chain.ok and not diffs,
+            events=chain.events,
+            chain_ok=chain.ok,
+            first_bad_seq=chain.first_bad_seq,
+            chain_problem=chain.problem,
+            projections_ok=not diffs,
+            checked_seq=checked,
+            diffs=diffs,
+        )
+
+    async def rebuild(self, progress: Callable[[int], None] | None = None) -> RebuildReport:
+        """Drop and replay every projection: built aside, then swapped in atomically."""
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="tracker-rebuild-") as tmp:
+            scratch = Path(tmp) / "projections.db"
+            built = await anyio.to_thread.run_sync(
+                maintenance.build_scratch, self.path, scratch, progress
+            )
+            caught_up = await self._store.run_exclusive(
+                lambda conn: maintenance.swap_in(conn, scratch, built)
+            )
+        return RebuildReport(events=built + caught_up, seconds=time.perf_counter() - started)
+
+    async def replay_into(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        until: int | None = None,
+        at: datetime | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write a new database with the log up to ``until`` (seq) or ``at`` (time) and
+        the projections as of that point; return its last seq."""
+        if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
+            raise InvalidInput(f"until must be an event seq (int), got {until!r}")
+        moment = iso(at) if at is not None else None
+        return await anyio.to_thread.run_sync(
+            maintenance.replay_into, self.path, Path(target), until, moment, progress
+        )

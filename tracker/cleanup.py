@@ -1,0 +1,134 @@
+"""Cleanup and recovery: abandon stuck requests, retire idle sessions, expire locks.
+
+Candidates come from SQL over the projection tables (indexed), and each is
+checked again against the cached rows of the running transaction, so a row
+changed earlier in the same batch is judged on its current state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tracker.clock import iso
+from tracker.commands import Tx, fail_events, lock_key
+from tracker.events import AnyEvent, LockExpired, LockReleased, SessionExpired
+from tracker.models import CleanupReport
+
+UNFINISHED = "status IN ('pending', 'active')"
+STALE_REQUESTS = f"SELECT request_id FROM requests WHERE {UNFINISHED} AND created_at < ?"
+OWNED_REQUESTS = f"SELECT request_id FROM requests WHERE {UNFINISHED} AND owner = ?"
+IDLE_SESSIONS = f"""
+SELECT session_id FROM sessions
+WHERE status = 'active' AND last_activity < ?
+  AND session_id NOT IN (SELECT session_id FROM requests
+                         WHERE {UNFINISHED} AND session_id IS NOT NULL)
+  AND session_id NOT IN (SELECT resumed_session_id FROM requests
+                         WHERE {UNFINISHED} AND resumed_session_id IS NOT NULL)
+  AND session_id NOT IN (SELECT target FROM locks WHERE scope = 'session' AND status = 'held')
+ORDER BY last_activity"""
+EXPIRED_LOCKS = "SELECT scope, target FROM locks WHERE status = 'held' AND expires_at <= ?"
+
+
+@dataclass(frozen=True, slots=True)
+class Cleanup:
+    """Fail requests older than ``stale_after``, expire sessions idle for ``idle_for``,
+    and record locks past their TTL as expired."""
+
+    idle_for: float | None
+    stale_after: float | None
+    expire_locks: bool
+    dry_run: bool
+
+    def __call__(self, tx: Tx) -> CleanupReport:
+        events: list[AnyEvent] = []
+        requests = self._stale_requests(tx, events)
+        sessions = self._idle_sessions(tx, events)
+        locks = self._expired_locks(tx, events)
+        if not self.dry_run:
+            tx.append(events)
+        return CleanupReport(
+            dry_run=self.dry_run,
+            abandoned_requests=requests,
+            expired_sessions=sessions,
+            expired_locks=locks,
+        )
+
+    def _stale_requests(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
+        if self.stale_after is None:
+            return []
+        cutoff = _before(tx, self.stale_after)
+        reason = f"no outcome after {self.stale_after:g}s: abandoned by cleanup"
+        return _abandon(
+            tx, STALE_REQUESTS, cutoff, reason, events, lambda created: created < cutoff
+        )
+
+    def _idle_sessions(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
+        if self.idle_for is None:
+            return []
+        cutoff, state, found = _before(tx, self.idle_for), tx.hook.state, []
+        for (session_id,) in tx.conn.execute(IDLE_SESSIONS, (cutoff,)).fetchall():
+            row = state.sessions.get(session_id)
+            if row is not None and row.status == "active" and row.last_activity < cutoff:
+                found.append(session_id)
+                events.append(
+                    SessionExpired(session_id=session_id, agent_id=row.agent_id, reason="idle")
+                )
+        return found
+
+    def _expired_locks(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
+        if not self.expire_locks:
+            return []
+        state, found = tx.hook.state, []
+        released = {(e.scope, e.target) for e in events if isinstance(e, LockReleased)}
+        for scope, target in tx.conn.execute(EXPIRED_LOCKS, (tx.at,)).fetchall():
+            row = state.locks.get((scope, target))
+            if row is None or row.status != "held" or row.held_at(tx.at):
+                continue
+            if (scope, target) in released:
+                continue  # its request was just abandoned, which releases it
+            key = lock_key(state, scope, target)
+            found.append(f"{scope}:{target}")
+            events.append(
+                LockExpired(
+                    scope=scope,
+                    target=target,
+                    holder=row.holder,
+                    token=row.token,
+                    agent_id=key.agent_id,
+                    session_id=key.session_id,
+                )
+            )
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonOwned:
+    """Fail the requests a previous run of ``owner`` left unfinished."""
+
+    owner: str
+
+    def __call__(self, tx: Tx) -> list[str]:
+        events: list[AnyEvent] = []
+        reason = f"owner {self.owner!r} restarted before the request finished"
+        found = _abandon(tx, OWNED_REQUESTS, self.owner, reason, events, lambda _: True)
+        tx.append(events)
+        return found
+
+
+def _abandon(
+    tx: Tx, sql: str, param: str, reason: str, events: list[AnyEvent], still: Callable[[str], bool]
+) -> list[str]:
+    state, found = tx.hook.state, []
+    for (request_id,) in tx.conn.execute(sql, (param,)).fetchall():
+        row = state.requests.get(request_id)
+        if row is None or row.finished or not still(row.created_at):
+            continue
+        found.append(request_id)
+        events.extend(fail_events(tx, row, reason, "abandoned"))
+    return found
+
+
+def _before(tx: Tx, age_s: float) -> str:
+    return iso(tx.now - timedelta(seconds=age_s))

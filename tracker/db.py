@@ -1,0 +1,150 @@
+"""SQLite connections: pragmas, one thread hop per job, and error translation."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from tracker import errors
+from tracker.schema import SCHEMA_VERSION, schema_sql
+
+T = TypeVar("T")
+Durability = Literal["full", "process"]
+BUSY_TIMEOUT_MS = 5000
+
+
+def run(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> Any:
+    """Run ``fn(*args)`` on the connection's own thread: one hop for a whole job.
+
+    aiosqlite's public methods cost one hop per statement; ``_execute`` queues
+    any callable on the same thread and resolves a future with its result.
+    """
+    return conn._execute(fn, *args)  # type: ignore[no-untyped-call]
+
+
+def raw(conn: aiosqlite.Connection) -> sqlite3.Connection:
+    """Return the sqlite3 connection behind ``conn`` (use only on its thread)."""
+    return conn._conn
+
+
+def create_file(path: Path) -> None:
+    """Create an empty database file readable by its owner only (0600)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise errors.ReadOnlyDatabase(
+            f"cannot create database {str(path)!r}: {exc.strerror}"
+        ) from exc
+
+
+def writer_connector(path: Path, durability: Durability) -> Callable[[], sqlite3.Connection]:
+    """Return a function opening the read-write connection of one process."""
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            path.absolute().as_uri(), uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            check_schema(conn, path, create=True)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    return connect
+
+
+def reader_connector(path: Path) -> Callable[[], sqlite3.Connection]:
+    """Return a function opening a connection that cannot write."""
+
+    def connect() -> sqlite3.Connection:
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    return connect
+
+
+def check_schema(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
+    """Create the schema in an empty file, or check the file's schema version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION and _has_events(conn):
+        return
+    if version not in (0, SCHEMA_VERSION):
+        raise errors.SchemaVersionError(
+            f"{str(path)!r} has schema version {version}; this tracker reads version "
+            f"{SCHEMA_VERSION}: use the tracker release that wrote it, or export with it "
+            f"and import with this one"
+        )
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if tables or not create:
+        raise errors.NotATrackerDatabase(
+            f"{str(path)!r} is a SQLite file but not a tracker database"
+        )
+    create_schema(conn)
+
+
+def _has_events(conn: sqlite3.Connection) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    return conn.execute(sql).fetchone() is not None
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Run schema.sql in one immediate transaction (idempotent)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in statements(schema_sql()):
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def statements(script: str) -> list[str]:
+    """Split a SQL script into complete statements (comments stay attached)."""
+    out: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current)
+            current = ""
+    return out
+
+
+_BY_CODE: dict[str, type[errors.TrackerError]] = {
+    "SQLITE_BUSY": errors.DatabaseBusy,
+    "SQLITE_LOCKED": errors.DatabaseBusy,
+    "SQLITE_FULL": errors.DiskFull,
+    "SQLITE_IOERR_WRITE": errors.DiskFull,
+    "SQLITE_NOTADB": errors.NotATrackerDatabase,
+    "SQLITE_CORRUPT": errors.IntegrityError,
+    "SQLITE_CONSTRAINT_TRIGGER": errors.IntegrityError,
+    "SQLITE_CANTOPEN": errors.ReadOnlyDatabase,
+    "SQLITE_READONLY": errors.ReadOnlyDatabase,
+}
+
+
+def translate(exc: BaseException, path: Path) -> BaseException:
+    """Return the TrackerError for a sqlite3 error (other exceptions unchanged)."""
+    if isinstance(exc, errors.TrackerError) or not isinstance(exc, sqlite3.Error):
+        return exc
+    name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
+    primary = "_".join(name.split("_")[:2])  # SQLITE_READONLY_DBMOVED -> SQLITE_READONLY
+    cls = _BY_CODE.get(name) or _BY_CODE.get(primary) or errors.StorageError
+    new = cls(f"{str(path)!r}: {exc}")
+    new.__cause__ = exc
+    return new

@@ -1,0 +1,171 @@
+"""Rebuild, verify and point-in-time replay: projections built from the log in a scratch file.
+
+Building happens on a connection of its own, reading the live log through a
+read-only ATTACH, so writers are never blocked while events are replayed. A
+rebuild then swaps the scratch tables in with one short write transaction
+that also catches up the events appended meanwhile.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from projections import clear, replay, table_names
+from tracker import db
+from tracker.errors import InvalidInput
+from tracker.models import TableDiff
+
+Progress = Callable[[int], None]
+EVENT_ROWS = "SELECT seq, type, version, at, payload FROM {db}.events"
+COPY_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
+
+
+def _ro_uri(path: Path) -> str:
+    return f"{path.absolute().as_uri()}?mode=ro"
+
+
+def _scratch(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, uri=True, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    db.create_schema(conn)
+    return conn
+
+
+@contextmanager
+def scratch_with_live(live: Path) -> Iterator[sqlite3.Connection]:
+    """A scratch database in a temporary directory with the live one attached as ``live``."""
+    with tempfile.TemporaryDirectory(prefix="tracker-") as tmp:
+        conn = _scratch(Path(tmp) / "scratch.db")
+        try:
+            conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
+            yield conn
+        finally:
+            conn.close()
+
+
+def build(
+    conn: sqlite3.Connection, until: int | None = None, progress: Progress | None = None
+) -> int:
+    """Replay ``live.events`` (up to ``until``) into the scratch tables; return the last seq."""
+    sql = EVENT_ROWS.format(db="live") + (" WHERE seq <= ?" if until is not None else "")
+    rows = conn.execute(sql + " ORDER BY seq", () if until is None else (until,))
+    return replay(conn, rows, progress=progress)
+
+
+def compare(conn: sqlite3.Connection) -> tuple[int, list[TableDiff]]:
+    """Replay the live log into scratch and diff every projection table with the live one.
+
+    Runs in one read transaction, so live tables and log are the same snapshot.
+    """
+    conn.execute("BEGIN")
+    try:
+        checkpoint = conn.execute("SELECT coalesce(max(seq), 0) FROM live.events").fetchone()[0]
+        build(conn, checkpoint)
+        diffs = [d for d in (_diff(conn, name) for name in (*table_names(), "checkpoints")) if d]
+    finally:
+        conn.execute("ROLLBACK")
+    return checkpoint, diffs
+
+
+def _diff(conn: sqlite3.Connection, table: str) -> TableDiff | None:
+    missing = conn.execute(f"SELECT * FROM main.{table} EXCEPT SELECT * FROM live.{table}")
+    missing_rows = missing.fetchall()
+    unexpected = conn.execute(f"SELECT * FROM live.{table} EXCEPT SELECT * FROM main.{table}")
+    unexpected_rows = unexpected.fetchall()
+    if not missing_rows and not unexpected_rows:
+        return None
+    examples = [f"replay has {r[:3]}" for r in missing_rows[:3]]
+    examples += [f"live has {r[:3]}" for r in unexpected_rows[:3]]
+    return TableDiff(
+        table=table, missing=len(missing_rows), unexpected=len(unexpected_rows), examples=examples
+    )
+
+
+def swap_in(conn: sqlite3.Connection, scratch: Path, built_seq: int) -> int:
+    """Replace the live projections with the scratch ones, then catch up; return events applied.
+
+    Runs on the writer connection, outside any transaction (ATTACH needs that).
+    """
+    conn.execute("ATTACH DATABASE ? AS scratch", (_ro_uri(scratch),))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            clear(conn)
+            for table in (*table_names(), "checkpoints"):
+                conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table}")
+            rows = conn.execute(
+                EVENT_ROWS.format(db="main") + " WHERE seq > ? ORDER BY seq", (built_seq,)
+            )
+            caught_up = replay(conn, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("DETACH DATABASE scratch")
+    return max(caught_up - built_seq, 0)
+
+
+def build_scratch(live: Path, scratch: Path, progress: Progress | None = None) -> int:
+    """Build every projection of ``live`` into the file ``scratch``; return the last seq."""
+    conn = _scratch(scratch)
+    try:
+        conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
+        conn.execute("BEGIN")
+        last = build(conn, progress=progress)
+        conn.execute("COMMIT")
+        return last
+    finally:
+        conn.close()
+
+
+def replay_into(
+    live: Path, target: Path, until: int | None, at: str | None, progress: Progress | None = None
+) -> int:
+    """Write a tracker database at ``target`` holding the log up to a seq or time, and its
+    projections as of that point; return the last seq."""
+    if target.exists():
+        raise InvalidInput(f"{str(target)!r} exists: replay writes a new file")
+    db.create_file(target)
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+    try:
+        db.create_schema(conn)
+        conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
+        conn.execute("BEGIN IMMEDIATE")
+        last = _copy_log(conn, until, at)
+        replay(
+            conn, conn.execute(EVENT_ROWS.format(db="main") + " ORDER BY seq"), progress=progress
+        )
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE live")
+        conn.execute("PRAGMA journal_mode = WAL")
+        return last
+    except BaseException:
+        conn.close()
+        target.unlink(missing_ok=True)
+        raise
+    finally:
+        conn.close()
+
+
+def _copy_log(conn: sqlite3.Connection, until: int | None, at: str | None) -> int:
+    where, params = ["1"], list[Any]()
+    if until is not None:
+        where.append("seq <= ?")
+        params.append(until)
+    if at is not None:
+        where.append("at <= ?")
+        params.append(at)
+    clause = " AND ".join(where)
+    conn.execute(
+        f"INSERT INTO main.events ({COPY_COLUMNS}) "
+        f"SELECT {COPY_COLUMNS} FROM live.events WHERE {clause} ORDER BY seq",
+        params,
+    )
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM main.events").fetchone()[0])

@@ -1,0 +1,286 @@
+"""What the API returns: frozen msgspec Structs (``msgspec.to_builtins`` works on all)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from projections.agents import AgentRow
+from projections.locks import LockRow
+from projections.requests import RequestRow
+from projections.sessions import SessionRow
+from tracker.clock import from_iso
+from tracker.events import Usage
+
+
+class _Result(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class Lock(_Result, frozen=True):
+    """A conversation lock; ``token`` is its fencing token (strictly increasing)."""
+
+    scope: str  # "agent" or "session"
+    target: str  # the agent id or session id
+    holder: str
+    token: int
+    status: str  # held | released | expired
+    acquired_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None = None
+    request_id: str | None = None
+
+    def held_at(self, now: datetime) -> bool:
+        """Whether the lock is held and unexpired at ``now``."""
+        return self.status == "held" and self.expires_at > now
+
+
+class Request(_Result, frozen=True):
+    """One call to the CLI. ``session_id`` None means pending assignment."""
+
+    request_id: str
+    agent_id: str | None
+    resumed_session_id: str | None
+    session_id: str | None
+    status: str  # pending | active | completed | failed
+    owner: str | None
+    created_at: datetime
+    assigned_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    error_kind: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float | None
+    duration_ms: int | None
+    metadata: dict[str, Any]
+    lock_token: int | None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed")
+
+
+class Session(_Result, frozen=True):
+    """A CLI conversation handle, its place in the agent's chain, and its totals."""
+
+    session_id: str
+    agent_id: str | None
+    parent_session_id: str | None
+    position: int
+    status: str  # active | expired | deleted
+    status_reason: str | None
+    first_seen: datetime
+    last_activity: datetime
+    request_count: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    metadata: dict[str, Any]
+    lock: Lock | None = None
+
+
+class Agent(_Result, frozen=True):
+    """An agent: where its next request continues, its chain length and totals."""
+
+    agent_id: str
+    current_session_id: str | None
+    chain_length: int
+    request_count: int
+    resets: int
+    first_seen: datetime
+    last_activity: datetime
+    completed: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Stats(_Result, frozen=True):
+    """Counts, tokens, cost, durations, failure rate and lock contention."""
+
+    agents: int
+    sessions: int
+    requests: int
+    pending: int
+    active: int
+    completed: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    duration_ms: int
+    avg_duration_ms: float | None
+    failure_rate: float | None
+    lock_acquisitions: int
+    lock_waits: int
+    lock_wait_ms: int
+    lock_expiries: int
+    events: int
+
+
+class CleanupReport(_Result, frozen=True):
+    """What cleanup retired (or, with ``dry_run``, would retire)."""
+
+    dry_run: bool
+    abandoned_requests: list[str]
+    expired_sessions: list[str]
+    expired_locks: list[str]  # "scope:target"
+
+    @property
+    def total(self) -> int:
+        return len(self.abandoned_requests) + len(self.expired_sessions) + len(self.expired_locks)
+
+
+class Health(_Result, frozen=True):
+    """Schema version, integrity, projection lag and sizes of one database."""
+
+    ok: bool
+    path: str
+    schema_version: int
+    integrity: str
+    events: int
+    projection_seq: int
+    lag: int
+    file_bytes: int
+    wal_bytes: int
+    bytes_per_event: float | None
+    durability: str
+
+
+class TableDiff(_Result, frozen=True):
+    """Rows of one projection that differ between live state and replay."""
+
+    table: str
+    missing: int  # in the replay, not live
+    unexpected: int  # live, not in the replay
+    examples: list[str]
+
+
+class VerifyReport(_Result, frozen=True):
+    """``ok`` when the hash chain holds and live projections equal a replay."""
+
+    ok: bool
+    events: int
+    chain_ok: bool
+    first_bad_seq: int | None
+    chain_problem: str | None
+    projections_ok: bool
+    checked_seq: int
+    diffs: list[TableDiff]
+
+
+class RebuildReport(_Result, frozen=True):
+    """How many events a rebuild replayed, and how long it took."""
+
+    events: int
+    seconds: float
+
+
+def _time(text: str | None) -> datetime | None:
+    return from_iso(text) if text is not None else None
+
+
+def _json(text: str) -> dict[str, Any]:
+    value: dict[str, Any] = msgspec.json.decode(text)
+    return value
+
+
+def request_from_row(row: RequestRow) -> Request:
+    return Request(
+        request_id=row.request_id,
+        agent_id=row.agent_id,
+        resumed_session_id=row.resumed_session_id,
+        session_id=row.session_id,
+        status=row.status,
+        owner=row.owner,
+        created_at=from_iso(row.created_at),
+        assigned_at=_time(row.assigned_at),
+        finished_at=_time(row.finished_at),
+        error=row.error,
+        error_kind=row.error_kind,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cache_read_tokens=row.cache_read_tokens,
+        cache_write_tokens=row.cache_write_tokens,
+        cost_usd=row.cost_usd,
+        duration_ms=row.duration_ms,
+        metadata=_json(row.metadata),
+        lock_token=row.lock_token,
+    )
+
+
+def session_from_row(row: SessionRow, lock: Lock | None = None) -> Session:
+    return Session(
+        session_id=row.session_id,
+        agent_id=row.agent_id,
+        parent_session_id=row.parent_session_id,
+        position=row.position,
+        status=row.status,
+        status_reason=row.status_reason,
+        first_seen=from_iso(row.first_seen),
+        last_activity=from_iso(row.last_activity),
+        request_count=row.request_count,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cache_read_tokens=row.cache_read_tokens,
+        cache_write_tokens=row.cache_write_tokens,
+        cost_usd=row.cost_usd,
+        metadata=_json(row.metadata),
+        lock=lock,
+    )
+
+
+def lock_from_row(row: LockRow) -> Lock:
+    return Lock(
+        scope=row.scope,
+        target=row.target,
+        holder=row.holder,
+        token=row.token,
+        status=row.status,
+        acquired_at=from_iso(row.acquired_at),
+        expires_at=from_iso(row.expires_at),
+        ended_at=_time(row.ended_at),
+        request_id=row.request_id,
+    )
+
+
+def agent_from_row(
+    row: AgentRow, totals: Usage, completed: int, failed: int, cost_usd: float
+) -> Agent:
+    return Agent(
+        agent_id=row.agent_id,
+        current_session_id=row.current_session_id,
+        chain_length=row.chain_length,
+        request_count=row.request_count,
+        resets=row.resets,
+        first_seen=from_iso(row.first_seen),
+        last_activity=from_iso(row.last_activity),
+        completed=completed,
+        failed=failed,
+        input_tokens=totals.input_tokens,
+        output_tokens=totals.output_tokens,
+        cache_read_tokens=totals.cache_read_tokens,
+        cache_write_tokens=totals.cache_write_tokens,
+        cost_usd=cost_usd,
+    )

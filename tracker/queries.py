@@ -1,0 +1,179 @@
+"""Reads: plain SQL over the projection tables, turned into result structs.
+
+Each function takes a read-only sqlite3 connection and runs on the reader's
+thread, so one API read costs one thread hop.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from projections.agents import AgentRow
+from projections.locks import LockRow
+from projections.requests import RequestRow
+from projections.sessions import SessionRow
+from projections.state import State
+from tracker.events import Usage
+from tracker.models import (
+    Agent,
+    Health,
+    Lock,
+    Request,
+    Session,
+    Stats,
+    agent_from_row,
+    lock_from_row,
+    request_from_row,
+    session_from_row,
+)
+
+_TABLES = State(1)
+_BY_REQUEST = _TABLES.requests.select_sql + " WHERE request_id = ?"
+_BY_SESSION = _TABLES.sessions.select_sql + " WHERE session_id = ?"
+_BY_AGENT = _TABLES.agents.select_sql + " WHERE agent_id = ?"
+_CHAIN = _TABLES.sessions.select_sql + " WHERE agent_id = ? ORDER BY position"
+_LOCK = _TABLES.locks.select_sql + " WHERE scope = ? AND target = ?"
+_USAGE_SUMS = """
+SELECT coalesce(sum(requests), 0), coalesce(sum(completed), 0), coalesce(sum(failed), 0),
+       coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+       coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_write_tokens), 0),
+       coalesce(sum(cost_usd), 0.0), coalesce(sum(duration_ms), 0),
+       coalesce(sum(lock_acquisitions), 0), coalesce(sum(lock_waits), 0),
+       coalesce(sum(lock_wait_ms), 0), coalesce(sum(lock_expiries), 0)
+FROM usage_daily WHERE ?1 IS NULL OR agent_id = ?1"""
+_UNFINISHED = """
+SELECT status, count(*) FROM requests
+WHERE status IN ('pending', 'active') AND (?1 IS NULL OR agent_id = ?1) GROUP BY status"""
+
+
+def request(conn: sqlite3.Connection, request_id: str) -> Request | None:
+    row = conn.execute(_BY_REQUEST, (request_id,)).fetchone()
+    return request_from_row(RequestRow(*row)) if row else None
+
+
+def agent_session(conn: sqlite3.Connection, agent_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT current_session_id FROM agents WHERE agent_id = ?", (agent_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def lock(conn: sqlite3.Connection, scope: str, target: str) -> Lock | None:
+    row = conn.execute(_LOCK, (scope, target)).fetchone()
+    return lock_from_row(LockRow(*row)) if row else None
+
+
+def session(conn: sqlite3.Connection, session_id: str) -> Session | None:
+    row = conn.execute(_BY_SESSION, (session_id,)).fetchone()
+    if row is None:
+        return None
+    found = SessionRow(*row)
+    return session_from_row(found, _session_lock(conn, found))
+
+
+def _session_lock(conn: sqlite3.Connection, row: SessionRow) -> Lock | None:
+    """The held lock on a session: its own, or its agent's if it is the agent's current one."""
+    own = lock(conn, "session", row.session_id)
+    if own is not None and own.status == "held":
+        return own
+    if row.agent_id is None or agent_session(conn, row.agent_id) != row.session_id:
+        return None
+    agents = lock(conn, "agent", row.agent_id)
+    return agents if agents is not None and agents.status == "held" else None
+
+
+def chain(conn: sqlite3.Connection, agent_id: str) -> list[Session]:
+    return [session_from_row(SessionRow(*r)) for r in conn.execute(_CHAIN, (agent_id,))]
+
+
+def agent(conn: sqlite3.Connection, agent_id: str) -> Agent | None:
+    row = conn.execute(_BY_AGENT, (agent_id,)).fetchone()
+    if row is None:
+        return None
+    sums = conn.execute(_USAGE_SUMS, (agent_id,)).fetchone()
+    totals = Usage(
+        input_tokens=sums[3],
+        output_tokens=sums[4],
+        cache_read_tokens=sums[5],
+        cache_write_tokens=sums[6],
+    )
+    return agent_from_row(AgentRow(*row), totals, sums[1], sums[2], sums[7])
+
+
+def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
+    (
+        requests,
+        completed,
+        failed,
+        input_tokens,
+        output_tokens,
+        cache_read,
+        cache_write,
+        cost,
+        duration,
+        acquisitions,
+        waits,
+        wait_ms,
+        expiries,
+    ) = conn.execute(_USAGE_SUMS, (agent_id,)).fetchone()
+    unfinished = dict(conn.execute(_UNFINISHED, (agent_id,)).fetchall())
+    finished = completed + failed
+    return Stats(
+        agents=_count(conn, "agents", agent_id),
+        sessions=_count(conn, "sessions", agent_id),
+        requests=requests,
+        pending=unfinished.get("pending", 0),
+        active=unfinished.get("active", 0),
+        completed=completed,
+        failed=failed,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cost_usd=round(cost, 9),
+        duration_ms=duration,
+        avg_duration_ms=duration / finished if finished else None,
+        failure_rate=failed / finished if finished else None,
+        lock_acquisitions=acquisitions,
+        lock_waits=waits,
+        lock_wait_ms=wait_ms,
+        lock_expiries=expiries,
+        events=conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0],
+    )
+
+
+def _count(conn: sqlite3.Connection, table: str, agent_id: str | None) -> int:
+    if agent_id is None:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    sql = f"SELECT count(*) FROM {table} WHERE agent_id = ?"
+    return int(conn.execute(sql, (agent_id,)).fetchone()[0])
+
+
+def health(conn: sqlite3.Connection, path: Path, durability: str) -> Health:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
+    events = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    projected = conn.execute("SELECT coalesce(min(seq), 0) FROM checkpoints").fetchone()[0]
+    file_bytes, wal_bytes = _size(path), _size(Path(f"{path}-wal"))
+    return Health(
+        ok=integrity == "ok" and projected == events,
+        path=str(path),
+        schema_version=version,
+        integrity=integrity,
+        events=events,
+        projection_seq=projected,
+        lag=events - projected,
+        file_bytes=file_bytes,
+        wal_bytes=wal_bytes,
+        bytes_per_event=round((file_bytes + wal_bytes) / events, 1) if events else None,
+        durability=durability,
+    )
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,14 @@
+"""The database layout, loaded from the schema.sql shipped in the package."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+SCHEMA_VERSION = 1
+
+
+@cache
+def schema_sql() -> str:
+    """Return the text of schema.sql (the single source of the layout)."""
+    return resources.files("tracker").joinpath("schema.sql").read_text(encoding="utf-8")

@@ -1,0 +1,479 @@
+"""The event store: append with group commit and a hash chain, read, follow.
+
+Concurrent callers' jobs are queued; one writer task runs a whole batch of
+jobs in ONE transaction on the connection's thread (one hop), and each caller
+awaits its own outcome. A job gets a ``Transaction``: it decides (raising a
+TrackerError appends nothing) and appends events, which the projection hook
+applies in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import aiosqlite
+import anyio
+
+from tracker import chain, codec, db
+from tracker.clock import Clock, SystemClock, from_iso, iso
+from tracker.errors import DatabaseBusy, DatabaseNotFound, TrackerClosed, TrackerError
+from tracker.events import AnyEvent, StoredEvent, tag_of
+
+T = TypeVar("T")
+MAX_BATCH = 512
+FOLLOW_BATCH = 1000
+BUSY_DEADLINE_S = 60.0
+EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+
+
+class Hook(Protocol):
+    """What the store calls so projections apply events in the append transaction."""
+
+    def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
+        """Start a transaction; ``stale``: another connection committed since the last."""
+
+    def apply(self, seq: int, at: str, event: AnyEvent) -> None:
+        """Apply one appended event."""
+
+    def flush(self, conn: sqlite3.Connection, seq: int) -> None:
+        """Write what the applied events changed, and the checkpoint ``seq``."""
+
+    def reset(self) -> None:
+        """Forget cached state (the transaction was rolled back)."""
+
+
+H = TypeVar("H", bound=Hook)
+
+
+class NoProjections:
+    """A hook that projects nothing (the store on its own)."""
+
+    def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
+        pass
+
+    def apply(self, seq: int, at: str, event: AnyEvent) -> None:
+        pass
+
+    def flush(self, conn: sqlite3.Connection, seq: int) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class Head:
+    """The last committed event: where the next one chains on."""
+
+    seq: int = 0
+    hash: bytes = chain.GENESIS
+    at: str = ""
+
+
+class Transaction(Generic[H]):
+    """One write transaction, shared by the jobs of a batch (runs on the db thread)."""
+
+    def __init__(self, conn: sqlite3.Connection, hook: H, head: Head, clock: Clock) -> None:
+        self.conn = conn
+        self.hook = hook
+        self.head = Head(head.seq, head.hash, head.at)
+        now = clock.now()
+        self.at = max(iso(now), head.at)  # the log's time never goes backwards
+        self.now = from_iso(self.at)
+        self.rows: list[chain.Row] = []
+
+    def append(self, events: Sequence[AnyEvent]) -> list[StoredEvent]:
+        """Stamp, chain and apply ``events``; they commit with the transaction."""
+        return [self._append_one(event) for event in events]
+
+    def _append_one(self, event: AnyEvent) -> StoredEvent:
+        head, type_ = self.head, tag_of(event)
+        seq, event_id, payload = head.seq + 1, uuid.uuid4().hex, codec.encode(event)
+        keys = _keys(event)
+        digest = chain.link(head.hash, seq, event_id, type_, event.VERSION, self.at, keys, payload)
+        self.rows.append(
+            (seq, event_id, type_, event.VERSION, self.at, *keys, payload.decode(), digest)
+        )
+        self.head = Head(seq, digest, self.at)
+        self.hook.apply(seq, self.at, event)
+        return StoredEvent(
+            seq=seq,
+            id=event_id,
+            type=type_,
+            version=event.VERSION,
+            at=self.now,
+            request_id=keys[0],
+            agent_id=keys[1],
+            session_id=keys[2],
+            event=event,
+            hash=digest.hex(),
+        )
+
+
+def _keys(event: AnyEvent) -> tuple[str | None, str | None, str | None]:
+    return (
+        getattr(event, "request_id", None),
+        getattr(event, "agent_id", None),
+        getattr(event, "session_id", None),
+    )
+
+
+Job = Callable[[Transaction[H]], T]
+
+
+class _PartialJob(Exception):
+    """A job appended events and then failed: the batch must be redone job by job."""
+
+
+@dataclass(slots=True)
+class _Queued:
+    job: Callable[[Any], Any]
+    future: asyncio.Future[Any]
+    exclusive: bool = False  # maintenance: runs alone, on the raw connection
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which events to read (all None: every event)."""
+
+    request_id: str | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
+    types: tuple[str, ...] = ()
+
+    def where(self, since: int, until: int | None) -> tuple[str, list[Any]]:
+        clauses, params = ["seq > ?"], list[Any]([since])
+        for column in ("request_id", "agent_id", "session_id"):
+            if (value := getattr(self, column)) is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.types:
+            clauses.append(f"type IN ({','.join('?' * len(self.types))})")
+            params.extend(self.types)
+        if until is not None:
+            clauses.append("seq <= ?")
+            params.append(until)
+        return " AND ".join(clauses), params
+
+
+class EventStore(Generic[H]):
+    """Append-only event log on one SQLite file (one writer connection per process)."""
+
+    def __init__(self, path: Path, hook: H, clock: Clock, durability: db.Durability) -> None:
+        self.path, self.hook, self.clock, self.durability = path, hook, clock, durability
+        self._queue: list[_Queued] = []
+        self._wake = anyio.Event()
+        self._committed = anyio.Event()
+        self._closing = False
+        self._head = Head()
+        self._data_version = -1
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | Path,
+        hook: H,
+        *,
+        clock: Clock | None = None,
+        durability: db.Durability = "full",
+        create: bool = True,
+    ) -> AsyncIterator[EventStore[H]]:
+        """Open (creating if asked) the log at ``path`` until the block exits."""
+        store = cls(Path(path), hook, clock or SystemClock(), durability)
+        await store._connect(create)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store._write_loop)
+                try:
+                    yield store
+                finally:
+                    store._closing = True
+                    store._wake.set()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await store._disconnect()
+
+    # -- connections ---------------------------------------------------------
+
+    async def _connect(self, create: bool) -> None:
+        if not self.path.exists():
+            if not create:
+                raise DatabaseNotFound(f"no database at {str(self.path)!r}")
+            db.create_file(self.path)
+        try:
+            self._writer = await aiosqlite.Connection(
+                db.writer_connector(self.path, self.durability), 64
+            )
+            self._reader = await aiosqlite.Connection(db.reader_connector(self.path), 256)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._disconnect()
+            raise db.translate(exc, self.path) from None
+
+    async def _disconnect(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    def _writer_conn(self) -> aiosqlite.Connection:
+        if self._writer is None or self._closing:
+            raise TrackerClosed(f"the tracker on {str(self.path)!r} is closed")
+        return self._writer
+
+    def _reader_conn(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise TrackerClosed(f"the tracker on {str(self.path)!r} is closed")
+        return self._reader
+
+    # -- writing -------------------------------------------------------------
+
+    async def submit(self, job: Job[H, T]) -> T:
+        """Run ``job`` in the next group-commit transaction; return once committed."""
+        return await self._enqueue(job, exclusive=False)  # type: ignore[no-any-return]
+
+    async def append(self, events: Sequence[AnyEvent]) -> list[StoredEvent]:
+        """Append ``events`` atomically; return them as stored, once committed."""
+        return await self.submit(lambda tx: tx.append(events))
+
+    async def run_exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` alone on the writer thread, between batches.
+
+        For maintenance that manages its own transaction (rebuild). Cached
+        projection state and the head are reloaded afterwards.
+        """
+        return await self._enqueue(fn, exclusive=True)  # type: ignore[no-any-return]
+
+    async def _enqueue(self, job: Callable[[Any], Any], *, exclusive: bool) -> Any:
+        self._writer_conn()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(job, future, exclusive))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            batch = self._take_batch()
+            if batch:
+                with anyio.CancelScope(shield=True):
+                    await self._commit(batch)
+
+    def _take_batch(self) -> list[_Queued]:
+        """Take queued jobs up to the next exclusive one (which goes alone)."""
+        queue = self._queue
+        end = 1 if queue[0].exclusive else 0
+        while end < min(len(queue), MAX_BATCH) and not queue[end].exclusive:
+            end += 1
+        batch = [q for q in queue[:end] if not q.future.cancelled()]
+        del queue[:end]
+        return batch
+
+    async def _commit(self, batch: list[_Queued]) -> None:
+        writer = self._writer
+        assert writer is not None
+        try:
+            outcomes = await db.run(writer, self._run_batch, db.raw(writer), batch)
+        except BaseException as exc:  # the thread itself failed (connection closed...)
+            outcomes = [db.translate(exc, self.path)] * len(batch)
+        for queued, outcome in zip(batch, outcomes, strict=True):
+            if queued.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                queued.future.set_exception(outcome)
+            else:
+                queued.future.set_result(outcome)
+        self._committed.set()
+        self._committed = anyio.Event()
+
+    # -- the transaction (runs on the writer thread) ---------------------------
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Queued]) -> list[Any]:
+        if batch[0].exclusive:
+            return [self._run_exclusive(conn, batch[0].job)]
+        try:
+            return self._transact(conn, [q.job for q in batch])
+        except _PartialJob:
+            self._rollback(conn)
+            return [self._run_batch(conn, [q])[0] for q in batch]
+        except BaseException as exc:
+            self._rollback(conn)
+            if len(batch) > 1 and not isinstance(db.translate(exc, self.path), TrackerError):
+                return [self._run_batch(conn, [q])[0] for q in batch]  # isolate the culprit
+            return [db.translate(exc, self.path)] * len(batch)
+
+    def _run_exclusive(self, conn: sqlite3.Connection, fn: Callable[[Any], Any]) -> Any:
+        try:
+            return fn(conn)
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return db.translate(exc, self.path)
+        finally:  # maintenance may have rewritten projections: reload everything
+            self.hook.reset()
+            self._data_version = -1
+
+    def _transact(self, conn: sqlite3.Connection, jobs: list[Job[H, Any]]) -> list[Any]:
+        self._begin(conn)
+        stale = self._sync(conn)
+        self.hook.begin(conn, stale)
+        tx = Transaction(conn, self.hook, self._head, self.clock)
+        outcomes = [self._run_job(tx, job, len(jobs) > 1) for job in jobs]
+        if tx.rows:
+            conn.executemany(INSERT_EVENT, tx.rows)
+            self.hook.flush(conn, tx.head.seq)
+        conn.execute("COMMIT")
+        self._head = tx.head
+        return outcomes
+
+    def _run_job(self, tx: Transaction[H], job: Job[H, Any], shared: bool) -> Any:
+        before = len(tx.rows)
+        try:
+            return job(tx)
+        except TrackerError as exc:
+            if len(tx.rows) != before:
+                if shared:
+                    raise _PartialJob from exc
+                raise
+            return exc
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + BUSY_DEADLINE_S
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY":
+                    raise
+                if time.monotonic() > deadline:
+                    raise DatabaseBusy(
+                        f"{str(self.path)!r} stayed locked by other writers for "
+                        f"{BUSY_DEADLINE_S:.0f}s"
+                    ) from exc
+
+    def _sync(self, conn: sqlite3.Connection) -> bool:
+        """Reload the head if another connection committed; return whether one did."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return False
+        self._data_version = version
+        self._read_head(conn)
+        return True
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        self.hook.reset()
+        self._data_version = -1  # re-read the head before the next batch
+
+    def _read_head(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT seq, hash, at FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        self._head = Head(*row) if row else Head()
+
+    # -- reading -------------------------------------------------------------
+
+    async def read(
+        self,
+        since: int = 0,
+        *,
+        until: int | None = None,
+        where: Filter = Filter(),
+        limit: int = 1000,
+    ) -> list[StoredEvent]:
+        """Return stored events with ``seq > since`` matching ``where``, in seq order."""
+        clause, params = where.where(since, until)
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {clause} ORDER BY seq LIMIT ?"
+        return await self.read_sql(_decode_rows, sql, [*params, limit])
+
+    async def read_sql(
+        self, convert: Callable[[list[Any]], T], sql: str, params: Sequence[Any] = ()
+    ) -> T:
+        """Run one read query on the reader thread and convert its rows there."""
+        return await self.read_with(lambda conn: convert(conn.execute(sql, params).fetchall()))
+
+    async def read_with(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on the read-only connection's thread (one hop)."""
+        reader = self._reader_conn()
+        try:
+            return await db.run(reader, fn, db.raw(reader))  # type: ignore[no-any-return]
+        except sqlite3.Error as exc:
+            raise db.translate(exc, self.path) from None
+
+    async def follow(
+        self, since: int = 0, *, where: Filter = Filter(), poll: float = 0.1
+    ) -> AsyncIterator[StoredEvent]:
+        """Yield matching events forever, including other processes' commits."""
+        last = since
+        while True:
+            version = await self.data_version()
+            batch = await self.read(last, where=where, limit=FOLLOW_BATCH)
+            for event in batch:
+                yield event
+            if batch:
+                last = batch[-1].seq
+            if len(batch) < FOLLOW_BATCH:
+                await self.wait_for_change(version, poll)
+
+    async def data_version(self) -> int:
+        """Return the reader's ``PRAGMA data_version`` (changes on any other commit)."""
+        reader = self._reader_conn()
+        return await db.run(reader, _data_version, db.raw(reader))  # type: ignore[no-any-return]
+
+    async def wait_for_change(self, version: int, within: float) -> None:
+        """Return once the log moved past ``version`` (any process), or after ``within`` s."""
+        with anyio.move_on_after(within):
+            while await self.data_version() == version:
+                with anyio.move_on_after(0.05):  # wakes at once on this process's commits
+                    await self._committed.wait()
+
+    async def verify_chain(self) -> chain.ChainReport:
+        """Recompute the hash chain over the whole log; report the first broken seq."""
+        sql = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"
+        return await self.read_sql(chain.check, sql)
+
+    async def head(self) -> int:
+        """Return the last committed seq (0 for an empty log)."""
+        return await self.read_sql(lambda rows: rows[0][0] or 0, "SELECT max(seq) FROM events")
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def decode_row(row: Sequence[Any]) -> StoredEvent:
+    """Turn an events row into a StoredEvent (upcasting old payloads)."""
+    seq, event_id, type_, version, at, rid, aid, sid, payload, digest = row
+    return StoredEvent(
+        seq=seq,
+        id=event_id,
+        type=type_,
+        version=version,
+        at=from_iso(at),
+        request_id=rid,
+        agent_id=aid,
+        session_id=sid,
+        event=codec.decode(type_, version, payload),
+        hash=bytes(digest).hex(),
+    )
+
+
+def _decode_rows(rows: list[Any]) -> list[StoredEvent]:
+    return [decode_row(row) for row in rows]

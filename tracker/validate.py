@@ -1,0 +1,197 @@
+"""Argument checks: each returns the clean value or raises InvalidInput naming it."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+
+from tracker.clock import seconds
+from tracker.errors import InvalidInput
+from tracker.events import NO_USAGE, Usage
+
+MAX_ID_CHARS = 512
+MAX_TEXT_CHARS = 4_000_000
+MAX_METADATA_BYTES = 1 << 20
+MAX_METADATA_DEPTH = 32
+MAX_TTL_S = 7 * 86400.0
+_BAD_ID = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_USAGE_KEYS = frozenset(Usage.__struct_fields__)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def ident(value: Any, name: str) -> str:
+    """Return a valid id: a non-empty string without control characters."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string, got {type(value).__name__} {_show(value)}")
+    if not value.strip():
+        raise InvalidInput(f"{name} must not be empty or blank, got {value!r}")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidInput(
+            f"{name} has {len(value)} characters, at most {MAX_ID_CHARS}: {_show(value)}"
+        )
+    if _BAD_ID.search(value):
+        raise InvalidInput(f"{name} {_show(value)} contains control or surrogate characters")
+    return value
+
+
+def optional_ident(value: Any, name: str) -> str | None:
+    """Return None or a valid id."""
+    return None if value is None else ident(value, name)
+
+
+def text(value: Any, name: str, *, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """Return None or a string that UTF-8 can store."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidInput(f"{name} has {len(value):,} characters, at most {limit:,}")
+    if _SURROGATE.search(value):
+        raise InvalidInput(f"{name} contains lone surrogates (not valid UTF-8)")
+    return value
+
+
+def metadata(value: Any, name: str = "metadata") -> dict[str, Any]:
+    """Return a JSON object (dict with string keys), bounded in depth and size."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{name} must be a JSON object (a mapping), got {type(value).__name__}")
+    _check_depth(value, name)
+    try:
+        encoded = msgspec.json.encode(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"{name} is not JSON-serialisable: {exc}") from None
+    if len(encoded) > MAX_METADATA_BYTES:
+        raise InvalidInput(
+            f"{name} is {len(encoded):,} bytes as JSON, at most {MAX_METADATA_BYTES:,}"
+        )
+    decoded: dict[str, Any] = msgspec.json.decode(encoded)
+    _check_strings(encoded, name)
+    return decoded
+
+
+def _check_depth(value: Any, name: str) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise InvalidInput(f"{name} nests deeper than {MAX_METADATA_DEPTH} levels")
+        if isinstance(item, Mapping):
+            if not all(isinstance(k, str) for k in item):
+                raise InvalidInput(f"{name} keys must be strings")
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def _check_strings(encoded: bytes, name: str) -> None:
+    try:
+        encoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{name} contains strings that are not valid UTF-8") from None
+
+
+def usage(value: Any) -> Usage:
+    """Return a Usage from a Usage, a mapping of token counts, or None."""
+    if value is None:
+        return NO_USAGE
+    if isinstance(value, Usage):
+        value = msgspec.structs.asdict(value)
+    if not isinstance(value, Mapping):
+        raise InvalidInput(
+            f"usage must be a tracker.Usage or a mapping, got {type(value).__name__}"
+        )
+    unknown = set(value) - _USAGE_KEYS
+    if unknown:
+        raise InvalidInput(
+            f"usage has unknown keys {sorted(unknown)}; known: {sorted(_USAGE_KEYS)}"
+        )
+    for key, count in value.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise InvalidInput(f"usage {key} must be a non-negative integer, got {_show(count)}")
+    return Usage(**value)
+
+
+def cost(value: Any) -> float | None:
+    """Return None or a finite, non-negative cost in USD."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"cost_usd must be a finite number, got {_show(value)}")
+    if value < 0:
+        raise InvalidInput(f"cost_usd must not be negative, got {value}")
+    return float(value)
+
+
+def duration_ms(value: Any) -> int | None:
+    """Return None or a non-negative whole number of milliseconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"duration_ms must be a number, got {_show(value)}")
+    if value < 0:
+        raise InvalidInput(f"duration_ms must not be negative, got {value}")
+    return round(value)
+
+
+def ttl(value: Any, name: str = "ttl") -> float:
+    """Return a lock TTL in seconds: more than 0, at most 7 days."""
+    result = _duration(value, name)
+    if not 0 < result <= MAX_TTL_S:
+        raise InvalidInput(
+            f"{name} must be more than 0 and at most {MAX_TTL_S:.0f} s, got {value!r}"
+        )
+    return result
+
+
+def wait(value: Any, name: str = "wait") -> float:
+    """Return a wait in seconds: 0 (do not wait) up to 1 day."""
+    result = _duration(value, name)
+    if not 0 <= result <= 86400:
+        raise InvalidInput(f"{name} must be between 0 and 86400 s, got {value!r}")
+    return result
+
+
+def age(value: Any, name: str) -> float:
+    """Return an age threshold in seconds (not negative)."""
+    result = _duration(value, name)
+    if result < 0:
+        raise InvalidInput(f"{name} must not be negative, got {value!r}")
+    return result
+
+
+def _duration(value: Any, name: str) -> float:
+    if not isinstance(value, int | float | timedelta | str) or isinstance(value, bool):
+        raise InvalidInput(f"{name} must be seconds or a timedelta, got {_show(value)}")
+    result = seconds(value, name)
+    if not math.isfinite(result):
+        raise InvalidInput(f"{name} must be finite, got {value!r}")
+    return result
+
+
+def choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``allowed``."""
+    if value not in allowed:
+        raise InvalidInput(f"{name} must be one of {', '.join(allowed)}; got {_show(value)}")
+    return str(value)
+
+
+def lock_key(agent_id: Any, session_id: Any) -> tuple[str, str]:
+    """Return (scope, target) for a lock named by exactly one of agent or session."""
+    if (agent_id is None) == (session_id is None):
+        raise InvalidInput("name the lock by exactly one of agent_id= or session_id=")
+    if agent_id is not None:
+        return "agent", ident(agent_id, "agent_id")
+    return "session", ident(session_id, "session_id")
