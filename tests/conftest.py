@@ -1,0 +1,31 @@
+"""Shared fixtures: real SQLite files in temporary directories, an injectable clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tracker import ManualClock, Tracker
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # aiosqlite runs on asyncio only
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "tracker.db"
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def tracker(db_path: Path, clock: ManualClock) -> AsyncIterator[Tracker]:
+    async with Tracker.open(db_path, clock=clock) as t:
+        yield t

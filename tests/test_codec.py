@@ -1,0 +1,145 @@
+"""The event catalogue and its codec: round trips, upcasting, bad payloads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+
+from tracker import codec
+from tracker.errors import IntegrityError, SchemaVersionError
+from tracker.events import (
+    BY_TAG,
+    EVENT_TYPES,
+    AgentReset,
+    Event,
+    LockAcquired,
+    LockExpired,
+    LockReleased,
+    LockRenewed,
+    RequestCompleted,
+    RequestFailed,
+    RequestTracked,
+    SessionAssigned,
+    SessionDeleted,
+    SessionExpired,
+    SessionMetadataUpdated,
+    Usage,
+    tag_of,
+)
+
+WHEN = datetime(2026, 11, 21, 7, 30, 0, 123456, tzinfo=UTC)
+USAGE = Usage(input_tokens=1200, output_tokens=300, cache_read_tokens=5000, cache_write_tokens=800)
+
+SAMPLES: list[Event] = [
+    RequestTracked(
+        request_id="r1",
+        agent_id="a1",
+        resumed_session_id="s0",
+        prompt="hi",
+        prompt_chars=2,
+        metadata={"model": "opus", "n": [1, 2]},
+        owner="o1",
+        digest="abcd",
+    ),
+    SessionAssigned(request_id="r1", session_id="s1", agent_id="a1", parent_session_id="s0"),
+    RequestCompleted(
+        request_id="r1",
+        agent_id="a1",
+        session_id="s1",
+        response="hello",
+        response_chars=5,
+        usage=USAGE,
+        cost_usd=0.0042,
+        duration_ms=1500,
+        metadata={"turns": 2},
+        digest="ef01",
+    ),
+    RequestFailed(
+        request_id="r2",
+        error="timed out",
+        kind="timeout",
+        agent_id="a1",
+        session_id=None,
+        usage=USAGE,
+        cost_usd=0.001,
+        duration_ms=30000,
+    ),
+    LockAcquired(
+        scope="agent",
+        target="a1",
+        holder="r1",
+        expires_at=WHEN,
+        agent_id="a1",
+        request_id="r1",
+        waited_ms=12,
+    ),
+    LockRenewed(scope="agent", target="a1", holder="r1", token=5, expires_at=WHEN, agent_id="a1"),
+    LockReleased(
+        scope="session", target="s1", holder="r1", token=5, session_id="s1", request_id="r1"
+    ),
+    LockExpired(scope="agent", target="a1", holder="r1", token=5, agent_id="a1"),
+    SessionMetadataUpdated(session_id="s1", metadata={"mcp": ["fs"]}, agent_id="a1"),
+    SessionExpired(session_id="s1", reason="idle", agent_id="a1"),
+    SessionDeleted(session_id="s1", agent_id="a1", reason="gdpr"),
+    AgentReset(agent_id="a1", reason="user asked"),
+]
+
+
+def test_samples_cover_every_event_type() -> None:
+    assert {type(e) for e in SAMPLES} == set(EVENT_TYPES)
+    assert set(BY_TAG) == {tag_of(e) for e in SAMPLES}
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)
+def test_every_event_round_trips(event: Event) -> None:
+    payload = codec.encode(event)
+    decoded = codec.decode(tag_of(event), type(event).VERSION, payload)
+    assert decoded == event
+    assert type(decoded) is type(event)
+    assert msgspec.json.decode(payload)["type"] == tag_of(event)
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)
+def test_events_are_frozen(event: Event) -> None:
+    with pytest.raises(AttributeError):
+        event.agent_id = "other"  # type: ignore[misc]
+
+
+def test_a_version_1_request_tracked_payload_is_upcast() -> None:
+    # Hand-written as the seed prototype stored it: the resumed session was "session_id".
+    v1 = b'{"type":"RequestTracked","request_id":"r1","agent_id":"a1","session_id":"s0"}'
+    event = codec.decode("RequestTracked", 1, v1)
+    assert event == RequestTracked(request_id="r1", agent_id="a1", resumed_session_id="s0")
+
+
+def test_a_version_1_payload_without_the_renamed_field_still_decodes() -> None:
+    event = codec.decode("RequestTracked", 1, b'{"type":"RequestTracked","request_id":"r9"}')
+    assert event == RequestTracked(request_id="r9")
+
+
+def test_a_payload_from_a_newer_release_is_a_schema_version_error() -> None:
+    with pytest.raises(SchemaVersionError, match="upgrade"):
+        codec.decode("RequestTracked", 99, b'{"type":"RequestTracked","request_id":"r1"}')
+
+
+@pytest.mark.parametrize(
+    ("type_", "payload"),
+    [
+        ("NoSuchEvent", b"{}"),
+        ("RequestTracked", b"not json"),
+        ("RequestTracked", b'{"type":"RequestTracked"}'),
+        ("SessionAssigned", b'{"type":"SessionAssigned","request_id":1,"session_id":"s"}'),
+    ],
+)
+def test_undecodable_payloads_are_integrity_errors(type_: str, payload: bytes) -> None:
+    version: Any = BY_TAG[type_].VERSION if type_ in BY_TAG else 1
+    with pytest.raises(IntegrityError):
+        codec.decode(type_, version, payload)
+
+
+def test_defaults_are_omitted_to_keep_the_log_small() -> None:
+    payload = codec.encode(SessionAssigned(request_id="r1", session_id="s1"))
+    assert payload == b'{"type":"SessionAssigned","request_id":"r1","session_id":"s1"}'

@@ -1,0 +1,373 @@
+"""The orchestrator's flows (SPEC section 2), each checked against state and the log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.helpers import event_count
+from tracker import (
+    DuplicateRequest,
+    InvalidInput,
+    InvalidTransition,
+    ManualClock,
+    Tracker,
+    UnknownAgent,
+    UnknownRequest,
+    UnknownSession,
+    Usage,
+)
+
+USAGE = {
+    "input_tokens": 1200,
+    "output_tokens": 300,
+    "cache_read_tokens": 5000,
+    "cache_write_tokens": 800,
+}
+
+
+async def turn(t: Tracker, rid: str, agent: str, answer: str) -> None:
+    """One conversation turn: resume the agent's current session, the CLI answers ``answer``."""
+    await t.track_request(rid, agent_id=agent, session_id=await t.get_agent_session(agent))
+    await t.update_request_session(rid, answer)
+    await t.complete_request(rid, response="ok", usage=USAGE, cost_usd=0.0042, duration_ms=1500)
+
+
+async def types(t: Tracker, **where: str) -> list[str]:
+    return [e.type async for e in t.events(**where)]  # type: ignore[arg-type]
+
+
+# -- new conversation, continuity ------------------------------------------------
+
+
+async def test_a_new_conversation(tracker: Tracker) -> None:
+    request = await tracker.track_request("r1", agent_id="a1", prompt="hello")
+    assert (request.status, request.session_id, request.resumed_session_id) == (
+        "pending",
+        None,
+        None,
+    )
+    assert await tracker.get_agent_session("a1") is None  # pending is not a session
+    assert await tracker.get_session("None") is None
+    active = await tracker.update_request_session("r1", "S1")
+    assert (active.status, active.session_id) == ("active", "S1")
+    done = await tracker.complete_request(
+        "r1", response="hi", usage=USAGE, cost_usd=0.01, duration_ms=900
+    )
+    assert done.status == "completed"
+    assert done.usage == Usage(**USAGE)
+    assert (done.cost_usd, done.duration_ms) == (0.01, 900)
+    assert await tracker.get_agent_session("a1") == "S1"
+    session = await tracker.get_session("S1")
+    assert session is not None
+    assert (session.agent_id, session.parent_session_id, session.request_count) == ("a1", None, 1)
+    assert (session.input_tokens, session.cost_usd) == (1200, 0.01)
+    assert await types(tracker, request_id="r1") == [
+        "RequestTracked",
+        "SessionAssigned",
+        "RequestCompleted",
+    ]
+
+
+async def test_continuing_with_a_new_id_grows_the_chain(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await turn(tracker, "r2", "a1", "S2")  # older CLIs: a resume answers a new id
+    await turn(tracker, "r3", "a1", "S3")
+    assert await tracker.get_agent_session("a1") == "S3"
+    chain = await tracker.get_chain("a1")
+    assert [(s.session_id, s.parent_session_id, s.position) for s in chain] == [
+        ("S1", None, 1),
+        ("S2", "S1", 2),
+        ("S3", "S2", 3),
+    ]
+    request = await tracker.get_request("r2")
+    assert request is not None
+    assert (request.resumed_session_id, request.session_id) == ("S1", "S2")
+
+
+async def test_continuing_with_the_same_id_grows_the_request_count(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await turn(tracker, "r2", "a1", "S1")  # current CLIs: the same id
+    await turn(tracker, "r3", "a1", "S1")
+    assert await tracker.get_agent_session("a1") == "S1"
+    chain = await tracker.get_chain("a1")
+    assert [(s.session_id, s.request_count) for s in chain] == [("S1", 3)]
+    assert chain[0].cost_usd == pytest.approx(3 * 0.0042)
+    agent = await tracker.get_agent("a1")
+    assert agent is not None
+    assert (agent.chain_length, agent.request_count, agent.completed) == (1, 3, 3)
+
+
+async def test_two_resumes_answering_different_ids_make_a_fork(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.track_request("r2", agent_id="a1", session_id="S1")
+    await tracker.track_request("r3", agent_id="a1", session_id="S1")
+    await tracker.update_request_session("r2", "S2")
+    await tracker.update_request_session("r3", "S3")
+    chain = await tracker.get_chain("a1")
+    assert [(s.session_id, s.parent_session_id) for s in chain] == [
+        ("S1", None),
+        ("S2", "S1"),
+        ("S3", "S1"),
+    ]
+    assert await tracker.get_agent_session("a1") == "S3"  # the latest answer wins
+
+
+async def test_session_none_is_never_a_session(tracker: Tracker) -> None:
+    await tracker.track_request("r1", agent_id="a1", session_id=None)
+    stats = await tracker.stats()
+    assert (stats.sessions, stats.pending) == (0, 1)
+
+
+# -- failure -----------------------------------------------------------------------
+
+
+async def test_failure_before_assignment_keeps_the_current_session(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.track_request("r2", agent_id="a1", session_id="S1", lock=True)
+    failed = await tracker.fail_request("r2", error="CLI crashed", kind="cli_error")
+    assert (failed.status, failed.error, failed.error_kind, failed.session_id) == (
+        "failed",
+        "CLI crashed",
+        "cli_error",
+        None,
+    )
+    assert await tracker.get_agent_session("a1") == "S1"
+    lock = await tracker.get_lock(agent_id="a1")
+    assert lock is not None
+    assert lock.status == "released"  # failing released the request's lock
+
+
+async def test_failure_after_assignment_counts_usage_on_the_session(tracker: Tracker) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "S1")
+    await tracker.fail_request(
+        "r1",
+        error="max turns",
+        kind="error_max_turns",
+        usage={"input_tokens": 10},
+        cost_usd=0.5,
+        duration_ms=100,
+    )
+    session = await tracker.get_session("S1")
+    assert session is not None
+    assert (session.input_tokens, session.cost_usd) == (10, 0.5)
+    assert await tracker.get_agent_session("a1") == "S1"
+    stats = await tracker.stats()
+    assert (stats.failed, stats.failure_rate, stats.cost_usd) == (1, 1.0, 0.5)
+
+
+# -- impossible transitions raise and append nothing -------------------------------
+
+
+async def test_impossible_transitions_raise_and_append_nothing(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.track_request("p", agent_id="a1", session_id="S1")
+    before = event_count(db_path)
+    cases = [
+        (UnknownRequest, tracker.complete_request("nope")),
+        (UnknownRequest, tracker.update_request_session("nope", "S9")),
+        (UnknownRequest, tracker.fail_request("nope", error="x")),
+        (InvalidTransition, tracker.update_request_session("r1", "S9")),  # finished
+        (InvalidTransition, tracker.complete_request("p")),  # no session yet
+        (InvalidTransition, tracker.complete_request("r1", response="other")),
+        (InvalidTransition, tracker.fail_request("r1", error="late")),
+        (UnknownSession, tracker.update_session_metadata("S9", {"a": 1})),
+        (UnknownSession, tracker.delete_session("S9")),
+        (UnknownAgent, tracker.reset_agent("nobody")),
+        (DuplicateRequest, tracker.track_request("r1", agent_id="a2")),
+        (InvalidTransition, tracker.track_request("x", agent_id="a2", session_id="S1")),
+    ]
+    for error, call in cases:
+        with pytest.raises(error):
+            await call
+    assert event_count(db_path) == before
+
+
+async def test_a_second_assignment_with_another_id_is_refused(tracker: Tracker) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "S1")
+    with pytest.raises(InvalidTransition, match="already has session 'S1'"):
+        await tracker.update_request_session("r1", "S2")
+
+
+async def test_a_session_cannot_move_to_another_agent(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.track_request("r2", agent_id="a2")
+    with pytest.raises(InvalidTransition, match="belongs to agent 'a1'"):
+        await tracker.update_request_session("r2", "S1")
+
+
+# -- retries are safe -------------------------------------------------------------
+
+
+async def test_exact_repeats_are_no_ops_returning_the_same_result(
+    tracker: Tracker, db_path: Path
+) -> None:
+    first = await tracker.track_request(
+        "r1", agent_id="a1", prompt="hi", metadata={"k": 1}, lock=True
+    )
+    assigned = await tracker.update_request_session("r1", "S1")
+    done = await tracker.complete_request("r1", response="yo", usage=USAGE, cost_usd=0.2)
+    before = event_count(db_path)
+    assert await tracker.complete_request("r1", response="yo", usage=USAGE, cost_usd=0.2) == done
+    assert await tracker.update_request_session("r1", "S1") == done
+    again = await tracker.track_request(
+        "r1", agent_id="a1", prompt="hi", metadata={"k": 1}, lock=True
+    )
+    assert again.request_id == first.request_id == assigned.request_id
+    await tracker.reset_agent("a1")
+    await tracker.reset_agent("a1")
+    assert event_count(db_path) == before + 1  # only the first reset
+
+
+async def test_metadata_key_order_does_not_make_a_repeat_conflict(tracker: Tracker) -> None:
+    await tracker.track_request("r1", metadata={"a": 1, "b": 2}, agent_id="a1")
+    await tracker.track_request("r1", metadata={"b": 2, "a": 1}, agent_id="a1")
+
+
+async def test_a_conflicting_repeat_raises(tracker: Tracker) -> None:
+    await tracker.track_request("r1", agent_id="a1", prompt="hi")
+    with pytest.raises(DuplicateRequest, match="'r1'"):
+        await tracker.track_request("r1", agent_id="a1", prompt="something else")
+    await tracker.fail_request("r1", error="boom")
+    with pytest.raises(InvalidTransition, match="already failed"):
+        await tracker.fail_request("r1", error="another error")
+
+
+# -- sessions and agents ----------------------------------------------------------
+
+
+async def test_session_metadata_is_merged(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.update_session_metadata("S1", {"model": "opus", "mcp": ["fs"]})
+    await tracker.update_session_metadata("S1", {"model": "sonnet"})
+    session = await tracker.get_session("S1")
+    assert session is not None
+    assert session.metadata == {"model": "sonnet", "mcp": ["fs"]}
+
+
+async def test_a_deleted_session_stays_in_the_chain_but_is_not_current(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.delete_session("S1", reason="gdpr")
+    assert await tracker.get_agent_session("a1") is None
+    [session] = await tracker.get_chain("a1")
+    assert (session.status, session.status_reason) == ("deleted", "gdpr")
+    with pytest.raises(InvalidTransition, match="deleted"):
+        await tracker.track_request("r2", agent_id="a1", session_id="S1")
+    with pytest.raises(InvalidTransition, match="deleted"):
+        await tracker.update_session_metadata("S1", {"a": 1})
+
+
+async def test_an_expired_session_is_not_current_until_the_cli_resumes_it(
+    tracker: Tracker,
+) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.expire_session("S1")
+    assert await tracker.get_agent_session("a1") is None
+    await turn(tracker, "r2", "a1", "S2")  # the next request starts a new conversation
+    assert [s.parent_session_id for s in await tracker.get_chain("a1")] == [None, None]
+    await tracker.track_request("r3", agent_id="a1", session_id="S1")  # explicit resume
+    await tracker.update_request_session("r3", "S1")
+    session = await tracker.get_session("S1")
+    assert session is not None
+    assert (session.status, session.request_count) == ("active", 2)
+    assert await tracker.get_agent_session("a1") == "S1"
+
+
+async def test_reset_starts_a_new_chain(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.reset_agent("a1", reason="new task")
+    assert await tracker.get_agent_session("a1") is None
+    await turn(tracker, "r2", "a1", "S2")
+    chain = await tracker.get_chain("a1")
+    assert [(s.session_id, s.parent_session_id) for s in chain] == [("S1", None), ("S2", None)]
+    agent = await tracker.get_agent("a1")
+    assert agent is not None
+    assert (agent.resets, agent.chain_length, agent.current_session_id) == (1, 2, "S2")
+
+
+async def test_agentless_requests_track_sessions_without_an_agent(tracker: Tracker) -> None:
+    await tracker.track_request("r1")
+    await tracker.update_request_session("r1", "S1")
+    await tracker.complete_request("r1")
+    await tracker.track_request("r2", session_id="S1", lock=True)
+    lock = await tracker.get_lock(session_id="S1")
+    assert lock is not None
+    assert (lock.holder, lock.status) == ("r2", "held")
+    await tracker.update_request_session("r2", "S2")
+    await tracker.complete_request("r2")
+    session = await tracker.get_session("S2")
+    assert session is not None
+    assert (session.agent_id, session.parent_session_id) == (None, "S1")
+    stats = await tracker.stats()
+    assert (stats.agents, stats.sessions, stats.completed) == (0, 2, 2)
+
+
+# -- content retention, clock, inputs ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "stored"), [("full", "x" * 300), ("preview", "x" * 200), ("none", None)]
+)
+async def test_content_retention(db_path: Path, content: str, stored: str | None) -> None:
+    async with Tracker.open(db_path, content=content) as t:  # type: ignore[arg-type]
+        await t.track_request("r1", agent_id="a1", prompt="x" * 300)
+        await t.update_request_session("r1", "S1")
+        await t.complete_request("r1", response="x" * 300)
+        events = [e.event async for e in t.events()]
+    assert msgspec.structs.asdict(events[0])["prompt"] == stored
+    assert msgspec.structs.asdict(events[0])["prompt_chars"] == 300
+    assert msgspec.structs.asdict(events[2])["response"] == stored
+
+
+async def test_the_injected_clock_stamps_events(tracker: Tracker, clock: ManualClock) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    clock.advance(90)
+    await tracker.update_request_session("r1", "S1")
+    request = await tracker.get_request("r1")
+    assert request is not None
+    assert request.assigned_at is not None
+    assert (request.assigned_at - request.created_at).total_seconds() == 90
+
+
+async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: ManualClock) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    clock.advance(-3600)
+    await tracker.track_request("r2", agent_id="a1")
+    times = [e.at async for e in tracker.events()]
+    assert times == sorted(times)
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda t: t.track_request(""), "request_id"),
+        (lambda t: t.track_request(42), "request_id"),
+        (lambda t: t.track_request("a\x00b"), "control"),
+        (lambda t: t.track_request("r", agent_id="x" * 600), "agent_id"),
+        (lambda t: t.track_request("r", metadata=[1, 2]), "metadata"),
+        (lambda t: t.track_request("r", metadata={1: "a"}), "keys"),
+        (lambda t: t.track_request("r", prompt="\ud800"), "surrogate"),
+        (lambda t: t.track_request("r", agent_id="a", lock=True, lock_ttl=-1), "lock_ttl"),
+        (lambda t: t.track_request("r", lock=True), "nothing to lock|no agent"),
+        (lambda t: t.complete_request("r", usage={"tokens": 3}), "unknown keys"),
+        (lambda t: t.complete_request("r", usage={"input_tokens": -1}), "non-negative"),
+        (lambda t: t.complete_request("r", cost_usd=float("nan")), "cost_usd"),
+        (lambda t: t.complete_request("r", duration_ms=-5), "duration_ms"),
+        (lambda t: t.acquire_lock(holder="h"), "exactly one"),
+        (lambda t: t.acquire_lock(agent_id="a", holder="h", ttl=10**9), "ttl"),
+        (lambda t: t.cleanup(idle_for="soon"), "idle_for"),
+    ],
+)
+async def test_bad_input_is_a_clear_typed_error(
+    tracker: Tracker, db_path: Path, call: object, needle: str
+) -> None:
+    before = event_count(db_path)
+    with pytest.raises(InvalidInput, match=needle):
+        await call(tracker)  # type: ignore[operator]
+    assert event_count(db_path) == before

@@ -1,0 +1,168 @@
+"""Conversation locks: contention, TTL and takeover, fencing tokens, waiting, release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.helpers import event_count
+from tracker import LockHeld, LockNotHeld, ManualClock, Tracker
+
+
+async def test_a_second_holder_is_refused_while_the_lock_is_held(
+    tracker: Tracker, db_path: Path
+) -> None:
+    lock = await tracker.acquire_lock(agent_id="a1", holder="req-1", ttl=30)
+    assert (lock.scope, lock.target, lock.holder, lock.status) == ("agent", "a1", "req-1", "held")
+    before = event_count(db_path)
+    with pytest.raises(LockHeld, match="'req-1'"):
+        await tracker.acquire_lock(agent_id="a1", holder="req-2")
+    with pytest.raises(LockHeld):
+        await tracker.track_request("req-2", agent_id="a1", lock=True)
+    assert await tracker.get_request("req-2") is None  # atomic: no request without its lock
+    assert event_count(db_path) == before
+
+
+async def test_the_holder_acquiring_again_gets_the_same_lock(tracker: Tracker) -> None:
+    first = await tracker.acquire_lock(agent_id="a1", holder="req-1")
+    assert await tracker.acquire_lock(agent_id="a1", holder="req-1") == first
+
+
+async def test_an_expired_lock_is_taken_over_with_a_higher_token(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    old = await tracker.acquire_lock(agent_id="a1", holder="req-1", ttl=30)
+    clock.advance(31)
+    new = await tracker.acquire_lock(agent_id="a1", holder="req-2", ttl=30)
+    assert new.token > old.token
+    assert new.holder == "req-2"
+    types = [e.type async for e in tracker.events(agent_id="a1")]
+    assert types[-2:] == ["LockExpired", "LockAcquired"]
+    with pytest.raises(LockNotHeld, match="'req-1' does not hold it"):
+        await tracker.release_lock(agent_id="a1", holder="req-1")
+    stats = await tracker.stats()
+    assert stats.lock_expiries == 1
+
+
+async def test_fencing_tokens_strictly_increase_across_all_locks(tracker: Tracker) -> None:
+    tokens = []
+    for i in range(3):
+        for agent in ("a1", "a2"):
+            lock = await tracker.acquire_lock(agent_id=agent, holder=f"h{i}")
+            tokens.append(lock.token)
+            await tracker.release_lock(agent_id=agent, holder=f"h{i}")
+    assert tokens == sorted(set(tokens))
+
+
+async def test_completion_releases_the_request_lock_but_not_a_successor(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    await tracker.track_request("r1", agent_id="a1", lock=True, lock_ttl=10)
+    await tracker.update_request_session("r1", "S1")
+    clock.advance(11)  # r1's lock expired; r2 takes the conversation over
+    await tracker.track_request("r2", agent_id="a1", session_id="S1", lock=True)
+    await tracker.complete_request("r1")  # late: must not release r2's lock
+    lock = await tracker.get_lock(agent_id="a1")
+    assert lock is not None
+    assert (lock.holder, lock.status) == ("r2", "held")
+
+
+async def test_release_twice_is_a_retry_but_releasing_anothers_lock_is_refused(
+    tracker: Tracker,
+) -> None:
+    await tracker.acquire_lock(agent_id="a1", holder="h1")
+    await tracker.release_lock(agent_id="a1", holder="h1")
+    await tracker.release_lock(agent_id="a1", holder="h1")
+    with pytest.raises(LockNotHeld):
+        await tracker.release_lock(agent_id="a1", holder="h2")
+    with pytest.raises(LockNotHeld):
+        await tracker.release_lock(agent_id="never", holder="h1")
+
+
+async def test_renewal_extends_the_lock_and_keeps_its_token(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    lock = await tracker.acquire_lock(agent_id="a1", holder="h1", ttl=10)
+    clock.advance(8)
+    renewed = await tracker.renew_lock(agent_id="a1", holder="h1", ttl=10)
+    assert renewed.token == lock.token
+    assert renewed.expires_at > lock.expires_at
+    clock.advance(8)  # past the first expiry, within the renewed one
+    with pytest.raises(LockHeld):
+        await tracker.acquire_lock(agent_id="a1", holder="h2")
+    with pytest.raises(LockNotHeld):
+        await tracker.renew_lock(agent_id="a1", holder="h2")
+
+
+async def test_waiting_gets_the_lock_when_the_holder_releases(tracker: Tracker) -> None:
+    await tracker.acquire_lock(agent_id="a1", holder="h1")
+    got = []
+
+    async def waiter() -> None:
+        got.append(await tracker.acquire_lock(agent_id="a1", holder="h2", wait=5))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.sleep(0.1)
+        assert not got
+        await tracker.release_lock(agent_id="a1", holder="h1")
+    assert got[0].holder == "h2"
+    stats = await tracker.stats()
+    assert stats.lock_waits == 1
+    assert stats.lock_wait_ms >= 50
+
+
+async def test_waiting_gives_up_after_wait(tracker: Tracker) -> None:
+    await tracker.acquire_lock(agent_id="a1", holder="h1")
+    with anyio.fail_after(3), pytest.raises(LockHeld):
+        await tracker.acquire_lock(agent_id="a1", holder="h2", wait=0.2)
+
+
+async def test_lock_context_manager_releases_on_exit_and_on_error(tracker: Tracker) -> None:
+    async with tracker.lock(agent_id="a1", holder="h1") as lock:
+        assert lock.status == "held"
+    with pytest.raises(RuntimeError):
+        async with tracker.lock(agent_id="a1", holder="h2"):
+            raise RuntimeError("boom")
+    current = await tracker.get_lock(agent_id="a1")
+    assert current is not None
+    assert (current.holder, current.status) == ("h2", "released")
+
+
+async def test_lock_context_manager_reports_a_lost_lock(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    with pytest.raises(LockNotHeld):
+        async with tracker.lock(agent_id="a1", holder="h1", ttl=5):
+            clock.advance(6)
+            await tracker.acquire_lock(agent_id="a1", holder="h2")
+
+
+async def test_session_shows_the_lock_of_its_conversation(tracker: Tracker) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "S1")
+    await tracker.complete_request("r1")
+    await tracker.track_request("r2", agent_id="a1", session_id="S1", lock=True)
+    session = await tracker.get_session("S1")
+    assert session is not None
+    assert session.lock is not None
+    assert session.lock.holder == "r2"
+
+
+async def test_concurrent_requests_of_one_agent_contend(tracker: Tracker) -> None:
+    winners, losers = [], []
+
+    async def attempt(i: int) -> None:
+        try:
+            await tracker.track_request(f"r{i}", agent_id="a1", lock=True)
+            winners.append(i)
+        except LockHeld:
+            losers.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(attempt, i)
+    assert len(winners) == 1
+    assert len(losers) == 19

@@ -1,0 +1,245 @@
+"""Recovery, cleanup, background maintenance, follow, rebuild, verify, replay."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.helpers import event_count, rows, run_python, tamper
+from tracker import InvalidInput, ManualClock, StoredEvent, Tracker
+
+
+async def conversation(t: Tracker, agents: int = 3, turns: int = 4) -> None:
+    for k in range(turns):
+        for a in range(agents):
+            agent, rid = f"a{a}", f"r{a}-{k}"
+            await t.track_request(
+                rid, agent_id=agent, session_id=await t.get_agent_session(agent), lock=True
+            )
+            await t.update_request_session(rid, f"S{a}-{k // 2}")
+            if k == 3:
+                await t.fail_request(rid, error="timeout", kind="timeout")
+            else:
+                await t.complete_request(rid, usage={"input_tokens": 10}, cost_usd=0.25)
+
+
+# -- restart and recovery ------------------------------------------------------------
+
+
+async def test_reopening_with_the_same_owner_abandons_its_unfinished_requests(
+    db_path: Path,
+) -> None:
+    async with Tracker.open(db_path, owner="orch-1") as t:
+        await t.track_request("r1", agent_id="a1", lock=True)
+        await t.update_request_session("r1", "S1")
+        await t.track_request("r2", agent_id="a2")
+    async with Tracker.open(db_path, owner="orch-2") as t:
+        await t.track_request("x1", agent_id="a3")
+    async with Tracker.open(db_path, owner="orch-1") as t:
+        for rid in ("r1", "r2"):
+            request = await t.get_request(rid)
+            assert request is not None
+            assert (request.status, request.error_kind) == ("failed", "abandoned")
+        other = await t.get_request("x1")
+        assert other is not None
+        assert other.status == "pending"  # another owner's request is not ours to abandon
+        lock = await t.get_lock(agent_id="a1")
+        assert lock is not None
+        assert lock.status == "released"
+        assert await t.get_agent_session("a1") == "S1"
+
+
+# -- cleanup ---------------------------------------------------------------------
+
+
+async def test_cleanup_retires_idle_sessions_stale_requests_and_lapsed_locks(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    await tracker.track_request("old", agent_id="a1")
+    await tracker.update_request_session("old", "S1")
+    await tracker.complete_request("old")
+    await tracker.track_request("stuck", agent_id="a2", lock=True, lock_ttl=60)
+    await tracker.acquire_lock(agent_id="a3", holder="h", ttl=60)
+    clock.advance(timedelta(hours=2))
+    await tracker.track_request("fresh", agent_id="a4")
+
+    preview = await tracker.cleanup(idle_for="1h", stale_after="1h", dry_run=True)
+    assert preview.dry_run
+    assert await tracker.get_agent_session("a1") == "S1"  # dry run changed nothing
+
+    report = await tracker.cleanup(idle_for="1h", stale_after="1h")
+    assert report.abandoned_requests == ["stuck"]
+    assert report.expired_sessions == ["S1"]
+    assert report.expired_locks == ["agent:a3"]  # a2's lock went with its request
+    assert (preview.abandoned_requests, preview.expired_sessions, preview.expired_locks) == (
+        report.abandoned_requests,
+        report.expired_sessions,
+        report.expired_locks,
+    )
+    assert await tracker.get_agent_session("a1") is None
+    session = await tracker.get_session("S1")
+    assert session is not None
+    assert (session.status, session.status_reason) == ("expired", "idle")
+    fresh = await tracker.get_request("fresh")
+    assert fresh is not None
+    assert fresh.status == "pending"
+    assert (await tracker.cleanup(idle_for="1h", stale_after="1h")).total == 0
+
+
+async def test_cleanup_keeps_a_session_with_a_request_in_flight(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "S1")
+    await tracker.complete_request("r1")
+    clock.advance(7200)
+    await tracker.track_request("r2", agent_id="a1", session_id="S1")
+    report = await tracker.cleanup(idle_for=3600)
+    assert report.expired_sessions == []
+
+
+async def test_background_maintenance_runs_cleanup(db_path: Path, clock: ManualClock) -> None:
+    async with Tracker.open(
+        db_path, clock=clock, maintenance_every=0.05, session_ttl=60, request_timeout=60
+    ) as t:
+        await t.track_request("r1", agent_id="a1")
+        clock.advance(120)
+        with anyio.fail_after(5):
+            while (request := await t.get_request("r1")) is None or request.status != "failed":
+                await anyio.sleep(0.02)
+        assert request.error_kind == "abandoned"
+
+
+# -- events and follow ---------------------------------------------------------------
+
+
+async def test_follow_sees_events_of_this_process(tracker: Tracker) -> None:
+    seen: list[StoredEvent] = []
+
+    async def follower() -> None:
+        async for event in tracker.events(follow=True, agent_id="a1", poll=0.05):
+            seen.append(event)
+            if len(seen) == 2:
+                return
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower)
+            await anyio.sleep(0.05)
+            await tracker.track_request("r1", agent_id="a1")
+            await tracker.track_request("x", agent_id="other")
+            await tracker.update_request_session("r1", "S1")
+    assert [e.type for e in seen] == ["RequestTracked", "SessionAssigned"]
+
+
+APPEND_FROM_CHILD = """
+import sys, anyio
+from tracker import Tracker
+async def main():
+    async with Tracker.open(sys.argv[1]) as t:
+        await t.track_request("child-1", agent_id="child")
+anyio.run(main)
+"""
+
+
+async def test_follow_sees_commits_of_another_process(tracker: Tracker, db_path: Path) -> None:
+    seen: list[str] = []
+
+    async def follower() -> None:
+        async for event in tracker.events(follow=True, poll=0.05):
+            seen.append(event.request_id or "")
+            return
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower)
+            done = await anyio.to_thread.run_sync(run_python, APPEND_FROM_CHILD, str(db_path))
+            assert done.returncode == 0, done.stderr
+    assert seen == ["child-1"]
+
+
+# -- rebuild, verify, replay ----------------------------------------------------------
+
+
+async def test_rebuild_gives_identical_projections(tracker: Tracker, db_path: Path) -> None:
+    await conversation(tracker)
+    tables = ("requests", "sessions", "agents", "locks", "usage_daily", "checkpoints")
+    before = {t: rows(db_path, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
+    report = await tracker.rebuild()
+    assert report.events == event_count(db_path)
+    after = {t: rows(db_path, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
+    assert after == before
+    assert (await tracker.verify()).ok
+    await tracker.track_request("after-rebuild", agent_id="a0")  # the write model reloaded
+    assert (await tracker.verify()).ok
+
+
+async def test_verify_finds_projections_that_drifted_from_the_log(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await conversation(tracker)
+    assert (await tracker.verify()).ok
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE sessions SET cost_usd = 99 WHERE session_id = 'S1-0'")
+    conn.commit()
+    conn.close()
+    report = await tracker.verify()
+    assert (report.ok, report.chain_ok, report.projections_ok) == (False, True, False)
+    [diff] = report.diffs
+    assert (diff.table, diff.missing, diff.unexpected) == ("sessions", 1, 1)
+    assert (await tracker.verify()).ok is False  # verify never repairs
+    await tracker.rebuild()
+    assert (await tracker.verify()).ok
+
+
+async def test_verify_reports_a_broken_chain(tracker: Tracker, db_path: Path) -> None:
+    await conversation(tracker)
+    tamper(db_path, "UPDATE events SET payload = replace(payload, '0.25', '0.26') WHERE seq = 4")
+    report = await tracker.verify()
+    assert (report.ok, report.chain_ok, report.first_bad_seq) == (False, False, 4)
+
+
+async def test_replay_into_gives_the_state_as_of_a_seq(
+    tracker: Tracker, db_path: Path, tmp_path: Path
+) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "S1")
+    cut = event_count(db_path)
+    await tracker.complete_request("r1")
+    await tracker.track_request("r2", agent_id="a1", session_id="S1")
+    target = tmp_path / "as-of.db"
+    assert await tracker.replay_into(target, until=cut) == cut
+    async with Tracker.open(target, create=False) as past:
+        request = await past.get_request("r1")
+        assert request is not None
+        assert request.status == "active"
+        assert await past.get_request("r2") is None
+        assert (await past.verify()).ok
+    with pytest.raises(InvalidInput, match="exists"):
+        await tracker.replay_into(target, until=1)
+
+
+async def test_replay_into_gives_the_state_as_of_a_time(
+    tracker: Tracker, clock: ManualClock, tmp_path: Path
+) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    moment = clock.now()
+    clock.advance(60)
+    await tracker.track_request("r2", agent_id="a1")
+    target = tmp_path / "at.db"
+    await tracker.replay_into(target, at=moment)
+    async with Tracker.open(target, create=False) as past:
+        assert (await past.stats()).requests == 1
+
+
+async def test_health_reports_version_lag_and_sizes(tracker: Tracker) -> None:
+    await conversation(tracker, agents=1, turns=2)
+    health = await tracker.health()
+    assert (health.ok, health.schema_version, health.integrity, health.lag) == (True, 1, "ok", 0)
+    assert health.events == health.projection_seq > 0
+    assert health.file_bytes > 0
+    assert health.durability == "full"

@@ -1,0 +1,302 @@
+"""The event store: append/read contract, group commit, hash chain, cancellation, open errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from tracker.errors import (
+    DatabaseNotFound,
+    NotATrackerDatabase,
+    ReadOnlyDatabase,
+    SchemaVersionError,
+    TrackerError,
+)
+from tracker.events import AgentReset, AnyEvent, RequestTracked, SessionAssigned
+from tracker.store import EventStore, Filter, NoProjections
+from tests.helpers import ROOT, event_count, rows, run_python, tamper
+
+Appender = Callable[[Path, list[AnyEvent]], Awaitable[list[int]]]
+
+CHILD_APPEND = """
+import sys, anyio, msgspec
+from tracker.events import AnyEvent
+from tracker.store import EventStore, NoProjections
+async def main():
+    events = msgspec.json.decode(sys.stdin.buffer.read(), type=list[AnyEvent])
+    async with EventStore.open(sys.argv[1], NoProjections()) as store:
+        stored = await store.append(events)
+    print(msgspec.json.encode([e.seq for e in stored]).decode())
+anyio.run(main)
+"""
+
+
+async def append_here(path: Path, events: list[AnyEvent]) -> list[int]:
+    async with EventStore.open(path, NoProjections()) as store:
+        return [e.seq for e in await store.append(events)]
+
+
+async def append_in_child(path: Path, events: list[AnyEvent]) -> list[int]:
+    done = await anyio.run_process(
+        [sys.executable, "-c", CHILD_APPEND, str(path)], input=msgspec.json.encode(events), cwd=ROOT
+    )
+    return msgspec.json.decode(done.stdout, type=list[int])
+
+
+@pytest.fixture(params=[append_here, append_in_child], ids=["file+wal", "second-process"])
+def appender(request: pytest.FixtureRequest) -> Appender:
+    return request.param  # type: ignore[no-any-return]
+
+
+def batch(n: int, agent: str = "a1") -> list[AnyEvent]:
+    return [RequestTracked(request_id=f"{agent}-r{i}", agent_id=agent) for i in range(n)]
+
+
+# -- the contract, over both configurations ---------------------------------------
+
+
+async def test_appended_events_read_back_in_order(db_path: Path, appender: Appender) -> None:
+    first = await appender(db_path, batch(3, "a1"))
+    second = await appender(db_path, batch(2, "a2"))
+    assert first == [1, 2, 3]
+    assert second == [4, 5]
+    async with EventStore.open(db_path, NoProjections()) as store:
+        stored = await store.read(0)
+        assert [e.seq for e in stored] == [1, 2, 3, 4, 5]
+        assert [e.event for e in stored] == batch(3, "a1") + batch(2, "a2")
+        assert [e.agent_id for e in stored] == ["a1"] * 3 + ["a2"] * 2
+        assert (await store.verify_chain()).ok
+
+
+async def test_filters_and_ranges(db_path: Path, appender: Appender) -> None:
+    events: list[AnyEvent] = [
+        RequestTracked(request_id="r1", agent_id="a1"),
+        SessionAssigned(request_id="r1", session_id="s1", agent_id="a1"),
+        RequestTracked(request_id="r2", agent_id="a2"),
+        AgentReset(agent_id="a1"),
+    ]
+    await appender(db_path, events)
+    async with EventStore.open(db_path, NoProjections()) as store:
+        assert [e.seq for e in await store.read(0, where=Filter(agent_id="a1"))] == [1, 2, 4]
+        assert [e.seq for e in await store.read(0, where=Filter(request_id="r1"))] == [1, 2]
+        assert [e.seq for e in await store.read(0, where=Filter(session_id="s1"))] == [2]
+        only = Filter(types=("AgentReset", "SessionAssigned"))
+        assert [e.seq for e in await store.read(0, where=only)] == [2, 4]
+        assert [e.seq for e in await store.read(1, until=3)] == [2, 3]
+        assert [e.seq for e in await store.read(0, limit=2)] == [1, 2]
+
+
+async def test_every_appended_event_is_committed_before_the_call_returns(
+    db_path: Path, appender: Appender
+) -> None:
+    await appender(db_path, batch(4))
+    # another connection, no tracker involved, sees them all
+    assert event_count(db_path) == 4
+
+
+# -- group commit ------------------------------------------------------------------
+
+
+async def test_200_concurrent_appenders_get_gapless_increasing_seqs(db_path: Path) -> None:
+    seqs: list[int] = []
+    async with EventStore.open(db_path, NoProjections()) as store:
+
+        async def one(i: int) -> None:
+            stored = await store.append(batch(2, f"agent{i}"))
+            seqs.extend(e.seq for e in stored)
+            assert stored[1].seq == stored[0].seq + 1  # a caller's events stay together
+
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(one, i)
+        assert (await store.verify_chain()).ok
+    assert sorted(seqs) == list(range(1, 401))
+    assert [r[0] for r in rows(db_path, "SELECT seq FROM events ORDER BY seq")] == seqs.__class__(
+        range(1, 401)
+    )
+
+
+async def test_concurrent_appends_share_transactions(db_path: Path) -> None:
+    commits = 0
+    async with EventStore.open(db_path, NoProjections()) as store:
+        original = store._transact
+
+        def counting(conn: sqlite3.Connection, jobs: list[object]) -> list[object]:
+            nonlocal commits
+            commits += 1
+            return original(conn, jobs)  # type: ignore[arg-type]
+
+        store._transact = counting  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+            for i in range(200):
+                tg.start_soon(store.append, batch(1, f"agent{i}"))
+    assert event_count(db_path) == 200
+    assert commits < 50, f"{commits} transactions for 200 concurrent appends"
+
+
+async def test_a_cancelled_caller_leaves_no_partial_batch(db_path: Path) -> None:
+    async with EventStore.open(db_path, NoProjections()) as store:
+        with anyio.move_on_after(0.05):
+            async with anyio.create_task_group() as tg:
+                for i in range(300):
+                    tg.start_soon(store.append, batch(3, f"agent{i}"))
+        # the store is still usable after its callers were cancelled
+        after = await store.append(batch(1, "after"))
+        assert after[0].seq == event_count(db_path)
+        assert (await store.verify_chain()).ok
+    per_agent = rows(db_path, "SELECT agent_id, count(*) FROM events GROUP BY agent_id")
+    assert all(n == 3 for agent, n in per_agent if agent != "after"), per_agent
+
+
+# -- the log is append-only and tamper-evident ----------------------------------------
+
+
+async def test_update_and_delete_on_events_are_refused_by_the_database(db_path: Path) -> None:
+    await append_here(db_path, batch(2))
+    conn = sqlite3.connect(db_path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE events SET agent_id = 'x' WHERE seq = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM events WHERE seq = 2")
+    conn.close()
+    assert rows(db_path, "SELECT agent_id FROM events") == [("a1",), ("a1",)]
+
+
+COLUMNS = ["id", "type", "version", "at", "request_id", "agent_id", "session_id", "payload", "hash"]
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+async def test_one_changed_byte_in_any_column_is_found(db_path: Path, column: str) -> None:
+    await append_here(db_path, batch(5))
+    (value,) = rows(db_path, f"SELECT {column} FROM events WHERE seq = 3")[0]
+    tamper(db_path, f"UPDATE events SET {column} = ? WHERE seq = 3", (_flip_one_byte(value),))
+    async with EventStore.open(db_path, NoProjections()) as store:
+        report = await store.verify_chain()
+    assert not report.ok
+    assert report.first_bad_seq == 3
+
+
+def _flip_one_byte(value: object) -> object:
+    if isinstance(value, int):
+        return value + 1
+    raw = bytearray(value if isinstance(value, bytes) else str(value).encode())
+    raw[-2] ^= 0x01
+    return bytes(raw) if isinstance(value, bytes) else raw.decode(errors="replace")
+
+
+async def test_a_deleted_row_is_found(db_path: Path) -> None:
+    await append_here(db_path, batch(5))
+    tamper(db_path, "DELETE FROM events WHERE seq = 2")
+    async with EventStore.open(db_path, NoProjections()) as store:
+        report = await store.verify_chain()
+    assert (report.ok, report.first_bad_seq) == (False, 2)
+    assert "missing" in (report.problem or "")
+
+
+# -- opening --------------------------------------------------------------------------
+
+
+async def test_a_new_file_is_private_to_its_owner(db_path: Path) -> None:
+    await append_here(db_path, batch(1))
+    assert os.stat(db_path).st_mode & 0o777 == 0o600
+
+
+async def test_another_schema_version_says_what_to_do(db_path: Path) -> None:
+    await append_here(db_path, batch(1))
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    with pytest.raises(SchemaVersionError, match="schema version 7.*export"):
+        await append_here(db_path, batch(1))
+
+
+async def test_a_file_that_is_not_sqlite(db_path: Path) -> None:
+    db_path.write_bytes(b"this is a text file, not a database\n" * 100)
+    with pytest.raises(NotATrackerDatabase):
+        await append_here(db_path, batch(1))
+    assert db_path.read_bytes().startswith(b"this is a text file")
+
+
+async def test_a_sqlite_file_of_another_application(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE notes (x)")
+    conn.close()
+    with pytest.raises(NotATrackerDatabase, match="not a tracker database"):
+        await append_here(db_path, batch(1))
+
+
+async def test_a_missing_file_is_not_created_unless_asked(db_path: Path) -> None:
+    with pytest.raises(DatabaseNotFound):
+        async with EventStore.open(db_path, NoProjections(), create=False):
+            pass
+    assert not db_path.exists()
+
+
+READ_ONLY_CHILD = """
+import sys, anyio
+from tracker.errors import ReadOnlyDatabase
+from tracker.events import RequestTracked
+from tracker.store import EventStore, NoProjections
+async def main():
+    try:
+        async with EventStore.open(sys.argv[1], NoProjections()) as store:
+            await store.append([RequestTracked(request_id="x")])
+    except ReadOnlyDatabase as exc:
+        print("ReadOnlyDatabase:", exc)
+anyio.run(main)
+"""
+
+
+async def test_a_read_only_file_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "t.db"
+    await append_here(path, batch(1))
+    for f in folder.iterdir():
+        f.chmod(0o444)
+    folder.chmod(0o555)
+    tmp_path.chmod(0o755)
+    if os.geteuid() == 0:  # root ignores permissions: try as an unprivileged user
+        drop = "-dac_override,-dac_read_search"  # root without these obeys file modes
+        done = subprocess.run(
+            [
+                "setpriv",
+                f"--inh-caps={drop}",
+                f"--bounding-set={drop}",
+                sys.executable,
+                "-c",
+                READ_ONLY_CHILD,
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
+        assert "ReadOnlyDatabase" in done.stdout, done.stderr
+    else:
+        with pytest.raises(ReadOnlyDatabase):
+            await append_here(path, batch(1))
+    folder.chmod(0o755)
+    assert event_count(path) == 1
+
+
+def test_errors_of_another_process_are_tracker_errors(db_path: Path) -> None:
+    done = run_python(
+        "import anyio, sys\n"
+        "from tracker.store import EventStore, NoProjections\n"
+        "async def main():\n"
+        "    async with EventStore.open(sys.argv[1], NoProjections(), create=False): pass\n"
+        "anyio.run(main)\n",
+        str(db_path),
+    )
+    assert "DatabaseNotFound" in done.stderr
+    assert issubclass(DatabaseNotFound, TrackerError)
