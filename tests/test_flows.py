@@ -371,3 +371,9 @@ async def test_bad_input_is_a_clear_typed_error(
     with pytest.raises(InvalidInput, match=needle):
         await call(tracker)  # type: ignore[operator]
     assert event_count(db_path) == before
+
+
+async def test_errors_inside_the_open_block_surface_unwrapped(db_path: Path) -> None:
+    with pytest.raises(UnknownRequest):
+        async with Tracker.open(db_path) as t:
+            await t.complete_request("nope")

@@ -13,6 +13,7 @@ import anyio
 import msgspec
 import pytest
 
+from tests.helpers import ROOT, event_count, rows, run_python, tamper
 from tracker.errors import (
     DatabaseNotFound,
     NotATrackerDatabase,
@@ -22,7 +23,6 @@ from tracker.errors import (
 )
 from tracker.events import AgentReset, AnyEvent, RequestTracked, SessionAssigned
 from tracker.store import EventStore, Filter, NoProjections
-from tests.helpers import ROOT, event_count, rows, run_python, tamper
 
 Appender = Callable[[Path, list[AnyEvent]], Awaitable[list[int]]]
 
@@ -134,7 +134,7 @@ async def test_concurrent_appends_share_transactions(db_path: Path) -> None:
             commits += 1
             return original(conn, jobs)  # type: ignore[arg-type]
 
-        store._transact = counting  # type: ignore[method-assign]
+        store._transact = counting  # type: ignore[method-assign, assignment]
         async with anyio.create_task_group() as tg:
             for i in range(200):
                 tg.start_soon(store.append, batch(1, f"agent{i}"))
@@ -214,7 +214,7 @@ async def test_another_schema_version_says_what_to_do(db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA user_version = 7")
     conn.close()
-    with pytest.raises(SchemaVersionError, match="schema version 7.*export"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 7.*export"):
         await append_here(db_path, batch(1))
 
 

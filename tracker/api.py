@@ -54,6 +54,7 @@ from tracker.models import (
     VerifyReport,
 )
 from tracker.store import EventStore, Filter
+from tracker.tasks import task_group
 
 T = TypeVar("T")
 Content = Literal["full", "preview", "none"]
@@ -107,7 +108,7 @@ class Tracker:
             tracker = cls(store, content, owner)
             if owner is not None:
                 await store.submit(AbandonOwned(owner))
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 if every:
                     tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
                 try:

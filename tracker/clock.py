@@ -8,7 +8,7 @@ from typing import Protocol
 
 from tracker.errors import InvalidInput
 
-Duration = float | int | timedelta
+Duration = float | int | timedelta | str  # seconds, a timedelta, or "90s", "15m", "7d"
 
 
 class Clock(Protocol):

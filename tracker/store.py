@@ -10,12 +10,13 @@ applies in the same transaction.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -26,6 +27,7 @@ from tracker import chain, codec, db
 from tracker.clock import Clock, SystemClock, from_iso, iso
 from tracker.errors import DatabaseBusy, DatabaseNotFound, TrackerClosed, TrackerError
 from tracker.events import AnyEvent, StoredEvent, tag_of
+from tracker.tasks import task_group
 
 T = TypeVar("T")
 MAX_BATCH = 512
@@ -90,6 +92,7 @@ class Transaction(Generic[H]):
         self.at = max(iso(now), head.at)  # the log's time never goes backwards
         self.now = from_iso(self.at)
         self.rows: list[chain.Row] = []
+        self._ids = EventIds(now)
 
     def append(self, events: Sequence[AnyEvent]) -> list[StoredEvent]:
         """Stamp, chain and apply ``events``; they commit with the transaction."""
@@ -97,7 +100,7 @@ class Transaction(Generic[H]):
 
     def _append_one(self, event: AnyEvent) -> StoredEvent:
         head, type_ = self.head, tag_of(event)
-        seq, event_id, payload = head.seq + 1, uuid.uuid4().hex, codec.encode(event)
+        seq, event_id, payload = head.seq + 1, self._ids.next(), codec.encode(event)
         keys = _keys(event)
         digest = chain.link(head.hash, seq, event_id, type_, event.VERSION, self.at, keys, payload)
         self.rows.append(
@@ -117,6 +120,23 @@ class Transaction(Generic[H]):
             event=event,
             hash=digest.hex(),
         )
+
+
+class EventIds:
+    """Unique, time-ordered event ids in the UUIDv7 layout (48-bit ms time, then random).
+
+    Ordered ids append at the end of the unique index instead of landing on a
+    random page; one ``urandom`` call serves a whole transaction.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self._prefix = f"{int(now.timestamp() * 1000) & 0xFFFFFFFFFFFF:012x}7"
+        self._random = int.from_bytes(os.urandom(10), "big") >> 5  # 75 random bits
+        self._count = 0
+
+    def next(self) -> str:
+        self._count += 1
+        return f"{self._prefix}{(self._random + self._count) & (1 << 75) - 1:019x}"
 
 
 def _keys(event: AnyEvent) -> tuple[str | None, str | None, str | None]:
@@ -194,7 +214,7 @@ class EventStore(Generic[H]):
         store = cls(Path(path), hook, clock or SystemClock(), durability)
         await store._connect(create)
         try:
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 tg.start_soon(store._write_loop)
                 try:
                     yield store

@@ -1,0 +1,105 @@
+"""``make bench``: run the workloads of ../shared/BENCH.md and print figures and ratios.
+
+Each run of each workload is a fresh subprocess (clean peak RSS); ceilings are
+measured in the same run on the same rows. Figures are medians of --runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tracker.render import table
+
+Figures = dict[str, float]
+
+
+def run_one(name: str, *args: str) -> Figures:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.one", name, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise SystemExit(f"bench {name} failed:\n{done.stderr}")
+    figures: Figures = json.loads(done.stdout)
+    return figures
+
+
+def summary(samples: list[Figures], key: str) -> tuple[float, float, float]:
+    values = [s[key] for s in samples]
+    return statistics.median(values), min(values), max(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=50)
+    parser.add_argument("--lookups", type=int, default=100_000)
+    args = parser.parse_args()
+    results: dict[str, list[Figures]] = {}
+    with tempfile.TemporaryDirectory(prefix="tracker-bench-") as tmp:
+        for run in range(args.runs):
+            base = Path(tmp) / f"run{run}"
+            base.mkdir()
+            w1_db = str(base / "w1.db")
+            print(f"run {run + 1}/{args.runs} ...", file=sys.stderr)
+            plan = [
+                ("W1 append (content=none)", "w1", w1_db, str(args.agents), str(args.turns)),
+                (
+                    "W1 append (content=full, 1 KB)",
+                    "w1",
+                    str(base / "w1full.db"),
+                    str(args.agents),
+                    str(args.turns),
+                    "full",
+                    "1024",
+                ),
+                ("store alone (no projections)", "store", w1_db, str(base / "store.db")),
+                ("C0 sqlite3 executemany", "c0", w1_db, str(base / "c0.db")),
+                ("C1 aiosqlite group commit", "c1", w1_db, str(base / "c1.db")),
+                ("W2 rebuild", "w2", w1_db),
+                ("W3 point reads", "w3", w1_db, str(args.lookups), str(args.agents)),
+            ]
+            for label, name, *rest in plan:
+                results.setdefault(label, []).append(run_one(name, *rest))
+    print_report(results)
+
+
+def print_report(results: dict[str, list[Figures]]) -> None:
+    c0 = summary(results["C0 sqlite3 executemany"], "events_per_s")[0]
+    c1 = summary(results["C1 aiosqlite group commit"], "events_per_s")[0]
+    rows = []
+    for label, samples in results.items():
+        key = "lookups_per_s" if "lookups_per_s" in samples[0] else "events_per_s"
+        median, low, high = summary(samples, key)
+        extra = []
+        for name in ("turns_per_s", "bytes_per_event", "peak_rss_mb", "p50_us", "p99_us"):
+            if name in samples[0]:
+                extra.append(f"{name}={summary(samples, name)[0]:,.1f}")
+        ratio = f"{median / c0:.2f} / {median / c1:.2f}" if key == "events_per_s" else "-"
+        rows.append(
+            [
+                label,
+                f"{median:,.0f}",
+                f"{low:,.0f}",
+                f"{high:,.0f}",
+                key.replace("_per_s", "/s"),
+                ratio,
+                " ".join(extra),
+            ]
+        )
+    print(
+        table(["workload", "median", "min", "max", "unit", "x C0 / x C1", "also (medians)"], rows)
+    )
+
+
+if __name__ == "__main__":
+    main()

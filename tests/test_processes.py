@@ -1,0 +1,100 @@
+"""Several processes on one database file: exact totals, no 'database is locked', and
+a contended lock never held by two holders at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, rows
+from tracker import Tracker
+
+WORKER = """
+import sys, anyio
+from tracker import Tracker
+name, agents, turns = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+async def agent_loop(t, agent):
+    for k in range(turns):
+        rid = f"{agent}-{k}"
+        await t.track_request(rid, agent_id=agent, session_id=await t.get_agent_session(agent),
+                              lock=True)
+        await t.update_request_session(rid, f"{agent}-S{k // 3}")
+        if k % 10 == 9:
+            await t.fail_request(rid, error="timeout", kind="timeout")
+        else:
+            await t.complete_request(rid, usage={"input_tokens": 100, "output_tokens": 10},
+                                     cost_usd=0.001)
+        async with t.lock(agent_id="shared", holder=rid, ttl=30, wait=60):
+            await t.track_request(f"{rid}-critical", agent_id="shared-log")
+            await t.fail_request(f"{rid}-critical", error="marker", kind="marker")
+
+async def main():
+    async with Tracker.open(sys.argv[1], owner=name) as t:
+        async with anyio.create_task_group() as tg:
+            for a in range(agents):
+                tg.start_soon(agent_loop, t, f"{name}-a{a}")
+    print("done")
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow
+async def test_four_processes_share_one_file(db_path: Path) -> None:
+    async with Tracker.open(db_path):
+        pass  # create it once, as an orchestrator deployment would
+    procs, agents, turns = 4, 5, 20
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(db_path), f"p{i}", str(agents), str(turns)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(procs)
+    ]
+    for child in children:
+        out, err = child.communicate(timeout=240)
+        assert child.returncode == 0, err
+        assert "locked" not in err
+        assert out.strip() == "done"
+
+    total = procs * agents * turns
+    async with Tracker.open(db_path) as t:
+        stats = await t.stats()
+        assert stats.requests == 2 * total  # each turn + its critical-section marker
+        assert (stats.completed, stats.failed) == (total * 9 // 10, total // 10 + total)
+        assert stats.input_tokens == 100 * total * 9 // 10
+        assert (stats.pending, stats.active) == (0, 0)
+        assert stats.agents == procs * agents + 1  # + "shared-log"; a lock alone is no agent
+        report = await t.verify()
+        assert report.ok, report
+    seqs = [s for (s,) in rows(db_path, "SELECT seq FROM events ORDER BY seq")]
+    assert seqs == list(range(1, len(seqs) + 1))
+    _assert_one_holder_at_a_time(db_path)
+
+
+def _assert_one_holder_at_a_time(db_path: Path) -> None:
+    """On the shared lock, acquisitions and releases alternate, tokens rising."""
+    holder: str | None = None
+    tokens: list[int] = []
+    lock_events = rows(
+        db_path,
+        "SELECT seq, type, json_extract(payload, '$.holder') FROM events "
+        "WHERE agent_id = 'shared' AND type LIKE 'Lock%' ORDER BY seq",
+    )
+    for seq, type_, who in lock_events:
+        if type_ == "LockAcquired":
+            assert holder is None, f"seq {seq}: {who} acquired while {holder} held it"
+            holder = who
+            tokens.append(seq)
+        else:
+            assert (type_, who) == ("LockReleased", holder), (seq, type_, who)
+            holder = None
+    assert tokens == sorted(tokens)
+    assert len(tokens) == 4 * 5 * 20
