@@ -114,6 +114,13 @@ async def test_waiting_gets_the_lock_when_the_holder_releases(tracker: Tracker) 
     assert stats.lock_wait_ms >= 50
 
 
+async def test_a_free_lock_taken_with_wait_is_not_counted_as_contended(tracker: Tracker) -> None:
+    await tracker.acquire_lock(agent_id="a1", holder="h1", wait=5)
+    await tracker.track_request("r1", agent_id="a2", lock=True, lock_wait=5)
+    stats = await tracker.stats()
+    assert (stats.lock_acquisitions, stats.lock_waits, stats.lock_wait_ms) == (2, 0, 0)
+
+
 async def test_waiting_gives_up_after_wait(tracker: Tracker) -> None:
     await tracker.acquire_lock(agent_id="a1", holder="h1")
     with anyio.fail_after(3), pytest.raises(LockHeld):

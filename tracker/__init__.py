@@ -36,6 +36,7 @@ from tracker.models import (
     Session,
     Stats,
     TableDiff,
+    UsageGroup,
     VerifyReport,
 )
 
@@ -76,5 +77,6 @@ __all__ = [
     "UnknownRequest",
     "UnknownSession",
     "Usage",
+    "UsageGroup",
     "VerifyReport",
 ]

@@ -51,6 +51,7 @@ from tracker.models import (
     Request,
     Session,
     Stats,
+    UsageGroup,
     VerifyReport,
 )
 from tracker.store import EventStore, Filter
@@ -302,10 +303,9 @@ class Tracker:
 
     async def _waiting(self, wait_s: float, command: Callable[[int], Callable[[Tx], T]]) -> T:
         """Submit ``command(waited_ms)``, retrying on LockHeld until ``wait_s`` has passed."""
-        start = time.monotonic()
+        start, waited_ms = time.monotonic(), 0  # the first attempt did not wait
         while True:
             version = await self._store.data_version() if wait_s else 0
-            waited_ms = round((time.monotonic() - start) * 1000)
             try:
                 return await self._store.submit(command(waited_ms))
             except LockHeld:
@@ -313,6 +313,7 @@ class Tracker:
                 if remaining <= 0:
                     raise
                 await self._store.wait_for_change(version, min(remaining, 0.25))
+                waited_ms = max(round((time.monotonic() - start) * 1000), 1)
 
     # -- sessions and agents ----------------------------------------------------
 
@@ -375,6 +376,12 @@ class Tracker:
         agent_id = validate.optional_ident(agent_id, "agent_id")
         return await self._store.read_with(lambda c: queries.stats(c, agent_id))
 
+    async def usage_by(self, by: str, agent_id: str | None = None) -> list[UsageGroup]:
+        """Usage grouped by ``by``: "day", "agent" or "session" (optionally one agent's)."""
+        by = validate.choice(by, "by", ("day", "agent", "session"))
+        agent_id = validate.optional_ident(agent_id, "agent_id")
+        return await self._store.read_with(lambda c: queries.usage_by(c, by, agent_id))
+
     async def health(self) -> Health:
         store = self._store
         return await store.read_with(lambda c: queries.health(c, store.path, store.durability))
@@ -433,7 +440,7 @@ class Tracker:
             except Exception:  # keep maintaining; the caller's calls surface real errors
                 log.exception("background cleanup failed")
 
-    async def verify(self) -> VerifyReport:
+    async def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Check the hash chain and that live projections equal a fresh replay.
 
         Never repairs: call ``rebuild()`` to make projections match the log.
@@ -442,7 +449,7 @@ class Tracker:
 
         def compare() -> tuple[int, list[Any]]:
             with maintenance.scratch_with_live(self.path) as conn:
-                return maintenance.compare(conn)
+                return maintenance.compare(conn, progress)
 
         checked, diffs = await anyio.to_thread.run_sync(compare)
         return VerifyReport(

@@ -58,7 +58,9 @@ def build(
     return replay(conn, rows, progress=progress)
 
 
-def compare(conn: sqlite3.Connection) -> tuple[int, list[TableDiff]]:
+def compare(
+    conn: sqlite3.Connection, progress: Progress | None = None
+) -> tuple[int, list[TableDiff]]:
     """Replay the live log into scratch and diff every projection table with the live one.
 
     Runs in one read transaction, so live tables and log are the same snapshot.
@@ -66,7 +68,7 @@ def compare(conn: sqlite3.Connection) -> tuple[int, list[TableDiff]]:
     conn.execute("BEGIN")
     try:
         checkpoint = conn.execute("SELECT coalesce(max(seq), 0) FROM live.events").fetchone()[0]
-        build(conn, checkpoint)
+        build(conn, checkpoint, progress)
         diffs = [d for d in (_diff(conn, name) for name in (*table_names(), "checkpoints")) if d]
     finally:
         conn.execute("ROLLBACK")

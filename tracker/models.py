@@ -139,6 +139,22 @@ class Stats(_Result, frozen=True):
     events: int
 
 
+class UsageGroup(_Result, frozen=True):
+    """Usage of one day, agent or session (``key``)."""
+
+    key: str
+    requests: int
+    completed: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    duration_ms: int
+    failure_rate: float | None
+
+
 class CleanupReport(_Result, frozen=True):
     """What cleanup retired (or, with ``dry_run``, would retire)."""
 

@@ -23,6 +23,7 @@ from tracker.models import (
     Request,
     Session,
     Stats,
+    UsageGroup,
     agent_from_row,
     lock_from_row,
     request_from_row,
@@ -141,6 +142,64 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
         lock_wait_ms=wait_ms,
         lock_expiries=expiries,
         events=conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0],
+    )
+
+
+_GROUPS = {
+    "day": "SELECT day, {sums} FROM usage_daily {where} GROUP BY day ORDER BY day",
+    "agent": "SELECT agent_id, {sums} FROM usage_daily {where} GROUP BY agent_id "
+    "ORDER BY sum(cost_usd) DESC, agent_id",
+}
+_SUMS = (
+    "sum(requests), sum(completed), sum(failed), sum(input_tokens), sum(output_tokens), "
+    "sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd), sum(duration_ms)"
+)
+_USAGE_BY_SESSION = """
+SELECT s.session_id, s.request_count,
+       count(CASE WHEN r.status = 'completed' THEN 1 END),
+       count(CASE WHEN r.status = 'failed' THEN 1 END),
+       s.input_tokens, s.output_tokens, s.cache_read_tokens, s.cache_write_tokens, s.cost_usd,
+       coalesce(sum(r.duration_ms), 0)
+FROM sessions s LEFT JOIN requests r ON r.session_id = s.session_id
+WHERE ?1 IS NULL OR s.agent_id = ?1
+GROUP BY s.session_id ORDER BY s.cost_usd DESC, s.session_id"""
+
+
+def usage_by(conn: sqlite3.Connection, by: str, agent_id: str | None) -> list[UsageGroup]:
+    """Usage grouped by UTC day, agent or session, most expensive first (days in order)."""
+    if by == "session":
+        found = conn.execute(_USAGE_BY_SESSION, (agent_id,)).fetchall()
+    else:
+        where = "WHERE agent_id = ?1" if agent_id is not None else "WHERE ?1 IS NULL"
+        found = conn.execute(_GROUPS[by].format(sums=_SUMS, where=where), (agent_id,)).fetchall()
+    return [_group(*row) for row in found]
+
+
+def _group(
+    key: str,
+    requests: int,
+    completed: int,
+    failed: int,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int,
+    cache_write: int,
+    cost: float,
+    duration: int,
+) -> UsageGroup:
+    finished = completed + failed
+    return UsageGroup(
+        key=key or "(no agent)",
+        requests=requests,
+        completed=completed,
+        failed=failed,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cost_usd=round(cost, 9),
+        duration_ms=duration,
+        failure_rate=failed / finished if finished else None,
     )
 
 

@@ -1,0 +1,360 @@
+"""The command line: every command, its output and exit code, and every user mistake."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.helpers import ROOT, rows, tamper
+from tracker import ManualClock, Tracker
+from tracker.cli import COMMANDS, main
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    def call(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+async def _populate(path: Path) -> None:
+    clock = ManualClock()
+    async with Tracker.open(path, clock=clock) as t:
+        for agent in ("a1", "a2"):
+            current = None
+            for k in range(3):
+                rid = f"{agent}-r{k}"
+                await t.track_request(
+                    rid, agent_id=agent, session_id=current, lock=True, prompt="hello"
+                )
+                current = f"{agent}-S{k // 2}"
+                await t.update_request_session(rid, current)
+                await t.complete_request(
+                    rid, usage={"input_tokens": 100}, cost_usd=0.5, duration_ms=1000
+                )
+                clock.advance(60)
+        await t.track_request("stuck", agent_id="a3")
+        await t.update_request_session("stuck", "a3-S0")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "cli.db"
+    anyio.run(_populate, path)
+    return path
+
+
+def _snapshot(path: Path) -> str:
+    """A digest of every row of every table: equal digests, unchanged database."""
+    names = [n for (n,) in rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")]
+    text = repr([(n, rows(path, f"SELECT * FROM {n} ORDER BY 1")) for n in sorted(names)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- every command ---------------------------------------------------------------
+
+
+def test_init_creates_and_reopens(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    assert run("init", "--db", str(path))[:2] == (0, f"created {path} (schema v1)\n")
+    assert run("--db", str(path), "init")[1].startswith("opened existing")
+
+
+def test_events_table_filters_and_json(run: Run, db: Path) -> None:
+    code, out, _ = run("events", "--db", str(db), "--agent", "a2", "--type", "SessionAssigned")
+    assert code == 0
+    assert out.count("SessionAssigned") == 3
+    assert "a1-r" not in out
+    code, out, _ = run("--db", str(db), "--json", "events", "--request", "a1-r0")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [e["type"] for e in lines] == [
+        "RequestTracked",
+        "LockAcquired",
+        "SessionAssigned",
+        "RequestCompleted",
+        "LockReleased",
+    ]
+    assert lines[0]["event"]["prompt"] == "hello"
+    assert run("events", "--db", str(db), "--limit", "2")[1].count("\n") == 4  # header + 2
+
+
+def test_audit_shows_state_and_timeline(run: Run, db: Path) -> None:
+    code, out, _ = run("audit", "request", "a1-r1", "--db", str(db))
+    assert code == 0
+    assert "status              completed" in out
+    assert "timeline (5 events)" in out
+    code, out, _ = run("audit", "agent", "a1", "--db", str(db), "--json")
+    data = json.loads(out)
+    assert data["state"]["chain_length"] == 2
+    assert len(data["events"]) == 15
+    assert run("audit", "session", "a2-S1", "--db", str(db))[0] == 0
+
+
+def test_chain_as_table_and_tree(run: Run, db: Path) -> None:
+    code, out, _ = run("chain", "a1", "--db", str(db))
+    assert code == 0
+    assert "a1-S1 *" in out
+    code, out, _ = run("chain", "a1", "--tree", "--db", str(db))
+    assert out.splitlines()[1].startswith("    └── a1-S1 *")
+
+
+def test_stats_overall_by_group_and_json(run: Run, db: Path) -> None:
+    code, out, _ = run("stats", "--db", str(db))
+    assert code == 0
+    assert "cost_usd            $3.0000" in out
+    data = json.loads(run("stats", "--db", str(db), "--json", "--agent", "a1")[1])
+    assert (data["requests"], data["completed"], data["cost_usd"]) == (3, 3, 1.5)
+    for by in ("day", "agent", "session"):
+        code, out, _ = run("stats", "--by", by, "--db", str(db))
+        assert code == 0
+        assert "failure rate" in out
+    groups = json.loads(run("stats", "--by", "agent", "--db", str(db), "--json")[1])
+    assert {g["key"]: g["requests"] for g in groups} == {"a1": 3, "a2": 3, "a3": 1}
+
+
+def test_replay_rebuilds_and_writes_a_point_in_time_copy(
+    run: Run, db: Path, tmp_path: Path
+) -> None:
+    before = _snapshot(db)
+    code, out, _ = run("replay", "--db", str(db))
+    assert (code, out.startswith("rebuilt the projections from 32 events")) == (0, True)
+    assert _snapshot(db) == before
+    target = tmp_path / "then.db"
+    assert run("replay", "--until", "5", "--into", str(target), "--db", str(db))[0] == 0
+    assert rows(target, "SELECT status FROM requests") == [("completed",)]
+    at = tmp_path / "at.db"
+    assert run("replay", "--at", "2026-01-01T00:01:00Z", "--into", str(at), "--db", str(db))[0] == 0
+    assert rows(at, "SELECT request_id FROM requests ORDER BY 1") == [("a1-r0",), ("a1-r1",)]
+
+
+def test_verify_passes_then_names_the_first_bad_seq(run: Run, db: Path) -> None:
+    code, out, _ = run("verify", "--db", str(db))
+    assert (code, "intact" in out, "equal to a full replay" in out) == (0, True, True)
+    tamper(db, "UPDATE events SET payload = replace(payload, 'hello', 'HELLO') WHERE seq = 6")
+    code, out, err = run("verify", "--db", str(db))
+    assert code == 1
+    assert "BROKEN at seq 6" in out
+    assert err == "tracker: verify failed: first bad seq 6\n"
+
+
+def test_cleanup_dry_run_then_real(run: Run, db: Path) -> None:
+    before = _snapshot(db)
+    code, out, _ = run("cleanup", "--stale", "1s", "--dry-run", "--db", str(db))
+    assert (code, "would retire: 1 stuck requests" in out) == (0, True)
+    assert _snapshot(db) == before
+    report = json.loads(run("cleanup", "--stale", "1s", "--db", str(db), "--json")[1])
+    assert report["abandoned_requests"] == ["stuck"]
+
+
+def test_export_import_gives_an_identical_database(run: Run, db: Path, tmp_path: Path) -> None:
+    dump = tmp_path / "log.jsonl"
+    assert run("export", "--out", str(dump), "--db", str(db))[0] == 0
+    assert len(dump.read_text().splitlines()) == 32
+    copy = tmp_path / "copy.db"
+    code, out, _ = run("import", str(dump), "--db", str(copy))
+    assert (code, out) == (0, f"imported 32 events into {copy}\n")
+    assert _snapshot(copy) == _snapshot(db)
+    assert run("verify", "--db", str(copy))[0] == 0
+
+
+def test_export_to_stdout(run: Run, db: Path) -> None:
+    code, out, _ = run("export", "--db", str(db))
+    assert code == 0
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == list(range(1, 33))
+
+
+def test_query_reads(run: Run, db: Path) -> None:
+    code, out, _ = run(
+        "query", "SELECT agent_id, requests FROM agent_usage ORDER BY 1", "--db", str(db)
+    )
+    assert code == 0
+    assert out.splitlines()[2].split() == ["a1", "3"]
+    out = run("query", "SELECT count(*) AS n FROM events", "--db", str(db), "--json")[1]
+    assert json.loads(out) == {"n": 32}
+
+
+def test_health(run: Run, db: Path) -> None:
+    code, out, _ = run("health", "--db", str(db))
+    assert (code, "integrity        ok" in out) == (0, True)
+    assert json.loads(run("health", "--db", str(db), "--json")[1])["lag"] == 0
+
+
+def test_db_from_the_environment(run: Run, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKER_DB", str(db))
+    assert run("stats")[0] == 0
+
+
+# -- query cannot write ------------------------------------------------------------
+
+ATTACKS = [
+    "DELETE FROM events",
+    "UPDATE requests SET status = 'x'",
+    "INSERT INTO agents (agent_id, chain_length, request_count, resets, first_seen, "
+    "last_activity, last_seq) VALUES ('x', 0, 0, 0, '', '', 0)",
+    "DROP TABLE requests",
+    "CREATE TABLE evil (x)",
+    "CREATE TEMP TABLE evil (x)",
+    "ALTER TABLE requests ADD COLUMN evil",
+    "ATTACH DATABASE '{dir}/evil.db' AS evil",
+    "VACUUM INTO '{dir}/evil.db'",
+    "VACUUM",
+    "PRAGMA user_version = 99",
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA writable_schema = ON",
+    "SELECT load_extension('/tmp/evil.so')",
+    "REINDEX",
+    "ANALYZE",
+    "BEGIN IMMEDIATE",
+    "SELECT 1; DELETE FROM events",
+    "WITH x AS (SELECT 1) DELETE FROM events",
+]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_query_cannot_change_anything(run: Run, db: Path, attack: str) -> None:
+    before = _snapshot(db)
+    code, _, err = run("query", attack.format(dir=db.parent), "--db", str(db))
+    assert code == 1
+    assert err.startswith("tracker: query refused")
+    assert err.count("\n") == 1
+    assert _snapshot(db) == before
+    assert not (db.parent / "evil.db").exists()
+
+
+# -- user mistakes: one line, non-zero, nothing changed -------------------------------
+
+MISTAKES = [
+    (["events"], "no database at"),
+    (["audit", "request", "nope"], "no request 'nope'"),
+    (["audit", "agent", "nope"], "no agent 'nope'"),
+    (["chain", "nope"], "no agent 'nope'"),
+    (["replay", "--at", "yesterday", "--into", "{dir}/x.db"], "bad time 'yesterday'"),
+    (["replay", "--until", "3"], "need --into"),
+    (["replay", "--into", "{db}"], "exists"),
+    (["cleanup", "--idle", "soon"], "bad duration 'soon'"),
+    (["query", "SELEKT nonsense"], "query refused"),
+    (["query", "SELECT * FROM no_such_table"], "no such table"),
+    (["import", "{dir}/missing.jsonl"], "no file"),
+    (["stats", "--agent", ""], "agent_id must not be empty"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), MISTAKES)
+def test_user_mistakes_are_one_line_and_change_nothing(
+    run: Run, db: Path, argv: list[str], needle: str
+) -> None:
+    before = _snapshot(db)
+    args = [a.format(dir=db.parent, db=db) for a in argv]
+    db_args = ["--db", str(db.parent / "missing.db")] if argv == ["events"] else ["--db", str(db)]
+    code, _, err = run(*args, *db_args)
+    assert code == 1
+    assert err.startswith("tracker: ")
+    assert needle in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    assert _snapshot(db) == before
+
+
+def test_a_file_that_is_not_a_tracker_database(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("shopping list\n" * 50)
+    code, _, err = run("stats", "--db", str(path))
+    assert (code, err.count("\n")) == (1, 1)
+    assert "not a tracker database" in err or "not a database" in err
+    assert path.read_text() == "shopping list\n" * 50
+
+
+def test_importing_a_tampered_export_is_refused(run: Run, db: Path, tmp_path: Path) -> None:
+    dump = tmp_path / "log.jsonl"
+    run("export", "--out", str(dump), "--db", str(db))
+    lines = dump.read_text().splitlines()
+    lines[3] = lines[3].replace('"a1"', '"a9"')
+    dump.write_text("\n".join(lines) + "\n")
+    copy = tmp_path / "copy.db"
+    code, _, err = run("import", str(dump), "--db", str(copy))
+    assert (code, "line 4" in err, "hash chain" in err) == (1, True, True)
+    assert not copy.exists()
+
+
+def test_bad_arguments_are_usage_errors(run: Run) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stats", "--by", "week"])
+    assert exit_info.value.code == 2
+
+
+# -- help -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help_with_an_example(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out
+    assert f"tracker {command}" in out
+
+
+def test_python_dash_m_tracker_runs_the_cli(db: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "stats", "--db", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    assert json.loads(done.stdout)["requests"] == 7
+
+
+# -- follow across processes -------------------------------------------------------
+
+
+def test_events_follow_sees_another_process(db: Path) -> None:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tracker",
+            "events",
+            "--follow",
+            "--json",
+            "--since",
+            "32",
+            "--db",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as follower:
+        try:
+            time.sleep(1.0)  # the follower is tailing
+            anyio.run(_append_one, db)
+            assert follower.stdout is not None
+            line = follower.stdout.readline()
+            assert json.loads(line)["request_id"] == "from-another-process"
+        finally:
+            follower.kill()
+
+
+async def _append_one(path: Path) -> None:
+    async with Tracker.open(path) as t:
+        await t.track_request("from-another-process", agent_id="z")

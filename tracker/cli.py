@@ -1,0 +1,520 @@
+"""The ``tracker`` command line: thin commands over the API, for operators.
+
+Output is a readable table by default and JSON with ``--json`` (JSON lines for
+streams). A user mistake prints one line on stderr and exits 1; usage errors
+exit 2; a bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from tracker import readonly, transfer
+from tracker.api import Tracker
+from tracker.clock import parse_time
+from tracker.errors import DatabaseNotFound, InvalidInput, TrackerError
+from tracker.events import StoredEvent
+from tracker.models import Session
+from tracker.progress import Progress
+from tracker.render import cell, dollars, duration, table, tree, when
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+_json = msgspec.json.Encoder()
+
+
+def emit(value: Any) -> None:
+    """Print one JSON document (a line) to stdout."""
+    sys.stdout.write(_json.encode(msgspec.to_builtins(value)).decode() + "\n")
+
+
+def database(args: argparse.Namespace) -> Path:
+    """The database: --db, else $TRACKER_DB, else ./tracker.db."""
+    return Path(args.db or os.environ.get("TRACKER_DB") or "tracker.db")
+
+
+def existing(args: argparse.Namespace) -> AbstractAsyncContextManager[Tracker]:
+    """Open the database, which must exist (only init and import create one)."""
+    path = database(args)
+    if not path.exists():
+        raise DatabaseNotFound(
+            f"no database at {str(path)!r}: create it with `tracker init`, "
+            f"or point --db or $TRACKER_DB at one"
+        )
+    return Tracker.open(path, create=False)
+
+
+def key_values(pairs: Sequence[tuple[str, Any]]) -> str:
+    width = max(len(k) for k, _ in pairs)
+    return "\n".join(f"{k.ljust(width)}  {cell(v)}" for k, v in pairs)
+
+
+# -- commands --------------------------------------------------------------------
+
+
+async def cmd_init(args: argparse.Namespace) -> int:
+    path = database(args)
+    existed = path.exists()
+    async with Tracker.open(path) as t:
+        version = (await t.health()).schema_version
+    print(f"{'opened existing' if existed else 'created'} {path} (schema v{version})")
+    return 0
+
+
+async def cmd_events(args: argparse.Namespace) -> int:
+    async with existing(args) as t:
+        stream = t.events(
+            args.since,
+            follow=args.follow,
+            until=args.until,
+            agent_id=args.agent,
+            session_id=args.session,
+            request_id=args.request,
+            types=args.type or (),
+        )
+        if not args.json and not args.follow:
+            shown = [e async for e in stream][-args.limit if args.limit else None :]
+            print(
+                table(
+                    ["seq", "at", "type", "request", "agent", "session", "detail"],
+                    [_event_row(e) for e in shown],
+                )
+            )
+            return 0
+        async for event in stream:
+            emit(event) if args.json else print("  ".join(cell(v) for v in _event_row(event)))
+            sys.stdout.flush()
+    return 0
+
+
+def _event_row(e: StoredEvent) -> list[Any]:
+    return [e.seq, e.at, e.type, e.request_id, e.agent_id, e.session_id, _detail(e)]
+
+
+def _detail(e: StoredEvent) -> str:
+    data = msgspec.to_builtins(e.event)
+    skip = {
+        "type",
+        "request_id",
+        "agent_id",
+        "session_id",
+        "digest",
+        "prompt",
+        "response",
+        "metadata",
+        "usage",
+    }
+    text = " ".join(f"{k}={v}" for k, v in data.items() if k not in skip)
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+async def cmd_audit(args: argparse.Namespace) -> int:
+    async with existing(args) as t:
+        getter = {"request": t.get_request, "session": t.get_session, "agent": t.get_agent}
+        state = await getter[args.kind](args.id)
+        if state is None:
+            raise InvalidInput(f"no {args.kind} {args.id!r}")
+        events = [e async for e in t.events(**{f"{args.kind}_id": args.id})]
+    if args.json:
+        emit({"state": state, "events": events})
+        return 0
+    print(f"{args.kind} {args.id}\n")
+    print(key_values(list(msgspec.structs.asdict(state).items())))
+    print(f"\ntimeline ({len(events)} events)")
+    print(
+        table(
+            ["seq", "at", "type", "request", "session", "detail"],
+            [[e.seq, e.at, e.type, e.request_id, e.session_id, _detail(e)] for e in events],
+        )
+    )
+    return 0
+
+
+async def cmd_chain(args: argparse.Namespace) -> int:
+    async with existing(args) as t:
+        if await t.get_agent(args.agent) is None:
+            raise InvalidInput(f"no agent {args.agent!r}")
+        chain = await t.get_chain(args.agent)
+        current = await t.get_agent_session(args.agent)
+    if args.json:
+        emit(chain)
+    elif args.tree:
+        print(tree([(s.session_id, s.parent_session_id, _label(s, current)) for s in chain]))
+    else:
+        print(
+            table(
+                [
+                    "#",
+                    "session",
+                    "parent",
+                    "status",
+                    "requests",
+                    "cost",
+                    "first seen",
+                    "last activity",
+                ],
+                [
+                    [
+                        s.position,
+                        _mark(s, current),
+                        s.parent_session_id,
+                        s.status,
+                        s.request_count,
+                        dollars(s.cost_usd),
+                        s.first_seen,
+                        s.last_activity,
+                    ]
+                    for s in chain
+                ],
+            )
+        )
+    return 0
+
+
+def _mark(s: Session, current: str | None) -> str:
+    return f"{s.session_id} *" if s.session_id == current else s.session_id
+
+
+def _label(s: Session, current: str | None) -> str:
+    return (
+        f"{_mark(s, current)}  {s.status}, {s.request_count} requests, "
+        f"{dollars(s.cost_usd)}, last {when(s.last_activity)}"
+    )
+
+
+async def cmd_stats(args: argparse.Namespace) -> int:
+    async with existing(args) as t:
+        if args.by:
+            groups = await t.usage_by(args.by, args.agent)
+            if args.json:
+                emit(groups)
+                return 0
+            print(
+                table(
+                    [
+                        args.by,
+                        "requests",
+                        "completed",
+                        "failed",
+                        "failure rate",
+                        "input tokens",
+                        "output tokens",
+                        "cache read",
+                        "cache write",
+                        "cost",
+                        "avg duration",
+                    ],
+                    [
+                        [
+                            g.key,
+                            g.requests,
+                            g.completed,
+                            g.failed,
+                            _rate(g.failure_rate),
+                            g.input_tokens,
+                            g.output_tokens,
+                            g.cache_read_tokens,
+                            g.cache_write_tokens,
+                            dollars(g.cost_usd),
+                            duration(
+                                g.duration_ms / (g.completed + g.failed)
+                                if g.completed + g.failed
+                                else None
+                            ),
+                        ]
+                        for g in groups
+                    ],
+                )
+            )
+            return 0
+        stats = await t.stats(args.agent)
+    if args.json:
+        emit(stats)
+        return 0
+    values = msgspec.structs.asdict(stats)
+    values["cost_usd"] = dollars(stats.cost_usd)
+    values["avg_duration_ms"] = duration(stats.avg_duration_ms)
+    values["failure_rate"] = _rate(stats.failure_rate)
+    print(key_values(list(values.items())))
+    return 0
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    if (args.until is not None or args.at) and not args.into:
+        raise InvalidInput(
+            "--until and --at need --into FILE: the live database always reflects the whole log"
+        )
+    async with existing(args) as t:
+        total = (await t.stats()).events
+        bar = Progress("replay", total)
+        if args.into:
+            at = parse_time(args.at) if args.at else None
+            last = await t.replay_into(args.into, until=args.until, at=at, progress=bar)
+            bar.close()
+            _say(
+                args,
+                {"into": str(args.into), "last_seq": last},
+                f"wrote {args.into}: the log up to seq {last:,} and its projections",
+            )
+            return 0
+        report = await t.rebuild(progress=bar)
+    bar.close()
+    _say(
+        args,
+        report,
+        f"rebuilt the projections from {report.events:,} events in {report.seconds:.2f} s",
+    )
+    return 0
+
+
+def _say(args: argparse.Namespace, value: Any, text: str) -> None:
+    emit(value) if args.json else print(text)
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    async with existing(args) as t:
+        bar = Progress("verify", (await t.stats()).events)
+        report = await t.verify(progress=bar)
+    bar.close()
+    if args.json:
+        emit(report)
+    else:
+        chain = (
+            "intact"
+            if report.chain_ok
+            else (f"BROKEN at seq {report.first_bad_seq}: {report.chain_problem}")
+        )
+        print(f"hash chain   {chain} ({report.events:,} events)")
+        print(f"projections  {'equal to a full replay' if report.projections_ok else 'DIFFER'}")
+        for diff in report.diffs:
+            print(
+                f"  {diff.table}: {diff.missing} rows only in the replay, "
+                f"{diff.unexpected} only live; e.g. {'; '.join(diff.examples[:2])}"
+            )
+    if not report.ok:
+        print(
+            f"tracker: verify failed"
+            f"{f': first bad seq {report.first_bad_seq}' if report.first_bad_seq else ''}",
+            file=sys.stderr,
+        )
+    return 0 if report.ok else 1
+
+
+async def cmd_cleanup(args: argparse.Namespace) -> int:
+    async with existing(args) as t:
+        report = await t.cleanup(idle_for=args.idle, stale_after=args.stale, dry_run=args.dry_run)
+    if args.json:
+        emit(report)
+        return 0
+    verb = "would retire" if report.dry_run else "retired"
+    print(
+        f"{verb}: {len(report.abandoned_requests)} stuck requests, "
+        f"{len(report.expired_sessions)} idle sessions, {len(report.expired_locks)} locks"
+    )
+    for name, items in (
+        ("requests", report.abandoned_requests),
+        ("sessions", report.expired_sessions),
+        ("locks", report.expired_locks),
+    ):
+        if items:
+            print(f"  {name}: {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}")
+    return 0
+
+
+async def cmd_export(args: argparse.Namespace) -> int:
+    path = database(args)
+    async with existing(args) as t:
+        total = (await t.stats()).events
+    if args.out:
+        bar = Progress("export", total)
+        count = await anyio.to_thread.run_sync(transfer.export_file, path, Path(args.out), bar)
+        bar.close()
+        print(f"exported {count:,} events to {args.out}", file=sys.stderr)
+    else:
+        await anyio.to_thread.run_sync(transfer.export_log, path, sys.stdout.buffer, None)
+        sys.stdout.flush()
+    return 0
+
+
+async def cmd_import(args: argparse.Namespace) -> int:
+    source = Path(args.file)
+    bar = Progress("import", await anyio.to_thread.run_sync(transfer.count_lines, source))
+    count = await anyio.to_thread.run_sync(transfer.import_file, source, database(args), bar)
+    bar.close()
+    _say(
+        args,
+        {"events": count, "db": str(database(args))},
+        f"imported {count:,} events into {database(args)}",
+    )
+    return 0
+
+
+async def cmd_query(args: argparse.Namespace) -> int:
+    columns, rows = await anyio.to_thread.run_sync(readonly.run, database(args), args.sql)
+    if args.json:
+        for row in rows:
+            emit(dict(zip(columns, row, strict=True)))
+    else:
+        print(table(columns, rows))
+    return 0
+
+
+async def cmd_health(args: argparse.Namespace) -> int:
+    async with existing(args) as t:
+        health = await t.health()
+    if args.json:
+        emit(health)
+    else:
+        print(key_values(list(msgspec.structs.asdict(health).items())))
+    return 0 if health.ok else 1
+
+
+# -- the parser ------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[Handler, str, str]] = {
+    "init": (cmd_init, "create the database (schema included)", "tracker init --db run.db"),
+    "events": (
+        cmd_events,
+        "the log, filtered; --follow tails new events live",
+        "tracker events --agent a1 --type RequestFailed\n  tracker events --follow",
+    ),
+    "audit": (
+        cmd_audit,
+        "the timeline of one request, session or agent, and its state",
+        "tracker audit request req-42",
+    ),
+    "chain": (
+        cmd_chain,
+        "an agent's session chain (a tree when forked)",
+        "tracker chain a1 --tree",
+    ),
+    "stats": (
+        cmd_stats,
+        "counts, tokens, cost, durations, failure rate",
+        "tracker stats --by day\n  tracker stats --agent a1",
+    ),
+    "replay": (
+        cmd_replay,
+        "rebuild the projections, or the state as of a point into a file",
+        "tracker replay\n  tracker replay --at 2026-11-21T08:00:00Z --into then.db",
+    ),
+    "verify": (
+        cmd_verify,
+        "check the hash chain and that projections equal a replay",
+        "tracker verify",
+    ),
+    "cleanup": (
+        cmd_cleanup,
+        "retire idle sessions, abandon stuck requests, expire locks",
+        "tracker cleanup --idle 7d --stale 1h --dry-run",
+    ),
+    "export": (cmd_export, "the log as JSON lines", "tracker export --out log.jsonl"),
+    "import": (
+        cmd_import,
+        "create a database from exported JSON lines",
+        "tracker import log.jsonl --db copy.db",
+    ),
+    "query": (
+        cmd_query,
+        "read-only SQL (the connection cannot write)",
+        'tracker query "SELECT * FROM agent_usage ORDER BY cost_usd DESC LIMIT 5"',
+    ),
+    "health": (cmd_health, "schema version, integrity, projection lag, sizes", "tracker health"),
+}
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--db",
+        default=default,
+        metavar="PATH",
+        help="database file (default: $TRACKER_DB, else ./tracker.db)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="JSON output for scripts (JSON lines for streams)",
+    )
+
+
+def _arguments(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "events":
+        p.add_argument("--since", type=int, default=0, metavar="SEQ")
+        p.add_argument("--until", type=int, metavar="SEQ")
+        p.add_argument("--agent")
+        p.add_argument("--session")
+        p.add_argument("--request")
+        p.add_argument("--type", action="append", metavar="TYPE", help="repeatable")
+        p.add_argument("--limit", type=int, metavar="N", help="only the last N")
+        p.add_argument("--follow", action="store_true", help="keep printing new events")
+    elif name == "audit":
+        p.add_argument("kind", choices=["request", "session", "agent"])
+        p.add_argument("id")
+    elif name == "chain":
+        p.add_argument("agent")
+        p.add_argument("--tree", action="store_true")
+    elif name == "stats":
+        p.add_argument("--agent")
+        p.add_argument("--by", choices=["day", "agent", "session"])
+    elif name == "replay":
+        point = p.add_mutually_exclusive_group()
+        point.add_argument("--until", type=int, metavar="SEQ")
+        point.add_argument("--at", metavar="TIME", help="ISO 8601, e.g. 2026-11-21T08:00:00Z")
+        p.add_argument("--into", type=Path, metavar="FILE")
+    elif name == "cleanup":
+        p.add_argument("--idle", metavar="AGE", help="expire sessions idle this long, e.g. 7d")
+        p.add_argument("--stale", metavar="AGE", help="abandon requests older than this, e.g. 1h")
+        p.add_argument("--dry-run", action="store_true")
+    elif name == "export":
+        p.add_argument("--out", metavar="FILE")
+    elif name == "import":
+        p.add_argument("file")
+    elif name == "query":
+        p.add_argument("sql")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracker", description=__doc__.split("\n")[0])
+    _common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (handler, summary, example) in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _common(sub, suppress=True)
+        _arguments(name, sub)
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = anyio.run(args.handler, args)
+    except TrackerError as exc:
+        print(f"tracker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `tracker events | head`
+        sys.stderr.close()
+        return 0
+    return code

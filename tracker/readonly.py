@@ -1,0 +1,88 @@
+"""A connection that cannot change anything: for ``tracker query``.
+
+Three locks, each enough for most attacks: the file is opened read-only
+(``mode=ro``), ``query_only`` is on, and an authorizer allows only reading,
+so ATTACH (which can create files), VACUUM INTO (which attaches its target),
+writing PRAGMAs, temporary tables and extension loading are refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from tracker.errors import DatabaseNotFound, InvalidInput
+
+_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
+_DENIED_FUNCTIONS = {"load_extension", "fts3_tokenizer", "readfile", "writefile", "edit"}
+# Introspection only; none of these is allowed with a value to set.
+_READ_PRAGMAS = {
+    "table_info",
+    "table_xinfo",
+    "table_list",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+    "user_version",
+    "page_count",
+    "page_size",
+    "freelist_count",
+    "data_version",
+    "schema_version",
+    "compile_options",
+}
+_TABLE_PRAGMAS = {
+    "table_info",
+    "table_xinfo",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+}
+
+
+def _authorize(
+    action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None
+) -> int:
+    if action in _ALLOWED:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION:
+        return (
+            sqlite3.SQLITE_DENY if (arg2 or "").lower() in _DENIED_FUNCTIONS else sqlite3.SQLITE_OK
+        )
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_PRAGMAS:
+        read_only = arg2 is None or (arg1 or "").lower() in _TABLE_PRAGMAS
+        return sqlite3.SQLITE_OK if read_only else sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_DENY
+
+
+def connect(path: Path, *, guard: bool = True) -> sqlite3.Connection:
+    """Open ``path`` read-only; with ``guard``, no statement can write to any file.
+
+    Without ``guard`` (for the tracker's own reads, such as export) transactions
+    are allowed, so a long read sees one snapshot.
+    """
+    if not path.exists():
+        raise DatabaseNotFound(f"no database at {str(path)!r}")
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn.execute("PRAGMA query_only = ON")
+    if guard:
+        conn.set_authorizer(_authorize)
+    return conn
+
+
+def run(path: Path, sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
+    """Run one read-only statement; return its column names and rows."""
+    conn = connect(path)
+    try:
+        cursor = conn.execute(sql)
+        columns = [d[0] for d in cursor.description or ()]
+        return columns, cursor.fetchall()
+    except sqlite3.DatabaseError as exc:
+        reason = "only reading is allowed" if "not authorized" in str(exc) else str(exc)
+        raise InvalidInput(f"query refused: {reason}") from None
+    except sqlite3.ProgrammingError as exc:
+        raise InvalidInput(f"query refused: {exc}") from None
+    finally:
+        conn.close()

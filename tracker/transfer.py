@@ -1,0 +1,185 @@
+"""Export the log as JSON lines, and import it into a new database with the same hashes.
+
+Each line holds the envelope and the payload exactly as stored (``msgspec.Raw``
+keeps its bytes), so an import recomputes every hash and rebuilds identical
+projections.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+
+from projections import replay
+from tracker import chain, codec, db, readonly
+from tracker.errors import IntegrityError, InvalidInput
+
+Progress = Callable[[int], None]
+BATCH = 5000
+COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
+
+
+class Line(msgspec.Struct, kw_only=True):
+    """One exported event."""
+
+    seq: int
+    id: str
+    type: str
+    version: int
+    at: str
+    request_id: str | None
+    agent_id: str | None
+    session_id: str | None
+    payload: msgspec.Raw
+    hash: str
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Line)
+
+
+def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
+    """Export the log of ``path`` into the file ``out``; return the count."""
+    with out.open("wb") as stream:
+        return export_log(path, stream, progress)
+
+
+def count_lines(source: Path) -> int:
+    """The number of lines of an export (for progress); a missing file is a user error."""
+    if not source.is_file():
+        raise InvalidInput(f"no file {str(source)!r} to import")
+    with source.open("rb") as stream:
+        return sum(1 for _ in stream)
+
+
+def import_file(source: Path, target: Path, progress: Progress | None = None) -> int:
+    """Import the export file ``source`` into the new database ``target``."""
+    with source.open("rb") as stream:
+        return import_log(stream, target, progress)
+
+
+def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> int:
+    """Write every event of ``path`` to ``out``, one JSON object per line; return the count."""
+    conn = readonly.connect(path, guard=False)
+    try:
+        conn.execute("BEGIN")  # one snapshot
+        count = 0
+        for row in conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY seq"):
+            seq, id_, type_, version, at, rid, aid, sid, payload, digest = row
+            out.write(
+                _encoder.encode(
+                    Line(
+                        seq=seq,
+                        id=id_,
+                        type=type_,
+                        version=version,
+                        at=at,
+                        request_id=rid,
+                        agent_id=aid,
+                        session_id=sid,
+                        payload=msgspec.Raw(payload.encode()),
+                        hash=bytes(digest).hex(),
+                    )
+                )
+                + b"\n"
+            )
+            count += 1
+            if progress and count % BATCH == 0:
+                progress(count)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    if progress:
+        progress(count)
+    return count
+
+
+def import_log(source: Iterable[bytes], target: Path, progress: Progress | None = None) -> int:
+    """Create ``target`` from exported lines, checking every hash; return the event count.
+
+    Nothing is left behind when a line is malformed or the chain is broken.
+    """
+    if target.exists():
+        raise InvalidInput(f"{str(target)!r} exists: import writes a new database")
+    db.create_file(target)
+    conn = sqlite3.connect(target, isolation_level=None)
+    try:
+        db.create_schema(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        count = _insert(conn, source, progress)
+        replay(
+            conn, conn.execute("SELECT seq, type, version, at, payload FROM events ORDER BY seq")
+        )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode = WAL")
+    except BaseException:
+        conn.close()
+        target.unlink(missing_ok=True)
+        raise
+    conn.close()
+    return count
+
+
+def _insert(conn: sqlite3.Connection, source: Iterable[bytes], progress: Progress | None) -> int:
+    prev, count = chain.GENESIS, 0
+    rows: list[tuple[object, ...]] = []
+    for number, raw in enumerate(source, start=1):
+        if not raw.strip():
+            continue
+        line = _parse(raw, number)
+        payload = bytes(line.payload)
+        codec.decode(line.type, line.version, payload)  # a known, decodable event
+        digest = chain.link(
+            prev,
+            line.seq,
+            line.id,
+            line.type,
+            line.version,
+            line.at,
+            (line.request_id, line.agent_id, line.session_id),
+            payload,
+        )
+        if line.seq != count + 1 or digest.hex() != line.hash:
+            raise IntegrityError(
+                f"line {number}: seq {line.seq} breaks the hash chain "
+                f"(expected seq {count + 1} with a matching hash)"
+            )
+        rows.append(
+            (
+                line.seq,
+                line.id,
+                line.type,
+                line.version,
+                line.at,
+                line.request_id,
+                line.agent_id,
+                line.session_id,
+                payload.decode(),
+                digest,
+            )
+        )
+        prev, count = digest, count + 1
+        if len(rows) >= BATCH:
+            _flush(conn, rows, count, progress)
+    _flush(conn, rows, count, progress)
+    return count
+
+
+def _parse(raw: bytes, number: int) -> Line:
+    try:
+        return _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidInput(f"line {number} is not an exported event: {exc}") from None
+
+
+def _flush(
+    conn: sqlite3.Connection, rows: list[tuple[object, ...]], count: int, progress: Progress | None
+) -> None:
+    conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    rows.clear()
+    if progress:
+        progress(count)
