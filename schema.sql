@@ -219,4 +219,24 @@ SELECT scope, target, holder, token, acquired_at, expires_at,
        ROUND((julianday('now') - julianday(expires_at)) * 86400, 3) AS overdue_seconds
 FROM locks WHERE status = 'held' AND julianday(expires_at) < julianday('now');
 
+-- Finished requests per latency bucket (duration_ms as the CLI reported it), per agent.
+CREATE VIEW IF NOT EXISTS request_latency AS
+SELECT agent_id,
+       CASE WHEN duration_ms < 1000 THEN '0-1s'
+            WHEN duration_ms < 5000 THEN '1-5s'
+            WHEN duration_ms < 15000 THEN '5-15s'
+            WHEN duration_ms < 60000 THEN '15-60s'
+            ELSE '60s+' END AS bucket,
+       count(*) AS requests, min(duration_ms) AS min_ms, max(duration_ms) AS max_ms,
+       ROUND(avg(duration_ms), 1) AS avg_ms
+FROM requests WHERE duration_ms IS NOT NULL
+GROUP BY agent_id, bucket;
+
+-- Lock contention per agent: acquisitions that had to wait, time waited, locks lost to TTL.
+CREATE VIEW IF NOT EXISTS lock_contention AS
+SELECT agent_id, SUM(lock_acquisitions) AS acquisitions, SUM(lock_waits) AS waits,
+       ROUND(1.0 * SUM(lock_waits) / NULLIF(SUM(lock_acquisitions), 0), 4) AS wait_rate,
+       SUM(lock_wait_ms) AS wait_ms, SUM(lock_expiries) AS expiries
+FROM usage_daily GROUP BY agent_id;
+
 PRAGMA user_version = 1;

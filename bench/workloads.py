@@ -67,6 +67,7 @@ async def w1(
                 )
 
     async with Tracker.open(path, content=content) as t:  # type: ignore[arg-type]
+        before = (await t.stats()).events  # W4 runs W1 on a full database
         started = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for a in range(agents):

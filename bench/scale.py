@@ -1,0 +1,105 @@
+"""W4 scale: a log of ~1M events (W1 rounds with fresh agents), then read latencies there.
+
+Times the operator's commands as real subprocesses (``tracker stats``,
+``tracker chain``, ``tracker events --agent``: interpreter start included) and
+the API calls in process, as medians of 5; then W1 once more on top, to
+compare with W1 on an empty database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import anyio
+
+from bench.workloads import USAGE, w1
+from tracker import Tracker
+from tracker.render import table
+
+
+async def prefill(path: Path, events: int, agents: int = 200, turns: int = 50) -> int:
+    """Append W1 rounds (fresh agent names each round) until ``events`` are logged."""
+    async with Tracker.open(path, durability="process") as t:
+        round_no = 0
+        while (await t.stats()).events < events:
+            async with anyio.create_task_group() as tg:
+                for a in range(agents):
+                    tg.start_soon(_agent, t, f"round{round_no}-agent-{a}", turns)
+            round_no += 1
+            print(f"  prefill: {(await t.stats()).events:,} events", file=sys.stderr)
+        return (await t.stats()).events
+
+
+async def _agent(t: Tracker, agent: str, turns: int) -> None:
+    current: str | None = None
+    for k in range(turns):
+        rid = f"{agent}-{k}"
+        await t.track_request(rid, agent_id=agent, session_id=current, lock=True)
+        current = str(uuid.uuid4()) if k % 2 or current is None else current
+        await t.update_request_session(rid, current)
+        if k % 10 == 9:
+            await t.fail_request(rid, error="timeout", kind="timeout")
+        else:
+            await t.complete_request(rid, usage=USAGE, cost_usd=0.0042, duration_ms=1500)
+
+
+def time_command(*argv: str, runs: int = 5) -> float:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tracker", *argv], check=True,
+                       capture_output=True)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+async def api_latency(path: Path, agent: str, runs: int = 5) -> dict[str, float]:
+    async with Tracker.open(path, create=False) as t:
+        calls = {"stats()": t.stats, "get_chain(agent)": lambda: t.get_chain(agent),
+                 "events(agent_id=...)": lambda: _drain(t, agent)}
+        out = {}
+        for name, call in calls.items():
+            samples = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                await call()
+                samples.append(time.perf_counter() - started)
+            out[name] = statistics.median(samples)
+        return out
+
+
+async def _drain(t: Tracker, agent: str) -> int:
+    return len([e async for e in t.events(agent_id=agent)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--db", type=Path, help="reuse or keep this database")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tracker-scale-") as tmp:
+        path = args.db or Path(tmp) / "scale.db"
+        total = anyio.run(prefill, path, args.events)
+        agent = "round0-agent-7"
+        rows = [[f"tracker {' '.join(c)}", f"{time_command(*c, '--db', str(path)) * 1000:,.0f}"]
+                for c in (["stats"], ["chain", agent], ["events", "--agent", agent])]
+        rows += [[f"API {name}", f"{s * 1000:,.1f}"]
+                 for name, s in anyio.run(api_latency, path, agent).items()]
+        empty = anyio.run(w1, Path(tmp) / "empty.db", 200, 50)
+        full = anyio.run(w1, path, 200, 50)  # fresh names: r-{a}-{k} do not clash with rounds
+        print(f"\nW4 on {total:,} events ({path.stat().st_size / 1e6:,.0f} MB)")
+        print(table(["operation", "median ms"], rows))
+        print(f"\nW1 on an empty database: {empty['events_per_s']:,.0f} events/s; "
+              f"on top of {total:,} events: {full['events_per_s']:,.0f} events/s "
+              f"({full['events_per_s'] / empty['events_per_s']:.0%})")
+
+
+if __name__ == "__main__":
+    main()
