@@ -73,13 +73,13 @@ async def w1(
             for a in range(agents):
                 tg.start_soon(agent, t, a)
         elapsed = time.perf_counter() - started
-        events = (await t.stats()).events
+        events = (await t.stats()).events - before
     return {
         "turns_per_s": agents * turns / elapsed,
         "events_per_s": events / elapsed,
         "seconds": elapsed,
         "events": events,
-        "bytes_per_event": disk_bytes(path) / events,
+        "bytes_per_event": disk_bytes(path) / (events + before),
         "peak_rss_mb": peak_rss_mb(),
     }
 
