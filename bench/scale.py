@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -54,16 +55,18 @@ def time_command(*argv: str, runs: int = 5) -> float:
     samples = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tracker", *argv], check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-m", "tracker", *argv], check=True, capture_output=True)
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)
 
 
 async def api_latency(path: Path, agent: str, runs: int = 5) -> dict[str, float]:
     async with Tracker.open(path, create=False) as t:
-        calls = {"stats()": t.stats, "get_chain(agent)": lambda: t.get_chain(agent),
-                 "events(agent_id=...)": lambda: _drain(t, agent)}
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "stats()": t.stats,
+            "get_chain(agent)": lambda: t.get_chain(agent),
+            "events(agent_id=...)": lambda: _drain(t, agent),
+        }
         out = {}
         for name, call in calls.items():
             samples = []
@@ -88,17 +91,23 @@ def main() -> None:
         path = args.db or Path(tmp) / "scale.db"
         total = anyio.run(prefill, path, args.events)
         agent = "round0-agent-7"
-        rows = [[f"tracker {' '.join(c)}", f"{time_command(*c, '--db', str(path)) * 1000:,.0f}"]
-                for c in (["stats"], ["chain", agent], ["events", "--agent", agent])]
-        rows += [[f"API {name}", f"{s * 1000:,.1f}"]
-                 for name, s in anyio.run(api_latency, path, agent).items()]
+        rows = [
+            [f"tracker {' '.join(c)}", f"{time_command(*c, '--db', str(path)) * 1000:,.0f}"]
+            for c in (["stats"], ["chain", agent], ["events", "--agent", agent])
+        ]
+        rows += [
+            [f"API {name}", f"{s * 1000:,.1f}"]
+            for name, s in anyio.run(api_latency, path, agent).items()
+        ]
         empty = anyio.run(w1, Path(tmp) / "empty.db", 200, 50)
         full = anyio.run(w1, path, 200, 50)  # fresh names: r-{a}-{k} do not clash with rounds
         print(f"\nW4 on {total:,} events ({path.stat().st_size / 1e6:,.0f} MB)")
         print(table(["operation", "median ms"], rows))
-        print(f"\nW1 on an empty database: {empty['events_per_s']:,.0f} events/s; "
-              f"on top of {total:,} events: {full['events_per_s']:,.0f} events/s "
-              f"({full['events_per_s'] / empty['events_per_s']:.0%})")
+        print(
+            f"\nW1 on an empty database: {empty['events_per_s']:,.0f} events/s; "
+            f"on top of {total:,} events: {full['events_per_s']:,.0f} events/s "
+            f"({full['events_per_s'] / empty['events_per_s']:.0%})"
+        )
 
 
 if __name__ == "__main__":

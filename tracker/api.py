@@ -27,21 +27,18 @@ from tracker import maintenance, queries, validate
 from tracker.cleanup import AbandonOwned, Cleanup
 from tracker.clock import Clock, Duration, iso
 from tracker.commands import (
-    AcquireLock,
     Assign,
     Complete,
     Fail,
-    ReleaseLock,
-    RenewLock,
     ResetAgent,
     RetireSession,
     Track,
-    Tx,
     UpdateSessionMetadata,
 )
 from tracker.db import Durability
 from tracker.errors import InvalidInput, LockHeld, LockNotHeld
 from tracker.events import StoredEvent, Usage
+from tracker.locking import AcquireLock, ReleaseLock, RenewLock, Tx
 from tracker.models import (
     Agent,
     CleanupReport,

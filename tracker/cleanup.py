@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tracker.clock import iso
-from tracker.commands import Tx, fail_events, lock_key
+from tracker.commands import fail_events
 from tracker.events import AnyEvent, LockExpired, LockReleased, SessionExpired
+from tracker.locking import Tx, lock_key
 from tracker.models import CleanupReport
 
 UNFINISHED = "status IN ('pending', 'active')"

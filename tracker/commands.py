@@ -9,21 +9,15 @@ returns the same result (retries are safe).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from projections.locks import LockRow
 from projections.requests import RequestRow
 from projections.sessions import SessionRow
-from projections.state import Projector, State
+from projections.state import State
 from tracker import errors
 from tracker.events import (
     AgentReset,
     AnyEvent,
-    LockAcquired,
-    LockExpired,
-    LockReleased,
-    LockRenewed,
     RequestCompleted,
     RequestFailed,
     RequestTracked,
@@ -33,10 +27,8 @@ from tracker.events import (
     SessionMetadataUpdated,
     Usage,
 )
-from tracker.models import Lock, Request, lock_from_row, request_from_row
-from tracker.store import Transaction
-
-Tx = Transaction[Projector]
+from tracker.locking import LockKey, Tx, lock_key, release_for, take_lock
+from tracker.models import Request, request_from_row
 
 
 def _request(state: State, request_id: str) -> RequestRow:
@@ -55,189 +47,6 @@ def _session(state: State, session_id: str) -> SessionRow:
 
 def _result(state: State, request_id: str) -> Request:
     return request_from_row(_request(state, request_id))
-
-
-# -- locks ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LockKey:
-    """A conversation lock: by agent, or by session for agent-less requests."""
-
-    scope: str
-    target: str
-    agent_id: str | None  # whose usage the lock counts toward
-
-    @property
-    def session_id(self) -> str | None:
-        return self.target if self.scope == "session" else None
-
-    def label(self) -> str:
-        return f"{self.scope} {self.target!r}"
-
-
-def lock_key(state: State, scope: str, target: str) -> LockKey:
-    """Return the key, attributing a session lock to the session's agent if known."""
-    if scope == "agent":
-        return LockKey(scope, target, target)
-    session = state.sessions.get(target)
-    return LockKey(scope, target, session.agent_id if session else None)
-
-
-def take_lock(
-    tx: Tx,
-    key: LockKey,
-    holder: str,
-    ttl: float,
-    *,
-    request_id: str | None = None,
-    waited_ms: int = 0,
-) -> list[AnyEvent]:
-    """Events taking ``key`` for ``holder``; an expired lock is recorded as expired first."""
-    row = tx.hook.state.locks.get((key.scope, key.target))
-    events: list[AnyEvent] = []
-    if row is not None and row.status == "held":
-        if row.held_at(tx.at):
-            raise errors.LockHeld(
-                f"{key.label()} is locked by {row.holder!r} until {row.expires_at} "
-                f"(token {row.token})"
-            )
-        events.append(
-            LockExpired(
-                scope=key.scope,
-                target=key.target,
-                holder=row.holder,
-                token=row.token,
-                agent_id=key.agent_id,
-                session_id=key.session_id,
-            )
-        )
-    events.append(
-        LockAcquired(
-            scope=key.scope,
-            target=key.target,
-            holder=holder,
-            expires_at=tx.now + timedelta(seconds=ttl),
-            agent_id=key.agent_id,
-            session_id=key.session_id,
-            request_id=request_id,
-            waited_ms=waited_ms,
-        )
-    )
-    return events
-
-
-def _lock_row(tx: Tx, key: LockKey) -> LockRow | None:
-    return tx.hook.state.locks.get((key.scope, key.target))
-
-
-def _held_lock(tx: Tx, key: LockKey) -> Lock:
-    row = _lock_row(tx, key)
-    assert row is not None
-    return lock_from_row(row)
-
-
-@dataclass(frozen=True, slots=True)
-class AcquireLock:
-    scope: str
-    target: str
-    holder: str
-    ttl: float
-    waited_ms: int = 0
-
-    def __call__(self, tx: Tx) -> Lock:
-        key = lock_key(tx.hook.state, self.scope, self.target)
-        row = _lock_row(tx, key)
-        if row is not None and row.holder == self.holder and row.held_at(tx.at):
-            return lock_from_row(row)  # already ours: a retry
-        tx.append(take_lock(tx, key, self.holder, self.ttl, waited_ms=self.waited_ms))
-        return _held_lock(tx, key)
-
-
-@dataclass(frozen=True, slots=True)
-class RenewLock:
-    scope: str
-    target: str
-    holder: str
-    ttl: float
-
-    def __call__(self, tx: Tx) -> Lock:
-        key = lock_key(tx.hook.state, self.scope, self.target)
-        row = _owned(tx, key, self.holder, "renew")
-        tx.append(
-            [
-                LockRenewed(
-                    scope=key.scope,
-                    target=key.target,
-                    holder=self.holder,
-                    token=row.token,
-                    expires_at=tx.now + timedelta(seconds=self.ttl),
-                    agent_id=key.agent_id,
-                    session_id=key.session_id,
-                )
-            ]
-        )
-        return _held_lock(tx, key)
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseLock:
-    scope: str
-    target: str
-    holder: str
-
-    def __call__(self, tx: Tx) -> None:
-        key = lock_key(tx.hook.state, self.scope, self.target)
-        row = _lock_row(tx, key)
-        if row is not None and row.holder == self.holder and row.status == "released":
-            return  # released already: a retry
-        row = _owned(tx, key, self.holder, "release")
-        tx.append(
-            [
-                LockReleased(
-                    scope=key.scope,
-                    target=key.target,
-                    holder=self.holder,
-                    token=row.token,
-                    agent_id=key.agent_id,
-                    session_id=key.session_id,
-                )
-            ]
-        )
-
-
-def _owned(tx: Tx, key: LockKey, holder: str, verb: str) -> LockRow:
-    """The lock row if ``holder`` holds it (a lapsed lease nobody took still counts)."""
-    row = _lock_row(tx, key)
-    if row is None or row.status != "held" or row.holder != holder:
-        now = "nobody" if row is None or row.status != "held" else repr(row.holder)
-        raise errors.LockNotHeld(
-            f"cannot {verb} {key.label()}: {holder!r} does not hold it ({now} does)"
-        )
-    return row
-
-
-def _release_for(tx: Tx, row: RequestRow) -> list[AnyEvent]:
-    """The release of the lock taken with a request, if that request still holds it."""
-    if row.lock_token is None:
-        return []
-    scope, target = ("agent", row.agent_id) if row.agent_id else ("session", row.resumed_session_id)
-    assert target is not None
-    key = lock_key(tx.hook.state, scope, target)
-    lock = _lock_row(tx, key)
-    if lock is None or lock.status != "held" or lock.token != row.lock_token:
-        return []  # it expired and someone else may hold it now: not ours to release
-    return [
-        LockReleased(
-            scope=scope,
-            target=target,
-            holder=lock.holder,
-            token=lock.token,
-            agent_id=key.agent_id,
-            session_id=key.session_id,
-            request_id=row.request_id,
-        )
-    ]
 
 
 # -- requests --------------------------------------------------------------------
@@ -398,7 +207,7 @@ class Complete:
                     metadata=self.metadata,
                     digest=self.digest,
                 ),
-                *_release_for(tx, row),
+                *release_for(tx, row),
             ]
         )
         return _result(state, self.request_id)
@@ -457,7 +266,7 @@ def fail_events(
             duration_ms=duration_ms,
             digest=digest,
         ),
-        *_release_for(tx, row),
+        *release_for(tx, row),
     ]
 
 

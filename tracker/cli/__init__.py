@@ -1,0 +1,33 @@
+"""The ``tracker`` command line: thin commands over the API, for operators.
+
+Output is a readable table by default and JSON with ``--json`` (JSON lines for
+streams). A user mistake prints one line on stderr and exits 1; usage errors
+exit 2; a bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from tracker.cli.parser import COMMANDS, build_parser
+from tracker.errors import TrackerError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = anyio.run(args.handler, args)
+    except TrackerError as exc:
+        print(f"tracker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `tracker events | head`
+        sys.stderr.close()
+        return 0
+    return code

@@ -1,0 +1,137 @@
+"""The argument parser of ``tracker``: every command, its options, help and example."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tracker.cli import commands as c
+from tracker.cli.commands import Handler
+
+COMMANDS: dict[str, tuple[Handler, str, str]] = {
+    "init": (c.cmd_init, "create the database (schema included)", "tracker init --db run.db"),
+    "events": (
+        c.cmd_events,
+        "the log, filtered; --follow tails new events live",
+        "tracker events --agent a1 --type RequestFailed\n  tracker events --follow",
+    ),
+    "audit": (
+        c.cmd_audit,
+        "the timeline of one request, session or agent, and its state",
+        "tracker audit request req-42",
+    ),
+    "chain": (
+        c.cmd_chain,
+        "an agent's session chain (a tree when forked)",
+        "tracker chain a1 --tree",
+    ),
+    "stats": (
+        c.cmd_stats,
+        "counts, tokens, cost, durations, failure rate",
+        "tracker stats --by day\n  tracker stats --agent a1",
+    ),
+    "replay": (
+        c.cmd_replay,
+        "rebuild the projections, or the state as of a point into a file",
+        "tracker replay\n  tracker replay --at 2026-11-21T08:00:00Z --into then.db",
+    ),
+    "verify": (
+        c.cmd_verify,
+        "check the hash chain and that projections equal a replay",
+        "tracker verify",
+    ),
+    "cleanup": (
+        c.cmd_cleanup,
+        "retire idle sessions, abandon stuck requests, expire locks",
+        "tracker cleanup --idle 7d --stale 1h --dry-run",
+    ),
+    "export": (c.cmd_export, "the log as JSON lines", "tracker export --out log.jsonl"),
+    "import": (
+        c.cmd_import,
+        "create a database from exported JSON lines",
+        "tracker import log.jsonl --db copy.db",
+    ),
+    "query": (
+        c.cmd_query,
+        "read-only SQL (the connection cannot write)",
+        'tracker query "SELECT * FROM agent_usage ORDER BY cost_usd DESC LIMIT 5"',
+    ),
+    "health": (c.cmd_health, "schema version, integrity, projection lag, sizes", "tracker health"),
+}
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--db",
+        default=default,
+        metavar="PATH",
+        help="database file (default: $TRACKER_DB, else ./tracker.db)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="JSON output for scripts (JSON lines for streams)",
+    )
+
+
+def _arguments(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "events":
+        p.add_argument("--since", type=int, default=0, metavar="SEQ")
+        p.add_argument("--until", type=int, metavar="SEQ")
+        p.add_argument("--agent")
+        p.add_argument("--session")
+        p.add_argument("--request")
+        p.add_argument("--type", action="append", metavar="TYPE", help="repeatable")
+        p.add_argument("--limit", type=int, metavar="N", help="only the last N")
+        p.add_argument("--follow", action="store_true", help="keep printing new events")
+    elif name == "audit":
+        p.add_argument("kind", choices=["request", "session", "agent"])
+        p.add_argument("id")
+    elif name == "chain":
+        p.add_argument("agent")
+        p.add_argument("--tree", action="store_true")
+    elif name == "stats":
+        p.add_argument("--agent")
+        p.add_argument("--by", choices=["day", "agent", "session"])
+    elif name == "replay":
+        point = p.add_mutually_exclusive_group()
+        point.add_argument("--until", type=int, metavar="SEQ")
+        point.add_argument("--at", metavar="TIME", help="ISO 8601, e.g. 2026-11-21T08:00:00Z")
+        p.add_argument("--into", type=Path, metavar="FILE")
+    elif name == "cleanup":
+        p.add_argument("--idle", metavar="AGE", help="expire sessions idle this long, e.g. 7d")
+        p.add_argument("--stale", metavar="AGE", help="abandon requests older than this, e.g. 1h")
+        p.add_argument("--dry-run", action="store_true")
+    elif name == "export":
+        p.add_argument("--out", metavar="FILE")
+    elif name == "import":
+        p.add_argument("file")
+    elif name == "query":
+        p.add_argument("sql")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tracker",
+        description="Operate a session tracker database: the event log of agent "
+        "conversations and its projections.",
+        epilog="The database is --db PATH, else $TRACKER_DB, else ./tracker.db. "
+        "Every command takes --json.",
+    )
+    _common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (handler, summary, example) in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _common(sub, suppress=True)
+        _arguments(name, sub)
+        sub.set_defaults(handler=handler)
+    return parser

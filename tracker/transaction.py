@@ -1,0 +1,133 @@
+"""One write transaction: stamping, chaining and projecting appended events.
+
+A ``Transaction`` is shared by the jobs of one group-commit batch and lives on
+the writer's thread. ``Hook`` is what the store asks of projections.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from tracker import chain, codec
+from tracker.clock import Clock, from_iso, iso
+from tracker.events import AnyEvent, StoredEvent, tag_of
+
+T = TypeVar("T")
+
+
+class Hook(Protocol):
+    """What the store calls so projections apply events in the append transaction."""
+
+    def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
+        """Start a transaction; ``stale``: another connection committed since the last."""
+
+    def apply(self, seq: int, at: str, event: AnyEvent) -> None:
+        """Apply one appended event."""
+
+    def flush(self, conn: sqlite3.Connection, seq: int) -> None:
+        """Write what the applied events changed, and the checkpoint ``seq``."""
+
+    def reset(self) -> None:
+        """Forget cached state (the transaction was rolled back)."""
+
+
+H = TypeVar("H", bound=Hook)
+
+
+class NoProjections:
+    """A hook that projects nothing (the store on its own)."""
+
+    def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
+        pass
+
+    def apply(self, seq: int, at: str, event: AnyEvent) -> None:
+        pass
+
+    def flush(self, conn: sqlite3.Connection, seq: int) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class Head:
+    """The last committed event: where the next one chains on."""
+
+    seq: int = 0
+    hash: bytes = chain.GENESIS
+    at: str = ""
+
+
+class Transaction(Generic[H]):
+    """One write transaction, shared by the jobs of a batch (runs on the db thread)."""
+
+    def __init__(self, conn: sqlite3.Connection, hook: H, head: Head, clock: Clock) -> None:
+        self.conn = conn
+        self.hook = hook
+        self.head = Head(head.seq, head.hash, head.at)
+        now = clock.now()
+        self.at = max(iso(now), head.at)  # the log's time never goes backwards
+        self.now = from_iso(self.at)
+        self.rows: list[chain.Row] = []
+        self._ids = EventIds(now)
+
+    def append(self, events: Sequence[AnyEvent]) -> list[StoredEvent]:
+        """Stamp, chain and apply ``events``; they commit with the transaction."""
+        return [self._append_one(event) for event in events]
+
+    def _append_one(self, event: AnyEvent) -> StoredEvent:
+        head, type_ = self.head, tag_of(event)
+        seq, event_id, payload = head.seq + 1, self._ids.next(), codec.encode(event)
+        keys = _keys(event)
+        digest = chain.link(head.hash, seq, event_id, type_, event.VERSION, self.at, keys, payload)
+        self.rows.append(
+            (seq, event_id, type_, event.VERSION, self.at, *keys, payload.decode(), digest)
+        )
+        self.head = Head(seq, digest, self.at)
+        self.hook.apply(seq, self.at, event)
+        return StoredEvent(
+            seq=seq,
+            id=event_id,
+            type=type_,
+            version=event.VERSION,
+            at=self.now,
+            request_id=keys[0],
+            agent_id=keys[1],
+            session_id=keys[2],
+            event=event,
+            hash=digest.hex(),
+        )
+
+
+class EventIds:
+    """Unique, time-ordered event ids in the UUIDv7 layout (48-bit ms time, then random).
+
+    Ordered ids append at the end of the unique index instead of landing on a
+    random page; one ``urandom`` call serves a whole transaction.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self._prefix = f"{int(now.timestamp() * 1000) & 0xFFFFFFFFFFFF:012x}7"
+        self._random = int.from_bytes(os.urandom(10), "big") >> 5  # 75 random bits
+        self._count = 0
+
+    def next(self) -> str:
+        self._count += 1
+        return f"{self._prefix}{(self._random + self._count) & (1 << 75) - 1:019x}"
+
+
+def _keys(event: AnyEvent) -> tuple[str | None, str | None, str | None]:
+    return (
+        getattr(event, "request_id", None),
+        getattr(event, "agent_id", None),
+        getattr(event, "session_id", None),
+    )
+
+
+Job = Callable[[Transaction[H]], T]
