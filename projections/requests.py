@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from projections.common import merge_json
 from projections.table import Table
 from tracker import codec
 from tracker.events import (
@@ -121,13 +122,6 @@ def lock_taken(state: State, seq: int, at: str, ev: LockAcquired) -> None:
     if ev.request_id is not None and state.requests.get(ev.request_id) is not None:
         row = state.requests.edit(ev.request_id)
         row.lock_token, row.last_seq = seq, seq
-
-
-def merge_json(current: str, changes: dict[str, object]) -> str:
-    """Return the JSON object ``current`` with the keys of ``changes`` replaced."""
-    merged = msgspec.json.decode(current)
-    merged.update(changes)
-    return codec.encode_value(merged).decode()
 
 
 HANDLERS: Handlers = {

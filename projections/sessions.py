@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from projections.requests import merge_json
+from projections.common import add_usage, merge_json
 from projections.table import Table
 from tracker.events import (
     RequestCompleted,
@@ -88,12 +88,7 @@ def finished(state: State, seq: int, at: str, ev: RequestCompleted | RequestFail
     if ev.session_id is None:
         return
     row = state.sessions.edit(ev.session_id)
-    usage = ev.usage
-    row.input_tokens += usage.input_tokens
-    row.output_tokens += usage.output_tokens
-    row.cache_read_tokens += usage.cache_read_tokens
-    row.cache_write_tokens += usage.cache_write_tokens
-    row.cost_usd += ev.cost_usd or 0.0
+    add_usage(row, ev.usage, ev.cost_usd)
     row.last_activity, row.last_seq = at, seq
 
 

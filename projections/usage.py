@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from projections.common import add_usage
 from projections.table import Table
 from tracker.events import (
     LockAcquired,
@@ -60,12 +61,7 @@ def finished(state: State, seq: int, at: str, ev: RequestCompleted | RequestFail
         row.completed += 1
     else:
         row.failed += 1
-    usage = ev.usage
-    row.input_tokens += usage.input_tokens
-    row.output_tokens += usage.output_tokens
-    row.cache_read_tokens += usage.cache_read_tokens
-    row.cache_write_tokens += usage.cache_write_tokens
-    row.cost_usd += ev.cost_usd or 0.0
+    add_usage(row, ev.usage, ev.cost_usd)
     row.duration_ms += ev.duration_ms or 0
 
 

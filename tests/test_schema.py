@@ -167,8 +167,7 @@ PINNED: dict[str, list[str]] = {
     ],
     "idle_sessions": ["session_id", "agent_id", "last_activity", "request_count", "idle_seconds"],
     "request_latency": ["agent_id", "bucket", "requests", "min_ms", "max_ms", "avg_ms"],
-    "lock_contention": ["agent_id", "acquisitions", "waits", "wait_rate", "wait_ms",
-                        "expiries"],
+    "lock_contention": ["agent_id", "acquisitions", "waits", "wait_rate", "wait_ms", "expiries"],
     "expired_locks": [
         "scope",
         "target",

@@ -240,6 +240,14 @@ async def test_a_missing_file_is_not_created_unless_asked(db_path: Path) -> None
     assert not db_path.exists()
 
 
+async def test_an_empty_file_is_not_made_a_database_unless_asked(db_path: Path) -> None:
+    db_path.touch()
+    with pytest.raises(NotATrackerDatabase):
+        async with EventStore.open(db_path, NoProjections(), create=False):
+            pass
+    assert db_path.stat().st_size == 0
+
+
 READ_ONLY_CHILD = """
 import sys, anyio
 from tracker.errors import ReadOnlyDatabase

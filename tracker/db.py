@@ -44,6 +44,21 @@ def create_file(path: Path) -> None:
         ) from exc
 
 
+def prepare(path: Path, create: bool) -> None:
+    """Create the schema in an empty file, or check the file's; switch it to WAL.
+
+    Runs on a plain connection before the tracker's own are opened, so a bad
+    file fails here, cleanly.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        check_schema(conn, path, create=create)
+        conn.execute("PRAGMA journal_mode = WAL")
+    finally:
+        conn.close()
+
+
 def writer_connector(path: Path, durability: Durability) -> Callable[[], sqlite3.Connection]:
     """Return a function opening the read-write connection of one process."""
 
@@ -51,14 +66,8 @@ def writer_connector(path: Path, durability: Durability) -> Callable[[], sqlite3
         conn = sqlite3.connect(
             path.absolute().as_uri(), uri=True, isolation_level=None, check_same_thread=False
         )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            check_schema(conn, path, create=True)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
-        except BaseException:
-            conn.close()
-            raise
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
         return conn
 
     return connect

@@ -98,52 +98,46 @@ class RequestFailed(Event, frozen=True, tag="RequestFailed"):
     digest: str = ""
 
 
-class LockAcquired(Event, frozen=True, tag="LockAcquired"):
-    """A holder took a conversation lock; its fencing token is this event's seq."""
+class LockEvent(Event, frozen=True, kw_only=True):
+    """What every lock event names: the conversation (scope, target) and the holder.
 
-    scope: str
+    ``agent_id``/``session_id`` repeat the target as envelope keys, so an
+    agent's lock events are found with its other events.
+    """
+
+    scope: str  # "agent" or "session"
     target: str
     holder: str
-    expires_at: datetime
     agent_id: str | None = None
     session_id: str | None = None
+
+
+class LockAcquired(LockEvent, frozen=True, kw_only=True, tag="LockAcquired"):
+    """A holder took a conversation lock; its fencing token is this event's seq."""
+
+    expires_at: datetime
     request_id: str | None = None
     waited_ms: int = 0
 
 
-class LockRenewed(Event, frozen=True, tag="LockRenewed"):
+class LockRenewed(LockEvent, frozen=True, kw_only=True, tag="LockRenewed"):
     """The holder extended its lock."""
 
-    scope: str
-    target: str
-    holder: str
     token: int
     expires_at: datetime
-    agent_id: str | None = None
-    session_id: str | None = None
 
 
-class LockReleased(Event, frozen=True, tag="LockReleased"):
+class LockReleased(LockEvent, frozen=True, kw_only=True, tag="LockReleased"):
     """The holder released its lock (or its request finished)."""
 
-    scope: str
-    target: str
-    holder: str
     token: int
-    agent_id: str | None = None
-    session_id: str | None = None
     request_id: str | None = None
 
 
-class LockExpired(Event, frozen=True, tag="LockExpired"):
+class LockExpired(LockEvent, frozen=True, kw_only=True, tag="LockExpired"):
     """A lock outlived its TTL and was taken from its holder."""
 
-    scope: str
-    target: str
-    holder: str
     token: int
-    agent_id: str | None = None
-    session_id: str | None = None
 
 
 class SessionMetadataUpdated(Event, frozen=True, tag="SessionMetadataUpdated"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -213,90 +213,53 @@ class RebuildReport(_Result, frozen=True):
     seconds: float
 
 
-def _time(text: str | None) -> datetime | None:
-    return from_iso(text) if text is not None else None
+R = TypeVar("R", bound=_Result)
+# Row columns stored as text that results carry as datetimes.
+_TIMES = (
+    "created_at",
+    "assigned_at",
+    "finished_at",
+    "first_seen",
+    "last_activity",
+    "acquired_at",
+    "expires_at",
+    "ended_at",
+)
 
 
-def _json(text: str) -> dict[str, Any]:
-    value: dict[str, Any] = msgspec.json.decode(text)
-    return value
+def from_row(row: msgspec.Struct, cls: type[R], **extra: Any) -> R:
+    """Build the result ``cls`` from a projection row: times parsed, metadata decoded,
+    columns the result does not show (digests, last_seq) left out."""
+    values = msgspec.structs.asdict(row)
+    for name in _TIMES:
+        if values.get(name) is not None:
+            values[name] = from_iso(values[name])
+    if "metadata" in values:
+        values["metadata"] = msgspec.json.decode(values["metadata"])
+    shown = cls.__struct_fields__
+    return cls(**{k: v for k, v in values.items() if k in shown}, **extra)
 
 
 def request_from_row(row: RequestRow) -> Request:
-    return Request(
-        request_id=row.request_id,
-        agent_id=row.agent_id,
-        resumed_session_id=row.resumed_session_id,
-        session_id=row.session_id,
-        status=row.status,
-        owner=row.owner,
-        created_at=from_iso(row.created_at),
-        assigned_at=_time(row.assigned_at),
-        finished_at=_time(row.finished_at),
-        error=row.error,
-        error_kind=row.error_kind,
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        cache_read_tokens=row.cache_read_tokens,
-        cache_write_tokens=row.cache_write_tokens,
-        cost_usd=row.cost_usd,
-        duration_ms=row.duration_ms,
-        metadata=_json(row.metadata),
-        lock_token=row.lock_token,
-    )
+    return from_row(row, Request)
 
 
 def session_from_row(row: SessionRow, lock: Lock | None = None) -> Session:
-    return Session(
-        session_id=row.session_id,
-        agent_id=row.agent_id,
-        parent_session_id=row.parent_session_id,
-        position=row.position,
-        status=row.status,
-        status_reason=row.status_reason,
-        first_seen=from_iso(row.first_seen),
-        last_activity=from_iso(row.last_activity),
-        request_count=row.request_count,
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        cache_read_tokens=row.cache_read_tokens,
-        cache_write_tokens=row.cache_write_tokens,
-        cost_usd=row.cost_usd,
-        metadata=_json(row.metadata),
-        lock=lock,
-    )
+    return from_row(row, Session, lock=lock)
 
 
 def lock_from_row(row: LockRow) -> Lock:
-    return Lock(
-        scope=row.scope,
-        target=row.target,
-        holder=row.holder,
-        token=row.token,
-        status=row.status,
-        acquired_at=from_iso(row.acquired_at),
-        expires_at=from_iso(row.expires_at),
-        ended_at=_time(row.ended_at),
-        request_id=row.request_id,
-    )
+    return from_row(row, Lock)
 
 
 def agent_from_row(
     row: AgentRow, totals: Usage, completed: int, failed: int, cost_usd: float
 ) -> Agent:
-    return Agent(
-        agent_id=row.agent_id,
-        current_session_id=row.current_session_id,
-        chain_length=row.chain_length,
-        request_count=row.request_count,
-        resets=row.resets,
-        first_seen=from_iso(row.first_seen),
-        last_activity=from_iso(row.last_activity),
+    return from_row(
+        row,
+        Agent,
         completed=completed,
         failed=failed,
-        input_tokens=totals.input_tokens,
-        output_tokens=totals.output_tokens,
-        cache_read_tokens=totals.cache_read_tokens,
-        cache_write_tokens=totals.cache_write_tokens,
         cost_usd=cost_usd,
+        **msgspec.structs.asdict(totals),
     )

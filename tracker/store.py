@@ -121,10 +121,9 @@ class EventStore(Generic[H]):
                 raise DatabaseNotFound(f"no database at {str(self.path)!r}")
             db.create_file(self.path)
         try:
-            self._writer = await aiosqlite.Connection(
-                db.writer_connector(self.path, self.durability), 64
-            )
-            self._reader = await aiosqlite.Connection(db.reader_connector(self.path), 256)
+            await anyio.to_thread.run_sync(db.prepare, self.path, create)
+            self._writer = await _connected(db.writer_connector(self.path, self.durability))
+            self._reader = await _connected(db.reader_connector(self.path))
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._disconnect()
@@ -360,6 +359,21 @@ class EventStore(Generic[H]):
     async def head(self) -> int:
         """Return the last committed seq (0 for an empty log)."""
         return await self.read_sql(lambda rows: rows[0][0] or 0, "SELECT max(seq) FROM events")
+
+
+async def _connected(connector: Callable[[], sqlite3.Connection]) -> aiosqlite.Connection:
+    """Open an aiosqlite connection; if that fails, wait for its thread to end.
+
+    aiosqlite stops the thread of a failed connection without waiting for it,
+    and the thread may then report to an event loop that has closed.
+    """
+    conn = aiosqlite.Connection(connector, 64)
+    try:
+        return await conn
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(conn._thread.join)
+        raise
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
