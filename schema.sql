@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     seq         INTEGER NOT NULL
 );
 
+-- Requests and sessions are rowid tables: new rows append at the end, so the
+-- rows that change (recent requests, live sessions) share few pages, and their
+-- id index is written once, at insert. Updates set only mutable columns.
+
 -- One row per request (one call to the CLI).
 CREATE TABLE IF NOT EXISTS requests (
     request_id          TEXT PRIMARY KEY,
@@ -76,9 +80,7 @@ CREATE TABLE IF NOT EXISTS requests (
     track_digest        TEXT NOT NULL,     -- fingerprint of the tracking call (retries)
     finish_digest       TEXT,              -- fingerprint of the finishing call
     last_seq            INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS requests_by_agent   ON requests(agent_id, created_at);
-CREATE INDEX IF NOT EXISTS requests_by_session ON requests(session_id);
+);
 CREATE INDEX IF NOT EXISTS requests_unfinished ON requests(status, created_at)
     WHERE status IN ('pending', 'active');
 CREATE INDEX IF NOT EXISTS requests_by_owner   ON requests(owner)
@@ -94,15 +96,18 @@ CREATE TABLE IF NOT EXISTS sessions (
     status_reason       TEXT,              -- idle | capacity | manual | ...
     first_seen          TEXT NOT NULL,
     last_activity       TEXT NOT NULL,
-    request_count       INTEGER NOT NULL DEFAULT 0,
+    request_count       INTEGER NOT NULL DEFAULT 0,  -- requests assigned to it
+    completed           INTEGER NOT NULL DEFAULT 0,
+    failed              INTEGER NOT NULL DEFAULT 0,
     input_tokens        INTEGER NOT NULL DEFAULT 0,
     output_tokens       INTEGER NOT NULL DEFAULT 0,
     cache_read_tokens   INTEGER NOT NULL DEFAULT 0,
     cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
     cost_usd            REAL NOT NULL DEFAULT 0,
+    duration_ms         INTEGER NOT NULL DEFAULT 0,  -- sum over its finished requests
     metadata            TEXT NOT NULL DEFAULT '{}',
     last_seq            INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS sessions_by_agent  ON sessions(agent_id, position);
 CREATE INDEX IF NOT EXISTS sessions_by_parent ON sessions(parent_session_id);
 CREATE INDEX IF NOT EXISTS sessions_active    ON sessions(last_activity) WHERE status = 'active';

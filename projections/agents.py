@@ -37,7 +37,7 @@ class AgentRow(msgspec.Struct):
 
 
 def table(limit: int) -> Table[AgentRow]:
-    return Table("agents", AgentRow, ("agent_id",), limit)
+    return Table("agents", AgentRow, ("agent_id",), limit, ("first_seen",))
 
 
 def tracked(state: State, seq: int, at: str, ev: RequestTracked) -> None:

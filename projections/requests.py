@@ -54,7 +54,8 @@ class RequestRow(msgspec.Struct):
 
 
 def table(limit: int) -> Table[RequestRow]:
-    return Table("requests", RequestRow, ("request_id",), limit)
+    immutable = ("agent_id", "resumed_session_id", "owner", "created_at", "track_digest")
+    return Table("requests", RequestRow, ("request_id",), limit, immutable)
 
 
 def tracked(state: State, seq: int, at: str, ev: RequestTracked) -> None:

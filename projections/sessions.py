@@ -37,17 +37,21 @@ class SessionRow(msgspec.Struct):
     first_seen: str
     last_activity: str
     request_count: int
+    completed: int
+    failed: int
     input_tokens: int
     output_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
     cost_usd: float
+    duration_ms: int
     metadata: str
     last_seq: int
 
 
 def table(limit: int) -> Table[SessionRow]:
-    return Table("sessions", SessionRow, ("session_id",), limit)
+    immutable = ("agent_id", "parent_session_id", "position", "first_seen")
+    return Table("sessions", SessionRow, ("session_id",), limit, immutable)
 
 
 def assigned(state: State, seq: int, at: str, ev: SessionAssigned) -> None:
@@ -71,7 +75,10 @@ def assigned(state: State, seq: int, at: str, ev: SessionAssigned) -> None:
                 0,
                 0,
                 0,
+                0,
+                0,
                 0.0,
+                0,
                 "{}",
                 seq,
             ),
@@ -89,6 +96,11 @@ def finished(state: State, seq: int, at: str, ev: RequestCompleted | RequestFail
         return
     row = state.sessions.edit(ev.session_id)
     add_usage(row, ev.usage, ev.cost_usd)
+    if isinstance(ev, RequestCompleted):
+        row.completed += 1
+    else:
+        row.failed += 1
+    row.duration_ms += ev.duration_ms or 0
     row.last_activity, row.last_seq = at, seq
 
 

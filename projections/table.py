@@ -1,9 +1,13 @@
 """A projection table seen through a cache of its rows.
 
 Handlers read rows (loading them by primary key on a miss), change them in
-memory and mark them dirty; ``flush`` writes every dirty row with one
-``executemany``. The cache is only touched on the writer's thread, and is
-dropped whenever another connection may have changed the tables.
+memory and mark them dirty; ``flush`` writes new rows with one INSERT
+``executemany`` and changed rows with one UPDATE ``executemany``. An UPDATE
+sets only the mutable columns, so indexes on the key and on immutable columns
+are not rewritten (in WAL mode every page a commit dirties is written whole:
+untouched index pages are the cheapest writes). The cache is only used on the
+writer's thread, and is dropped whenever another connection may have changed
+the tables.
 """
 
 from __future__ import annotations
@@ -24,18 +28,30 @@ class MissingRow(Exception):
 class Table(Generic[R]):
     """Rows of one projection table, keyed by primary key (a value or a tuple)."""
 
-    def __init__(self, name: str, row_type: type[R], key: tuple[str, ...], limit: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        row_type: type[R],
+        key: tuple[str, ...],
+        limit: int,
+        immutable: tuple[str, ...] = (),
+    ) -> None:
         columns = row_type.__struct_fields__
         self.name, self.row_type, self.columns, self.limit = name, row_type, columns, limit
         self.select_sql = f"SELECT {', '.join(columns)} FROM {name}"
-        self._by_key = self.select_sql + " WHERE " + " AND ".join(f"{k} = ?" for k in key)
-        self._upsert = (
-            f"INSERT OR REPLACE INTO {name} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))})"
+        where = " AND ".join(f"{k} = ?" for k in key)
+        self._by_key = f"{self.select_sql} WHERE {where}"
+        self._insert = (
+            f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
+        self._mutable = [i for i, c in enumerate(columns) if c not in key + immutable]
+        self._key_at = [columns.index(k) for k in key]
+        assignments = ", ".join(f"{columns[i]} = ?" for i in self._mutable)
+        self._update = f"UPDATE {name} SET {assignments} WHERE {where}"
         self._compound = len(key) > 1
         self._cache: dict[Any, R | None] = {}
         self._dirty: dict[Any, R] = {}
+        self._new: set[Any] = set()  # dirty keys not yet in the table
         self.conn: sqlite3.Connection | None = None
 
     def get(self, key: Any) -> R | None:
@@ -51,7 +67,9 @@ class Table(Generic[R]):
         return row
 
     def add(self, key: Any, row: R) -> R:
-        """Insert or replace the row with ``key``."""
+        """Insert the row with ``key``, or replace the one there."""
+        if key not in self._new and self.get(key) is None:
+            self._new.add(key)
         self._cache[key] = self._dirty[key] = row
         return row
 
@@ -66,15 +84,25 @@ class Table(Generic[R]):
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write the dirty rows; keep the cache under its limit."""
         if self._dirty:
-            conn.executemany(
-                self._upsert, [msgspec.structs.astuple(r) for r in self._dirty.values()]
-            )
+            rows = [
+                (key in self._new, msgspec.structs.astuple(r)) for key, r in self._dirty.items()
+            ]
+            if self._new:
+                conn.executemany(self._insert, [values for new, values in rows if new])
+            updates = [self._update_params(values) for new, values in rows if not new]
+            if updates:
+                conn.executemany(self._update, updates)
             self._dirty.clear()
+            self._new.clear()
         if len(self._cache) > self.limit:
             for key in list(islice(self._cache, len(self._cache) - self.limit // 2)):
                 del self._cache[key]
+
+    def _update_params(self, values: tuple[Any, ...]) -> list[Any]:
+        return [values[i] for i in self._mutable] + [values[i] for i in self._key_at]
 
     def reset(self) -> None:
         """Forget every cached and dirty row."""
         self._cache.clear()
         self._dirty.clear()
+        self._new.clear()

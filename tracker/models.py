@@ -11,7 +11,6 @@ from projections.agents import AgentRow
 from projections.locks import LockRow
 from projections.requests import RequestRow
 from projections.sessions import SessionRow
-from tracker.clock import from_iso
 from tracker.events import Usage
 
 
@@ -86,11 +85,14 @@ class Session(_Result, frozen=True):
     first_seen: datetime
     last_activity: datetime
     request_count: int
+    completed: int
+    failed: int
     input_tokens: int
     output_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
     cost_usd: float
+    duration_ms: int
     metadata: dict[str, Any]
     lock: Lock | None = None
 
@@ -214,30 +216,16 @@ class RebuildReport(_Result, frozen=True):
 
 
 R = TypeVar("R", bound=_Result)
-# Row columns stored as text that results carry as datetimes.
-_TIMES = (
-    "created_at",
-    "assigned_at",
-    "finished_at",
-    "first_seen",
-    "last_activity",
-    "acquired_at",
-    "expires_at",
-    "ended_at",
-)
 
 
 def from_row(row: msgspec.Struct, cls: type[R], **extra: Any) -> R:
-    """Build the result ``cls`` from a projection row: times parsed, metadata decoded,
-    columns the result does not show (digests, last_seq) left out."""
+    """Build the result ``cls`` from a projection row (msgspec parses the times in C);
+    columns the result does not show (digests, last_seq) are left out."""
     values = msgspec.structs.asdict(row)
-    for name in _TIMES:
-        if values.get(name) is not None:
-            values[name] = from_iso(values[name])
     if "metadata" in values:
         values["metadata"] = msgspec.json.decode(values["metadata"])
-    shown = cls.__struct_fields__
-    return cls(**{k: v for k, v in values.items() if k in shown}, **extra)
+    values.update(extra)
+    return msgspec.convert(values, cls)
 
 
 def request_from_row(row: RequestRow) -> Request:

@@ -155,14 +155,9 @@ _SUMS = (
     "sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd), sum(duration_ms)"
 )
 _USAGE_BY_SESSION = """
-SELECT s.session_id, s.request_count,
-       count(CASE WHEN r.status = 'completed' THEN 1 END),
-       count(CASE WHEN r.status = 'failed' THEN 1 END),
-       s.input_tokens, s.output_tokens, s.cache_read_tokens, s.cache_write_tokens, s.cost_usd,
-       coalesce(sum(r.duration_ms), 0)
-FROM sessions s LEFT JOIN requests r ON r.session_id = s.session_id
-WHERE ?1 IS NULL OR s.agent_id = ?1
-GROUP BY s.session_id ORDER BY s.cost_usd DESC, s.session_id"""
+SELECT session_id, request_count, completed, failed, input_tokens, output_tokens,
+       cache_read_tokens, cache_write_tokens, cost_usd, duration_ms
+FROM sessions WHERE ?1 IS NULL OR agent_id = ?1 ORDER BY cost_usd DESC, session_id"""
 
 
 def usage_by(conn: sqlite3.Connection, by: str, agent_id: str | None) -> list[UsageGroup]:

@@ -153,7 +153,7 @@ class EventStore(Generic[H]):
 
     async def append(self, events: Sequence[AnyEvent]) -> list[StoredEvent]:
         """Append ``events`` atomically; return them as stored, once committed."""
-        return await self.submit(lambda tx: tx.append(events))
+        return await self.submit(lambda tx: tx.append_stored(events))
 
     async def run_exclusive(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` alone on the writer thread, between batches.

@@ -77,11 +77,18 @@ class Transaction(Generic[H]):
         self.rows: list[chain.Row] = []
         self._ids = EventIds(now)
 
-    def append(self, events: Sequence[AnyEvent]) -> list[StoredEvent]:
+    def append(self, events: Sequence[AnyEvent]) -> None:
         """Stamp, chain and apply ``events``; they commit with the transaction."""
-        return [self._append_one(event) for event in events]
+        for event in events:
+            self._append_one(event)
 
-    def _append_one(self, event: AnyEvent) -> StoredEvent:
+    def append_stored(self, events: Sequence[AnyEvent]) -> list[StoredEvent]:
+        """Like ``append``, and return the events as they will be stored."""
+        first = len(self.rows)
+        self.append(events)
+        return [_stored(row, event) for row, event in zip(self.rows[first:], events, strict=True)]
+
+    def _append_one(self, event: AnyEvent) -> None:
         head, type_ = self.head, tag_of(event)
         seq, event_id, payload = head.seq + 1, self._ids.next(), codec.encode(event)
         keys = _keys(event)
@@ -91,18 +98,22 @@ class Transaction(Generic[H]):
         )
         self.head = Head(seq, digest, self.at)
         self.hook.apply(seq, self.at, event)
-        return StoredEvent(
-            seq=seq,
-            id=event_id,
-            type=type_,
-            version=event.VERSION,
-            at=self.now,
-            request_id=keys[0],
-            agent_id=keys[1],
-            session_id=keys[2],
-            event=event,
-            hash=digest.hex(),
-        )
+
+
+def _stored(row: chain.Row, event: AnyEvent) -> StoredEvent:
+    seq, event_id, type_, version, at, rid, aid, sid, _payload, digest = row
+    return StoredEvent(
+        seq=seq,
+        id=event_id,
+        type=type_,
+        version=version,
+        at=from_iso(at),
+        request_id=rid,
+        agent_id=aid,
+        session_id=sid,
+        event=event,
+        hash=digest.hex(),
+    )
 
 
 class EventIds:
