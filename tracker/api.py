@@ -34,11 +34,12 @@ from tracker.commands import (
     RetireSession,
     Track,
     UpdateSessionMetadata,
+    undo_track,
 )
 from tracker.db import Durability
 from tracker.errors import InvalidInput, LockHeld, LockNotHeld
 from tracker.events import StoredEvent, Usage
-from tracker.locking import AcquireLock, ReleaseLock, RenewLock, Tx
+from tracker.locking import AcquireLock, ReleaseLock, RenewLock, Tx, undo_acquire
 from tracker.models import (
     Agent,
     CleanupReport,
@@ -161,7 +162,8 @@ class Tracker:
                 waited_ms,
             )
 
-        return await self._waiting(validate.wait(lock_wait, "lock_wait"), command)
+        request, _ = await self._waiting(validate.wait(lock_wait, "lock_wait"), command, undo_track)
+        return request
 
     async def update_request_session(self, request_id: str, session_id: str) -> Request:
         """Record the session id the CLI answered for a request (continuity, chain, forks)."""
@@ -242,9 +244,12 @@ class Tracker:
         """
         scope, target = validate.lock_key(agent_id, session_id)
         holder, ttl_s = validate.ident(holder, "holder"), validate.ttl(ttl)
-        return await self._waiting(
-            validate.wait(wait), lambda waited: AcquireLock(scope, target, holder, ttl_s, waited)
+        lock, _ = await self._waiting(
+            validate.wait(wait),
+            lambda waited: AcquireLock(scope, target, holder, ttl_s, waited),
+            undo_acquire,
         )
+        return lock
 
     async def renew_lock(
         self,
@@ -298,13 +303,19 @@ class Tracker:
         scope, target = validate.lock_key(agent_id, session_id)
         return await self._store.read_with(lambda c: queries.lock(c, scope, target))
 
-    async def _waiting(self, wait_s: float, command: Callable[[int], Callable[[Tx], T]]) -> T:
-        """Submit ``command(waited_ms)``, retrying on LockHeld until ``wait_s`` has passed."""
+    async def _waiting(
+        self,
+        wait_s: float,
+        command: Callable[[int], Callable[[Tx], T]],
+        undo: Callable[[T], Callable[[Tx], Any] | None],
+    ) -> T:
+        """Submit ``command(waited_ms)``, retrying on LockHeld until ``wait_s`` has passed;
+        a cancelled caller's lock is given back (``undo``)."""
         start, waited_ms = time.monotonic(), 0  # the first attempt did not wait
         while True:
             version = await self._store.data_version() if wait_s else 0
             try:
-                return await self._store.submit(command(waited_ms))
+                return await self._store.submit(command(waited_ms), undo=undo)
             except LockHeld:
                 remaining = wait_s - (time.monotonic() - start)
                 if remaining <= 0:

@@ -66,12 +66,13 @@ class Track:
     lock_ttl: float
     waited_ms: int = 0
 
-    def __call__(self, tx: Tx) -> Request:
+    def __call__(self, tx: Tx) -> tuple[Request, bool]:
+        """The request, and whether this call tracked it (False: a retry)."""
         state = tx.hook.state
         existing = state.requests.get(self.request_id)
         if existing is not None:
             if existing.track_digest == self.digest:
-                return request_from_row(existing)  # a retry
+                return request_from_row(existing), False
             raise errors.DuplicateRequest(
                 f"request {self.request_id!r} was already tracked with other arguments"
             )
@@ -98,7 +99,7 @@ class Track:
                 waited_ms=self.waited_ms,
             )
         tx.append(events)
-        return _result(state, self.request_id)
+        return _result(state, self.request_id), True
 
     def _check_resumed(self, state: State) -> None:
         if self.resumed_session_id is None:
@@ -277,6 +278,23 @@ def _finished_before(row: RequestRow, digest: str) -> bool:
     if row.finish_digest == digest:
         return True
     raise errors.InvalidTransition(f"request {row.request_id!r} is already {row.status}")
+
+
+def undo_track(result: tuple[Request, bool]) -> Fail | None:
+    """Fail a request a cancelled caller tracked without knowing it (releasing its lock):
+    the caller never got to send it."""
+    request, fresh = result
+    if not fresh:
+        return None
+    return Fail(
+        request.request_id,
+        "the caller was cancelled before tracking was acknowledged",
+        "cancelled",
+        Usage(),
+        None,
+        None,
+        "cancelled",
+    )
 
 
 # -- sessions and agents ---------------------------------------------------------

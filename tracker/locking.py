@@ -106,13 +106,20 @@ class AcquireLock:
     ttl: float
     waited_ms: int = 0
 
-    def __call__(self, tx: Tx) -> Lock:
+    def __call__(self, tx: Tx) -> tuple[Lock, bool]:
+        """The lock, and whether this call took it (False: the holder had it already)."""
         key = lock_key(tx.hook.state, self.scope, self.target)
         row = _lock_row(tx, key)
         if row is not None and row.holder == self.holder and row.held_at(tx.at):
-            return lock_from_row(row)  # already ours: a retry
+            return lock_from_row(row), False  # already ours: a retry
         tx.append(take_lock(tx, key, self.holder, self.ttl, waited_ms=self.waited_ms))
-        return _held_lock(tx, key)
+        return _held_lock(tx, key), True
+
+
+def undo_acquire(result: tuple[Lock, bool]) -> ReleaseLock | None:
+    """The release of a lock a cancelled caller took without knowing it."""
+    lock, fresh = result
+    return ReleaseLock(lock.scope, lock.target, lock.holder) if fresh else None
 
 
 @dataclass(frozen=True, slots=True)

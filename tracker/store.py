@@ -10,6 +10,7 @@ applies in the same transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,7 +43,7 @@ class _PartialJob(Exception):
     """A job appended events and then failed: the batch must be redone job by job."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity: a caller withdraws its own
 class _Queued:
     job: Callable[[Any], Any]
     future: asyncio.Future[Any]
@@ -147,9 +148,17 @@ class EventStore(Generic[H]):
 
     # -- writing -------------------------------------------------------------
 
-    async def submit(self, job: Job[H, T]) -> T:
-        """Run ``job`` in the next group-commit transaction; return once committed."""
-        return await self._enqueue(job, exclusive=False)  # type: ignore[no-any-return]
+    async def submit(
+        self, job: Job[H, T], *, undo: Callable[[T], Job[H, Any] | None] | None = None
+    ) -> T:
+        """Run ``job`` in the next group-commit transaction; return once committed.
+
+        A caller cancelled while its job is still queued withdraws it. Once the
+        job runs it completes regardless; if it committed and ``undo`` is given,
+        ``undo(result)`` is committed too, so a cancelled caller leaves nothing
+        behind it did not know about (a lock it would never release).
+        """
+        return await self._enqueue(job, exclusive=False, undo=undo)  # type: ignore[no-any-return]
 
     async def append(self, events: Sequence[AnyEvent]) -> list[StoredEvent]:
         """Append ``events`` atomically; return them as stored, once committed."""
@@ -163,12 +172,43 @@ class EventStore(Generic[H]):
         """
         return await self._enqueue(fn, exclusive=True)  # type: ignore[no-any-return]
 
-    async def _enqueue(self, job: Callable[[Any], Any], *, exclusive: bool) -> Any:
+    async def _enqueue(
+        self,
+        job: Callable[[Any], Any],
+        *,
+        exclusive: bool,
+        undo: Callable[[Any], Callable[[Any], Any] | None] | None = None,
+    ) -> Any:
         self._writer_conn()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(job, future, exclusive))
+        queued = _Queued(job, future, exclusive)
+        self._queue.append(queued)
         self._wake.set()
-        return await future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if queued in self._queue:  # not started: withdraw it
+                self._queue.remove(queued)
+                future.cancel()
+                raise
+            with anyio.CancelScope(shield=True):
+                await self._settle(future, undo)
+            raise
+
+    async def _settle(
+        self,
+        future: asyncio.Future[Any],
+        undo: Callable[[Any], Callable[[Any], Any] | None] | None,
+    ) -> None:
+        """Wait for a cancelled caller's running job; undo it if it committed."""
+        try:
+            result = await future
+        except Exception:
+            return  # it failed: nothing to undo
+        compensation = undo(result) if undo is not None else None
+        if compensation is not None:
+            with contextlib.suppress(TrackerError):
+                await self._enqueue(compensation, exclusive=False)
 
     async def _write_loop(self) -> None:
         while True:
