@@ -7,10 +7,19 @@ from collections.abc import Callable, Iterable
 
 from projections.state import Projector, table_names
 from tracker import codec
+from tracker.errors import IntegrityError
 
 EventRow = tuple[int, str, int, str, str]  # seq, type, version, at, payload
 REPLAY_COLUMNS = "seq, type, version, at, payload"
 FLUSH_EVERY = 20_000
+
+
+class ReplayFailed(IntegrityError):
+    """The log cannot be replayed: an event contradicts the ones before it."""
+
+    def __init__(self, seq: int, cause: Exception) -> None:
+        super().__init__(f"replay stopped at seq {seq}: {cause}")
+        self.seq = seq
 
 
 def clear(conn: sqlite3.Connection) -> None:
@@ -35,7 +44,10 @@ def replay(
     projector.begin(conn, stale=True)
     last, count = 0, 0
     for seq, type_, version, at, payload in rows:
-        projector.apply(seq, at, codec.decode(type_, version, payload))
+        try:
+            projector.apply(seq, at, codec.decode(type_, version, payload))
+        except IntegrityError as exc:
+            raise ReplayFailed(seq, exc) from exc
         last, count = seq, count + 1
         if count % FLUSH_EVERY == 0:
             projector.flush(conn, last)

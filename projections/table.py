@@ -18,11 +18,14 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from tracker.errors import IntegrityError
+
 R = TypeVar("R", bound=msgspec.Struct)
 
 
-class MissingRow(Exception):
-    """A handler expected a row the decisions guarantee; the log and tables disagree."""
+class MissingRow(IntegrityError):
+    """A handler expected a row the decisions guarantee: the tables (or a replayed log)
+    are not what the log says; ``tracker verify`` tells which."""
 
 
 class Table(Generic[R]):

@@ -358,3 +358,33 @@ def test_events_follow_sees_another_process(db: Path) -> None:
 async def _append_one(path: Path) -> None:
     async with Tracker.open(path) as t:
         await t.track_request("from-another-process", agent_id="z")
+
+
+TAMPERING = [
+    ("a changed byte", "UPDATE events SET at = replace(at, '2026', '2027') WHERE seq = 7", 7),
+    ("a deleted row", "DELETE FROM events WHERE seq = 9", 9),
+    (
+        "two rows reordered",
+        "UPDATE events SET payload = CASE seq WHEN 11 THEN (SELECT payload FROM events "
+        "WHERE seq = 12) ELSE (SELECT payload FROM events WHERE seq = 11) END "
+        "WHERE seq IN (11, 12)",
+        11,
+    ),
+    (
+        "an inserted row",
+        "INSERT INTO events SELECT 33, 'x', type, version, at, request_id, "
+        "agent_id, session_id, payload, hash FROM events WHERE seq = 32",
+        33,
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "sql", "bad_seq"), TAMPERING, ids=[t[0] for t in TAMPERING])
+def test_verify_names_the_first_tampered_seq(
+    run: Run, db: Path, what: str, sql: str, bad_seq: int
+) -> None:
+    tamper(db, sql)
+    code, out, err = run("verify", "--db", str(db))
+    assert code == 1
+    assert f"first bad seq {bad_seq}" in err
+    assert f"BROKEN at seq {bad_seq}" in out

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from tests.helpers import event_count, rows, run_python, tamper
-from tracker import InvalidInput, ManualClock, StoredEvent, Tracker
+from tracker import IntegrityError, InvalidInput, ManualClock, StoredEvent, Tracker
 
 
 async def conversation(t: Tracker, agents: int = 3, turns: int = 4) -> None:
@@ -243,3 +243,18 @@ async def test_health_reports_version_lag_and_sizes(tracker: Tracker) -> None:
     assert health.events == health.projection_seq > 0
     assert health.file_bytes > 0
     assert health.durability == "full"
+
+
+async def test_rebuild_of_an_unreplayable_log_fails_cleanly(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await conversation(tracker, agents=1, turns=2)
+    before = rows(db_path, "SELECT * FROM requests ORDER BY request_id")
+    tamper(
+        db_path,
+        "UPDATE events SET type = 'SessionAssigned', version = 1, payload = replace(payload, "
+        "'RequestTracked', 'SessionAssigned') WHERE seq = 1",
+    )
+    with pytest.raises(IntegrityError, match="replay stopped at seq 1"):
+        await tracker.rebuild()
+    assert rows(db_path, "SELECT * FROM requests ORDER BY request_id") == before

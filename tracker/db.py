@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -57,6 +58,34 @@ def prepare(path: Path, create: bool) -> None:
         conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()
+
+
+@contextmanager
+def new_database(target: Path, purpose: str) -> Iterator[sqlite3.Connection]:
+    """A connection to a new database that appears at ``target`` only once complete.
+
+    It is written under a temporary name beside ``target`` and linked into place
+    (never over an existing file), so a crash leaves no half-written target,
+    at most a ``.NAME.partial-PID`` file.
+    """
+    if target.exists():
+        raise errors.InvalidInput(f"{str(target)!r} exists: {purpose} writes a new database")
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    create_file(partial)
+    conn = sqlite3.connect(partial, isolation_level=None, check_same_thread=False)
+    try:
+        create_schema(conn)
+        yield conn
+        conn.close()
+        try:
+            os.link(partial, target)
+        except FileExistsError:
+            raise errors.InvalidInput(
+                f"{str(target)!r} appeared meanwhile: {purpose} writes a new database"
+            ) from None
+    finally:
+        conn.close()
+        partial.unlink(missing_ok=True)
 
 
 def writer_connector(path: Path, durability: Durability) -> Callable[[], sqlite3.Connection]:

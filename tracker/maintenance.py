@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from projections import clear, replay, table_names
+from projections.replay import ReplayFailed
 from tracker import db
-from tracker.errors import InvalidInput
 from tracker.models import TableDiff
 
 Progress = Callable[[int], None]
@@ -68,7 +68,12 @@ def compare(
     conn.execute("BEGIN")
     try:
         checkpoint = conn.execute("SELECT coalesce(max(seq), 0) FROM live.events").fetchone()[0]
-        build(conn, checkpoint, progress)
+        try:
+            build(conn, checkpoint, progress)
+        except ReplayFailed as exc:  # a log that cannot be replayed: report, never crash
+            return checkpoint, [
+                TableDiff(table="(replay)", missing=0, unexpected=0, examples=[str(exc)])
+            ]
         diffs = [d for d in (_diff(conn, name) for name in (*table_names(), "checkpoints")) if d]
     finally:
         conn.execute("ROLLBACK")
@@ -132,12 +137,7 @@ def replay_into(
 ) -> int:
     """Write a tracker database at ``target`` holding the log up to a seq or time, and its
     projections as of that point; return the last seq."""
-    if target.exists():
-        raise InvalidInput(f"{str(target)!r} exists: replay writes a new file")
-    db.create_file(target)
-    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-    try:
-        db.create_schema(conn)
+    with db.new_database(target, "replay") as conn:
         conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
         conn.execute("BEGIN IMMEDIATE")
         last = _copy_log(conn, until, at)
@@ -146,14 +146,7 @@ def replay_into(
         )
         conn.execute("COMMIT")
         conn.execute("DETACH DATABASE live")
-        conn.execute("PRAGMA journal_mode = WAL")
         return last
-    except BaseException:
-        conn.close()
-        target.unlink(missing_ok=True)
-        raise
-    finally:
-        conn.close()
 
 
 def _copy_log(conn: sqlite3.Connection, until: int | None, at: str | None) -> int:

@@ -103,24 +103,13 @@ def import_log(source: Iterable[bytes], target: Path, progress: Progress | None 
 
     Nothing is left behind when a line is malformed or the chain is broken.
     """
-    if target.exists():
-        raise InvalidInput(f"{str(target)!r} exists: import writes a new database")
-    db.create_file(target)
-    conn = sqlite3.connect(target, isolation_level=None)
-    try:
-        db.create_schema(conn)
+    with db.new_database(target, "import") as conn:
         conn.execute("BEGIN IMMEDIATE")
         count = _insert(conn, source, progress)
         replay(
             conn, conn.execute("SELECT seq, type, version, at, payload FROM events ORDER BY seq")
         )
         conn.execute("COMMIT")
-        conn.execute("PRAGMA journal_mode = WAL")
-    except BaseException:
-        conn.close()
-        target.unlink(missing_ok=True)
-        raise
-    conn.close()
     return count
 
 

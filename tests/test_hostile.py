@@ -1,0 +1,291 @@
+"""Hostile and bad input: a clear typed error, nothing changed; damaged files; a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import ROOT, event_count, rows
+from tracker import InvalidInput, StorageError, Tracker, TrackerError, codec
+from tracker.cli import main
+from tracker.errors import IntegrityError, SchemaVersionError
+
+Call = Callable[[Tracker], Awaitable[Any]]
+
+
+def deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"d": value}
+    return value
+
+
+BAD_CALLS: list[tuple[str, Call, str]] = [
+    ("empty id", lambda t: t.track_request(""), "must not be empty"),
+    ("blank id", lambda t: t.track_request("   "), "must not be empty"),
+    ("1 MB id", lambda t: t.track_request("r" * 1_000_000), "at most 512"),
+    ("newline in id", lambda t: t.track_request("r\n1"), "control"),
+    ("NUL in agent", lambda t: t.track_request("r", agent_id="a\x00"), "control"),
+    ("surrogate id", lambda t: t.track_request("r\udc80"), "surrogate"),
+    ("int id", lambda t: t.track_request(7), "must be a string"),  # type: ignore[arg-type]
+    ("bytes id", lambda t: t.track_request(b"r1"), "must be a string"),  # type: ignore[arg-type]
+    (
+        "list session",
+        lambda t: t.track_request("r", session_id=["s"]),  # type: ignore[arg-type]
+        "must be a string",
+    ),
+    ("10 MB prompt", lambda t: t.track_request("r", prompt="x" * 10_000_000), "at most"),
+    ("surrogate prompt", lambda t: t.track_request("r", prompt="hi \ud83d"), "surrogates"),
+    (
+        "bytes prompt",
+        lambda t: t.track_request("r", prompt=b"hi"),  # type: ignore[arg-type]
+        "must be a string",
+    ),
+    (
+        "list metadata",
+        lambda t: t.track_request("r", metadata=[1]),  # type: ignore[arg-type]
+        "JSON object",
+    ),
+    (
+        "str metadata",
+        lambda t: t.track_request("r", metadata="{}"),  # type: ignore[arg-type]
+        "JSON object",
+    ),
+    (
+        "int keys",
+        lambda t: t.track_request("r", metadata={1: 2}),  # type: ignore[dict-item]
+        "keys must be strings",
+    ),
+    ("10,000 deep", lambda t: t.track_request("r", metadata=deep(10_000)), "deeper"),
+    ("object value", lambda t: t.track_request("r", metadata={"o": object()}), "JSON"),
+    ("2 MB metadata", lambda t: t.track_request("r", metadata={"x": "y" * 2_000_000}), "at most"),
+    (
+        "surrogate in metadata",
+        lambda t: t.track_request("r", metadata={"k": "\udc80"}),
+        "not JSON-serialisable|UTF-8",
+    ),
+    ("negative ttl", lambda t: t.acquire_lock(agent_id="a", holder="h", ttl=-1), "ttl"),
+    ("zero ttl", lambda t: t.acquire_lock(agent_id="a", holder="h", ttl=0), "ttl"),
+    ("huge ttl", lambda t: t.acquire_lock(agent_id="a", holder="h", ttl=1e12), "ttl"),
+    ("nan ttl", lambda t: t.acquire_lock(agent_id="a", holder="h", ttl=math.nan), "ttl"),
+    ("inf wait", lambda t: t.acquire_lock(agent_id="a", holder="h", wait=math.inf), "wait"),
+    ("bool ttl", lambda t: t.acquire_lock(agent_id="a", holder="h", ttl=True), "ttl"),
+    ("negative age", lambda t: t.cleanup(idle_for=-5), "idle_for"),
+    ("inf cost", lambda t: t.complete_request("r", cost_usd=math.inf), "cost_usd"),
+    (
+        "str usage",
+        lambda t: t.complete_request("r", usage="lots"),  # type: ignore[arg-type]
+        "usage",
+    ),
+    (
+        "float tokens",
+        lambda t: t.complete_request("r", usage={"input_tokens": 1.5}),  # type: ignore[dict-item]
+        "non-negative integer",
+    ),
+    ("bad content", lambda t: t.stats(agent_id=5), "must be a string"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("name", "call", "needle"), BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+async def test_bad_input_is_refused_and_changes_nothing(
+    tracker: Tracker, db_path: Path, name: str, call: Call, needle: str
+) -> None:
+    await tracker.track_request("existing", agent_id="a")
+    before = event_count(db_path)
+    with pytest.raises(InvalidInput, match=needle):
+        await call(tracker)
+    assert event_count(db_path) == before
+
+
+async def test_a_10_mb_prompt_is_fine_when_not_kept(db_path: Path) -> None:
+    async with Tracker.open(db_path, content="none") as t:
+        with pytest.raises(InvalidInput):  # still bounded: the digest reads it all
+            await t.track_request("r", prompt="x" * 10_000_000)
+        await t.track_request("r", prompt="x" * 3_000_000)
+    assert os.path.getsize(db_path) < 1_000_000
+
+
+async def test_times_far_in_the_future_work(db_path: Path, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from tracker import ManualClock
+
+    clock = ManualClock(datetime(2999, 12, 31, tzinfo=UTC))
+    async with Tracker.open(db_path, clock=clock) as t:
+        await t.track_request("r", agent_id="a", lock=True, lock_ttl=3600)
+        clock.set(datetime(2026, 1, 1, tzinfo=UTC))
+        await t.track_request("r2", agent_id="b")
+        times = [e.at async for e in t.events()]
+        assert times[-1].year == 2999  # the log never goes back in time
+        assert await t.replay_into(tmp_path / "future.db", at=datetime(3000, 1, 1, tzinfo=UTC))
+
+
+# -- damaged files ---------------------------------------------------------------
+
+
+async def _filled(path: Path, requests: int = 300) -> None:
+    async with Tracker.open(path) as t:
+        for i in range(requests):
+            await t.track_request(f"r{i}", agent_id=f"a{i % 7}", prompt="p" * 500)
+
+
+def test_a_truncated_database_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.db"
+    anyio.run(_filled, path)
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.truncate(size // 2)
+    code = main(["verify", "--db", str(path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("tracker: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_a_database_with_a_garbled_header_is_not_a_tracker_database(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    anyio.run(_filled, path, 10)
+    with path.open("r+b") as f:
+        f.write(b"garbage garbage!")
+
+    async def open_it() -> None:
+        async with Tracker.open(path):
+            pass
+
+    with pytest.raises(StorageError):
+        anyio.run(open_it)
+
+
+FULL_DISK_CHILD = """
+import resource, signal, sys, anyio
+from tracker import Tracker, DiskFull, TrackerError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing us
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+async def main():
+    async with Tracker.open(sys.argv[1]) as t:
+        for i in range(100_000):
+            try:
+                await t.track_request(f"f{i}", agent_id="a", prompt="x" * 20_000)
+            except DiskFull as exc:
+                print("full", exc, flush=True)
+                await t.get_request("f0")  # still usable for reads
+                return
+            print("ack", f"f{i}", flush=True)
+anyio.run(main)
+"""
+
+
+def test_a_full_disk_is_a_typed_error_and_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "full.db"
+    anyio.run(_filled, path, 1)
+    limit = 3_000_000
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CHILD, str(path), str(limit)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("full") for line in lines), (done.stdout[-500:], done.stderr)
+    acknowledged = {line.split()[1] for line in lines if line.startswith("ack")}
+    assert len(acknowledged) > 10
+
+    async def check() -> None:
+        async with Tracker.open(path) as t:
+            assert (await t.verify()).ok
+            for rid in acknowledged:
+                assert await t.get_request(rid) is not None
+
+    anyio.run(check)
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+# -- fuzzing (bounded) ------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    type_=st.sampled_from(["RequestTracked", "SessionAssigned", "LockAcquired", "Nope"]),
+    version=st.integers(-2, 4),
+    payload=st.binary(max_size=200) | st.text(max_size=200),
+)
+def test_the_codec_never_fails_untyped(type_: str, version: int, payload: bytes | str) -> None:
+    with contextlib.suppress(IntegrityError, SchemaVersionError):
+        codec.decode(type_, version, payload)
+
+
+ARG = st.sampled_from(
+    [
+        "events",
+        "audit",
+        "chain",
+        "stats",
+        "replay",
+        "verify",
+        "cleanup",
+        "export",
+        "query",
+        "health",
+        "--db",
+        "--json",
+        "--since",
+        "-5",
+        "--agent",
+        "--by",
+        "week",
+        "day",
+        "--until",
+        "--at",
+        "x",
+        "request",
+        "--idle",
+        "1h",
+        "--stale",
+        "soon",
+        "--dry-run",
+        "--follow",
+        "--tree",
+        "--into",
+        "",
+        "\x00",
+    ]
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(argv=st.lists(ARG, max_size=6))
+def test_the_cli_parser_never_fails_untyped(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "does-not-exist.db")
+    argv = [*argv, "--db", missing] if "--follow" not in argv else ["--help"]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse: --help or a usage error
+        code = 0 if exit_.code == 0 else 2 if exit_.code == 2 else -1
+    assert code in (0, 1, 2), argv
+    capsys.readouterr()
+    assert not Path(missing).exists()  # nothing creates a database but init and import
+
+
+def test_errors_are_tracker_errors() -> None:
+    assert issubclass(InvalidInput, TrackerError)
