@@ -12,6 +12,21 @@ import pytest
 from tests.helpers import ROOT, rows
 from tracker import Tracker
 
+READER = """
+import sys, anyio
+from tracker import Tracker
+async def main():
+    reads = 0
+    async with Tracker.open(sys.argv[1], create=False) as t:
+        while not (await t.stats()).requests >= int(sys.argv[2]):
+            await t.get_agent_session("p0-a0")
+            async for _ in t.events(agent_id="p1-a1"):
+                pass
+            reads += 1
+    print("reads", reads)
+anyio.run(main)
+"""
+
 WORKER = """
 import sys, anyio
 from tracker import Tracker
@@ -28,8 +43,9 @@ async def agent_loop(t, agent):
         else:
             await t.complete_request(rid, usage={"input_tokens": 100, "output_tokens": 10},
                                      cost_usd=0.001)
-        async with t.lock(agent_id="shared", holder=rid, ttl=30, wait=60):
-            await t.track_request(f"{rid}-critical", agent_id="shared-log")
+        async with t.lock(agent_id="shared", holder=rid, ttl=30, wait=60) as held:
+            await t.track_request(f"{rid}-critical", agent_id="shared-log",
+                                  metadata={"token": held.token})
             await t.fail_request(f"{rid}-critical", error="marker", kind="marker")
 
 async def main():
@@ -48,6 +64,14 @@ async def test_four_processes_share_one_file(db_path: Path) -> None:
     async with Tracker.open(db_path):
         pass  # create it once, as an orchestrator deployment would
     procs, agents, turns = 4, 5, 20
+    total = procs * agents * turns
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(db_path), str(2 * total)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     children = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, str(db_path), f"p{i}", str(agents), str(turns)],
@@ -63,8 +87,9 @@ async def test_four_processes_share_one_file(db_path: Path) -> None:
         assert child.returncode == 0, err
         assert "locked" not in err
         assert out.strip() == "done"
-
-    total = procs * agents * turns
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert int(out.split()[1]) > 0  # it read while the writers wrote
     async with Tracker.open(db_path) as t:
         stats = await t.stats()
         assert stats.requests == 2 * total  # each turn + its critical-section marker
@@ -98,3 +123,13 @@ def _assert_one_holder_at_a_time(db_path: Path) -> None:
             holder = None
     assert tokens == sorted(tokens)
     assert len(tokens) == 4 * 5 * 20
+    in_sections = [
+        t
+        for (t,) in rows(
+            db_path,
+            "SELECT json_extract(payload, '$.metadata.token') "
+            "FROM events WHERE agent_id = 'shared-log' AND "
+            "type = 'RequestTracked' ORDER BY seq",
+        )
+    ]
+    assert in_sections == tokens  # each critical section ran under the newest token

@@ -463,6 +463,7 @@ class Tracker:
         return VerifyReport(
             ok=chain.ok and not diffs,
             events=chain.events,
+            head_hash=chain.head_hash,
             chain_ok=chain.ok,
             first_bad_seq=chain.first_bad_seq,
             chain_problem=chain.problem,

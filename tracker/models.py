@@ -200,6 +200,7 @@ class VerifyReport(_Result, frozen=True):
 
     ok: bool
     events: int
+    head_hash: str  # keep it elsewhere to detect a rewrite of the whole file
     chain_ok: bool
     first_bad_seq: int | None
     chain_problem: str | None

@@ -296,7 +296,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
             if report.chain_ok
             else (f"BROKEN at seq {report.first_bad_seq}: {report.chain_problem}")
         )
-        print(f"hash chain   {chain} ({report.events:,} events)")
+        print(f"hash chain   {chain} ({report.events:,} events, head {report.head_hash})")
         print(f"projections  {'equal to a full replay' if report.projections_ok else 'DIFFER'}")
         for diff in report.diffs:
             print(
