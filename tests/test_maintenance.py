@@ -175,7 +175,7 @@ async def test_rebuild_gives_identical_projections(tracker: Tracker, db_path: Pa
     assert after == before
     verified = await tracker.verify()
     assert verified.ok
-    assert verified.head_hash == next(e async for e in tracker.events(since=report.events - 1)).hash
+    assert verified.head_hash == (await anext(tracker.events(since=report.events - 1))).hash
     await tracker.track_request("after-rebuild", agent_id="a0")  # the write model reloaded
     assert (await tracker.verify()).ok
 
