@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import stat
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT
 from tracker import ManualClock, Tracker
 
 
@@ -23,6 +26,15 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+@pytest.fixture
+def fake_claude(tmp_path: Path) -> str:
+    """An executable ``claude`` that runs tests/fake_claude.py."""
+    script = tmp_path / "claude"
+    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT}/tests/fake_claude.py" "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ demo prints what the tracker saw.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 import uuid
@@ -201,7 +202,7 @@ async def report(t: Tracker, orch: Orchestrator, agents: int, elapsed: float) ->
             ],
         )
     )
-    await show_chains(t, agents)
+    await show_chains(t, [f"agent-{a:02d}" for a in range(agents)])
     await show_audit(t)
     verdict = await t.verify()
     health = await t.health()
@@ -216,10 +217,10 @@ async def report(t: Tracker, orch: Orchestrator, agents: int, elapsed: float) ->
     print(f"\nExplore it: sqlite3 {t.path} 'SELECT * FROM agent_usage LIMIT 5'")
 
 
-async def show_chains(t: Tracker, agents: int) -> None:
-    chains = [await t.get_chain(f"agent-{a:02d}") for a in range(agents)]
+async def show_chains(t: Tracker, names: list[str]) -> None:
+    chains = [c for c in [await t.get_chain(name) for name in names] if c]
     forked = [c for c in chains if len({s.parent_session_id for s in c}) < len(c)]
-    longest = max(chains, key=len)
+    longest = max(chains, key=len) if chains else None
     for title, chain in (
         ("a forked chain", forked[0] if forked else None),
         ("the longest chain", longest),
@@ -271,6 +272,61 @@ def _detail(event: object) -> str:
     return ""
 
 
+async def with_real_cli(path: Path, claude_bin: str, agents: int, turns: int) -> None:
+    """Drive a few agents through the real CLI (``CLAUDE_BIN=claude make demo``)."""
+    from tracker.claude import ClaudeRunner
+
+    prompts = [
+        "Reply with one word: a colour.",
+        "Now a different colour, one word.",
+        "And a third one, one word.",
+    ]
+    async with Tracker.open(path, content="preview", owner="demo-claude") as t:
+        runner = ClaudeRunner(
+            t,
+            claude_bin=claude_bin,
+            concurrency=agents,
+            timeout=180,
+            extra_args=["--max-turns", "1"],
+        )
+
+        async def agent(name: str) -> None:
+            for k in range(turns):
+                run = await runner.run(prompts[k % len(prompts)], agent_id=name)
+                answer = run.result.text if run.result and run.result.text else run.request.error
+                print(
+                    f"{name} turn {k}: {run.request.status} in session "
+                    f"{(run.request.session_id or '-')[:8]}: {answer!r}"
+                )
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for a in range(agents):
+                tg.start_soon(agent, f"claude-agent-{a}")
+        print(
+            f"\n{claude_bin}: {agents} agents x {turns} turns in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        stats = await t.stats()
+        print(
+            table(
+                ["requests", "completed", "failed", "sessions", "tokens in/out", "cost"],
+                [
+                    [
+                        stats.requests,
+                        stats.completed,
+                        stats.failed,
+                        stats.sessions,
+                        f"{stats.input_tokens:,}/{stats.output_tokens:,}",
+                        dollars(stats.cost_usd),
+                    ]
+                ],
+            )
+        )
+        await show_chains(t, [f"claude-agent-{a}" for a in range(agents)])
+        print(f"\nverify(): ok={(await t.verify()).ok}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
     parser.add_argument("--db", default="demo.db", type=Path)
@@ -280,7 +336,11 @@ def main() -> None:
     args = parser.parse_args()
     for suffix in ("", "-wal", "-shm"):  # every run tells the story from the start
         Path(f"{args.db}{suffix}").unlink(missing_ok=True)
-    anyio.run(simulate, args.db, args.agents, args.turns, args.seed)
+    claude_bin = os.environ.get("CLAUDE_BIN")
+    if claude_bin:
+        anyio.run(with_real_cli, args.db, claude_bin, min(args.agents, 3), min(args.turns, 2))
+    else:
+        anyio.run(simulate, args.db, args.agents, args.turns, args.seed)
 
 
 if __name__ == "__main__":

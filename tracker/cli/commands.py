@@ -379,3 +379,33 @@ async def cmd_health(args: argparse.Namespace) -> int:
     else:
         print(key_values(list(msgspec.structs.asdict(health).items())))
     return 0 if health.ok else 1
+
+
+async def cmd_claude(args: argparse.Namespace) -> int:
+    """``tracker claude validate|import``."""
+    from tracker.claude import import_transcripts, projects_root, session_files, validate
+
+    root = Path(args.root) if getattr(args, "root", None) else projects_root()
+    if args.claude_command == "validate":
+        check = await anyio.to_thread.run_sync(validate, args.session_id, args.cwd, root)
+        if args.json:
+            emit(check)
+        else:
+            print(key_values(list(msgspec.structs.asdict(check).items())))
+        return 0 if check.ok else 1
+    folder = Path(args.folder) if args.folder else root
+    if not folder.is_dir():
+        raise InvalidInput(f"no transcript directory {str(folder)!r}")
+    async with existing(args) as t:
+        bar = Progress("read", len(await anyio.to_thread.run_sync(session_files, folder)))
+        report = await import_transcripts(t, folder, bar)
+    bar.close()
+    _say(
+        args,
+        report,
+        f"{report.files} transcripts: {report.imported} imported, "
+        f"{report.skipped} already known, {len(report.failed)} failed",
+    )
+    for failure in report.failed if not args.json else ():
+        print(f"  {failure}", file=sys.stderr)
+    return 0 if not report.failed else 1

@@ -57,6 +57,12 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
         "read-only SQL (the connection cannot write)",
         'tracker query "SELECT * FROM agent_usage ORDER BY cost_usd DESC LIMIT 5"',
     ),
+    "claude": (
+        c.cmd_claude,
+        "the Claude CLI's transcripts: validate one, import them all",
+        "tracker claude validate 4f1c2d9e-7a3b-4c55-9e21-0b6d8a7f3c10 --cwd ~/work/api\n"
+        "  tracker claude import ~/.claude/projects",
+    ),
     "health": (c.cmd_health, "schema version, integrity, projection lag, sizes", "tracker health"),
 }
 
@@ -111,6 +117,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("file")
     elif name == "query":
         p.add_argument("sql")
+    elif name == "claude":
+        _claude_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,3 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
         _arguments(name, sub)
         sub.set_defaults(handler=handler)
     return parser
+
+
+def _claude_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="claude_command", metavar="ACTION", required=True)
+    check = sub.add_parser(
+        "validate",
+        help="check a session's transcript: exists, readable, "
+        "valid JSONL, messages, first/last time, size",
+    )
+    check.add_argument("session_id")
+    check.add_argument("--cwd", help="the session's working directory (default: search all)")
+    read = sub.add_parser(
+        "import",
+        help="import every transcript as a completed request (importing twice adds nothing)",
+    )
+    read.add_argument(
+        "folder", nargs="?", help="a projects root or one project directory (default: the CLI's)"
+    )
+    for action in (check, read):
+        _common(action, suppress=True)
+        action.add_argument(
+            "--root",
+            help="transcript root (default: $CLAUDE_CONFIG_DIR/projects, else ~/.claude/projects)",
+        )

@@ -1,0 +1,227 @@
+"""Run ``claude -p`` and drive the tracker with what it reports.
+
+One run: track the request (taking the agent's lock), start the CLI, assign
+the session as soon as it is known (stream-json's ``system/init``, so a crash
+mid-run still records it), then complete with the usage and cost the CLI
+reported, or fail with its error kind. A timeout kills the process. Runs
+across agents share a concurrency limit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from tracker.api import Tracker
+from tracker.claude.result import ClaudeOutputError, ClaudeResult, parse_output, parse_result
+from tracker.models import Request
+
+CURRENT = "current"  # resume the agent's current session
+MAX_LINE = 64 << 20
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run: the request as tracked, and the CLI's result if it gave one."""
+
+    request: Request
+    result: ClaudeResult | None
+
+
+class ClaudeRunner:
+    """Runs the Claude CLI for agents and records every run in ``tracker``."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        *,
+        claude_bin: str | None = None,
+        concurrency: int = 4,
+        timeout: float = 600,
+        lock_wait: float = 60,
+        stream: bool = True,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.tracker, self.timeout, self.lock_wait = tracker, timeout, lock_wait
+        self.claude_bin = claude_bin or os.environ.get("CLAUDE_BIN") or "claude"
+        self.stream, self.extra_args = stream, tuple(extra_args)
+        self._limit = anyio.CapacityLimiter(concurrency)
+
+    def command(
+        self,
+        prompt: str,
+        *,
+        resume: str | None = None,
+        fork: bool = False,
+        session_id: str | None = None,
+        model: str | None = None,
+    ) -> list[str]:
+        """The command line of one run."""
+        output = ["stream-json", "--verbose"] if self.stream else ["json"]
+        argv = [self.claude_bin, "-p", prompt, "--output-format", *output]
+        if resume:
+            argv += ["--resume", resume]
+        if fork:
+            argv.append("--fork-session")
+        if session_id:
+            argv += ["--session-id", session_id]
+        if model:
+            argv += ["--model", model]
+        return [*argv, *self.extra_args]
+
+    async def run(
+        self,
+        prompt: str,
+        *,
+        agent_id: str | None = None,
+        request_id: str | None = None,
+        resume: str | None = CURRENT,
+        fork: bool = False,
+        session_id: str | None = None,
+        model: str | None = None,
+        cwd: str | Path | None = None,
+    ) -> Run:
+        """Run the CLI once for ``agent_id`` (resuming its current session by default)."""
+        async with self._limit:
+            rid = request_id or f"claude-{uuid.uuid4()}"
+            if resume == CURRENT:
+                resume = await self.tracker.get_agent_session(agent_id) if agent_id else None
+            lock = not fork and (agent_id is not None or resume is not None)
+            await self.tracker.track_request(
+                rid,
+                agent_id=agent_id,
+                session_id=resume,
+                prompt=prompt,
+                lock=lock,
+                lock_wait=self.lock_wait,
+                metadata={"cli": "claude", "fork": fork, "model": model},
+            )
+            argv = self.command(
+                prompt, resume=resume, fork=fork, session_id=session_id, model=model
+            )
+            return await _Execution(self.tracker, rid, self.timeout, self.stream).run(argv, cwd)
+
+
+class _Execution:
+    """One process, and the tracker calls its output leads to."""
+
+    def __init__(self, tracker: Tracker, request_id: str, timeout: float, stream: bool) -> None:
+        self.t, self.rid, self.timeout, self.stream = tracker, request_id, timeout, stream
+        self.assigned: str | None = None
+        self.result: ClaudeResult | None = None
+        self.stdout: list[bytes] = []
+        self.stderr = b""
+
+    async def run(self, argv: list[str], cwd: str | Path | None) -> Run:
+        try:
+            returncode = await self._process(argv, cwd)
+        except TimeoutError:
+            return await self._fail(
+                f"no result within {self.timeout:g}s: the CLI was killed", "timeout"
+            )
+        except OSError as exc:
+            return await self._fail(f"cannot run {argv[0]!r}: {exc.strerror}", "cli_error")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._fail("the orchestrator cancelled the run", "cancelled")
+            raise
+        return await self._finish(returncode)
+
+    async def _process(self, argv: list[str], cwd: str | Path | None) -> int:
+        async with await anyio.open_process(argv, cwd=cwd, stdin=subprocess.DEVNULL) as proc:
+            try:
+                with anyio.fail_after(self.timeout):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._read_stderr, proc)
+                        await self._read_stdout(proc)
+                    return await proc.wait()
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    with anyio.CancelScope(shield=True):
+                        await proc.wait()
+
+    async def _read_stderr(self, proc: Process) -> None:
+        assert proc.stderr is not None
+        async for chunk in proc.stderr:
+            self.stderr += chunk
+
+    async def _read_stdout(self, proc: Process) -> None:
+        assert proc.stdout is not None
+        reader = BufferedByteReceiveStream(proc.stdout)
+        while True:
+            try:
+                line = await reader.receive_until(b"\n", MAX_LINE)
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                rest = reader.buffer
+                if rest.strip():
+                    await self._line(bytes(rest))
+                return
+            await self._line(line)
+
+    async def _line(self, line: bytes) -> None:
+        self.stdout.append(line)
+        if not self.stream:
+            return
+        try:
+            message: Any = msgspec.json.decode(line)
+        except msgspec.DecodeError:
+            return  # not a stream line (json mode output is parsed at the end)
+        if not isinstance(message, dict):
+            return
+        if message.get("type") == "system" and message.get("subtype") == "init":
+            await self._assign(message.get("session_id"))
+        elif message.get("type") == "result":
+            self.result = parse_result(message, self.stderr.decode(errors="replace"))
+
+    async def _assign(self, session_id: Any) -> None:
+        if isinstance(session_id, str) and session_id and self.assigned is None:
+            await self.t.update_request_session(self.rid, session_id)
+            self.assigned = session_id
+
+    async def _finish(self, returncode: int) -> Run:
+        stderr = self.stderr.decode(errors="replace")
+        if self.result is None:
+            try:
+                self.result = parse_output(b"\n".join(self.stdout), stderr)
+            except ClaudeOutputError as exc:
+                kind = "crashed" if self.assigned else "cli_error"
+                return await self._fail(f"exit code {returncode}: {exc}", kind)
+        result = self.result
+        if result.session_id and result.kind != "unknown_session":
+            await self._assign(result.session_id)
+        if result.ok and not self.assigned:
+            return await self._fail("the CLI reported success but no session id", "cli_error")
+        if result.ok:
+            request = await self.t.complete_request(
+                self.rid,
+                response=result.text,
+                usage=result.usage,
+                cost_usd=result.cost_usd,
+                duration_ms=result.duration_ms,
+                metadata={"num_turns": result.num_turns},
+            )
+            return Run(request, result)
+        return await self._fail(result.error or "the CLI reported an error", result.kind)
+
+    async def _fail(self, error: str, kind: str) -> Run:
+        result = self.result
+        request = await self.t.fail_request(
+            self.rid,
+            error=error,
+            kind=kind,
+            usage=result.usage if result else None,
+            cost_usd=result.cost_usd if result else None,
+            duration_ms=result.duration_ms if result else None,
+        )
+        return Run(request, result)
