@@ -120,6 +120,12 @@ def test_a_version_1_payload_without_the_renamed_field_still_decodes() -> None:
     assert event == RequestTracked(request_id="r9")
 
 
+@pytest.mark.parametrize("payload", [b"0", b"[]", b'"text"', b"null"])
+def test_an_old_payload_that_is_not_an_object_is_an_integrity_error(payload: bytes) -> None:
+    with pytest.raises(IntegrityError, match="not a JSON object"):
+        codec.decode("RequestTracked", 1, payload)
+
+
 def test_a_payload_from_a_newer_release_is_a_schema_version_error() -> None:
     with pytest.raises(SchemaVersionError, match="upgrade"):
         codec.decode("RequestTracked", 99, b'{"type":"RequestTracked","request_id":"r1"}')

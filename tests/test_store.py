@@ -313,10 +313,9 @@ def test_errors_of_another_process_are_tracker_errors(db_path: Path) -> None:
 
 
 async def test_event_ids_are_unique_and_time_ordered(db_path: Path) -> None:
-    async with EventStore.open(db_path, NoProjections()) as store:
-        async with anyio.create_task_group() as tg:
-            for i in range(100):
-                tg.start_soon(store.append, batch(20, f"agent{i}"))
+    async with EventStore.open(db_path, NoProjections()) as store, anyio.create_task_group() as tg:
+        for i in range(100):
+            tg.start_soon(store.append, batch(20, f"agent{i}"))
     ids = [i for (i,) in rows(db_path, "SELECT id FROM events ORDER BY seq")]
     assert len(set(ids)) == len(ids) == 2000
     assert all(len(i) == 32 and i[12] == "7" for i in ids)  # UUIDv7 layout, as hex

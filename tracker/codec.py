@@ -61,7 +61,9 @@ def _upcast(cls: type[Event], type_: str, version: int, payload: str | bytes) ->
             f"{type_} payload version {version} is newer than this tracker reads "
             f"(v{cls.VERSION}): upgrade the tracker package"
         )
-    data: Payload = msgspec.json.decode(payload)
+    data = msgspec.json.decode(payload)
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{type_} v{version} payload is not a JSON object")
     for step in range(version, cls.VERSION):
         data = UPCASTERS[(type_, step)](data)
     event: AnyEvent = msgspec.convert(data, AnyEvent)
