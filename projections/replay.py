@@ -10,7 +10,6 @@ from tracker import codec
 from tracker.errors import IntegrityError
 
 EventRow = tuple[int, str, int, str, str]  # seq, type, version, at, payload
-REPLAY_COLUMNS = "seq, type, version, at, payload"
 FLUSH_EVERY = 20_000
 
 

@@ -19,10 +19,10 @@ from projections import clear, replay, table_names
 from projections.replay import ReplayFailed
 from tracker import db
 from tracker.models import TableDiff
+from tracker.schema import EVENT_COLUMNS
 
 Progress = Callable[[int], None]
 EVENT_ROWS = "SELECT seq, type, version, at, payload FROM {db}.events"
-COPY_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
 
 
 def _ro_uri(path: Path) -> str:
@@ -159,8 +159,8 @@ def _copy_log(conn: sqlite3.Connection, until: int | None, at: str | None) -> in
         params.append(at)
     clause = " AND ".join(where)
     conn.execute(
-        f"INSERT INTO main.events ({COPY_COLUMNS}) "
-        f"SELECT {COPY_COLUMNS} FROM live.events WHERE {clause} ORDER BY seq",
+        f"INSERT INTO main.events ({EVENT_COLUMNS}) "
+        f"SELECT {EVENT_COLUMNS} FROM live.events WHERE {clause} ORDER BY seq",
         params,
     )
     return int(conn.execute("SELECT coalesce(max(seq), 0) FROM main.events").fetchone()[0])

@@ -6,6 +6,9 @@ from functools import cache
 from importlib import resources
 
 SCHEMA_VERSION = 1
+# The columns of the event log, in table order (the hash chain covers all but hash).
+EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
+INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 
 @cache

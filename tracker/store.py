@@ -26,6 +26,7 @@ from tracker import chain, codec, db
 from tracker.clock import Clock, SystemClock, from_iso
 from tracker.errors import DatabaseBusy, DatabaseNotFound, TrackerClosed, TrackerError
 from tracker.events import AnyEvent, StoredEvent
+from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
 from tracker.tasks import task_group
 from tracker.transaction import H, Head, Hook, Job, NoProjections, Transaction
 
@@ -35,8 +36,6 @@ T = TypeVar("T")
 MAX_BATCH = 512
 FOLLOW_BATCH = 1000
 BUSY_DEADLINE_S = 60.0
-EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
-INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 
 
 class _PartialJob(Exception):
@@ -395,10 +394,6 @@ class EventStore(Generic[H]):
         """Recompute the hash chain over the whole log; report the first broken seq."""
         sql = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"
         return await self.read_sql(chain.check, sql)
-
-    async def head(self) -> int:
-        """Return the last committed seq (0 for an empty log)."""
-        return await self.read_sql(lambda rows: rows[0][0] or 0, "SELECT max(seq) FROM events")
 
 
 async def _connected(connector: Callable[[], sqlite3.Connection]) -> aiosqlite.Connection:

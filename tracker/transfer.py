@@ -17,10 +17,10 @@ import msgspec
 from projections import replay
 from tracker import chain, codec, db, readonly
 from tracker.errors import IntegrityError, InvalidInput
+from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
 
 Progress = Callable[[int], None]
 BATCH = 5000
-COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
 
 
 class Line(msgspec.Struct, kw_only=True):
@@ -68,7 +68,7 @@ def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> i
     try:
         conn.execute("BEGIN")  # one snapshot
         count = 0
-        for row in conn.execute(f"SELECT {COLUMNS} FROM events ORDER BY seq"):
+        for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"):
             seq, id_, type_, version, at, rid, aid, sid, payload, digest = row
             out.write(
                 _encoder.encode(
@@ -168,7 +168,7 @@ def _parse(raw: bytes, number: int) -> Line:
 def _flush(
     conn: sqlite3.Connection, rows: list[tuple[object, ...]], count: int, progress: Progress | None
 ) -> None:
-    conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.executemany(INSERT_EVENT, rows)
     rows.clear()
     if progress:
         progress(count)
