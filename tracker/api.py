@@ -52,6 +52,7 @@ from tracker.models import (
     UsageGroup,
     VerifyReport,
 )
+from tracker.readcache import VerifiedCache
 from tracker.store import EventStore, Filter
 from tracker.tasks import task_group
 
@@ -72,6 +73,7 @@ class Tracker:
 
     def __init__(self, store: EventStore[Projector], content: Content, owner: str | None) -> None:
         self._store, self._content, self.owner = store, content, owner
+        self._cache = VerifiedCache(store.path)
 
     @classmethod
     @asynccontextmanager
@@ -107,13 +109,16 @@ class Tracker:
             tracker = cls(store, content, owner)
             if owner is not None:
                 await store.submit(AbandonOwned(owner))
-            async with task_group() as tg:
-                if every:
-                    tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
-                try:
-                    yield tracker
-                finally:
-                    tg.cancel_scope.cancel()
+            try:
+                async with task_group() as tg:
+                    if every:
+                        tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
+                    try:
+                        yield tracker
+                    finally:
+                        tg.cancel_scope.cancel()
+            finally:
+                tracker._cache.close()
 
     @property
     def path(self) -> Path:
@@ -373,7 +378,11 @@ class Tracker:
     async def get_agent_session(self, agent_id: str) -> str | None:
         """The session the agent's next request continues (None: start a new one)."""
         agent_id = validate.ident(agent_id, "agent_id")
-        return await self._store.read_with(lambda c: queries.agent_session(c, agent_id))
+        loaded: str | None = await self._cache.get(
+            ("agent_session", agent_id),
+            lambda: self._store.read_with(lambda c: queries.agent_session(c, agent_id)),
+        )
+        return loaded
 
     async def get_chain(self, agent_id: str) -> list[Session]:
         """The agent's sessions in assignment order, with parent links (forks included)."""
