@@ -72,6 +72,7 @@ def test_init_creates_and_reopens(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     assert run("init", "--db", str(path))[:2] == (0, f"created {path} (schema v1)\n")
     assert run("--db", str(path), "init")[1].startswith("opened existing")
+    assert json.loads(run("init", "--db", str(path), "--json")[1])["created"] is False
 
 
 def test_events_table_filters_and_json(run: Run, db: Path) -> None:
@@ -299,16 +300,20 @@ def test_bad_arguments_are_usage_errors(run: Run) -> None:
 # -- help -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize(
+    "command",
+    [[c] for c in sorted(COMMANDS)] + [["claude", "validate"], ["claude", "import"]],
+    ids=" ".join,
+)
 def test_every_command_has_help_with_an_example(
-    capsys: pytest.CaptureFixture[str], command: str
+    capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main([command, "--help"])
+        main([*command, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "example:" in out
-    assert f"tracker {command}" in out
+    assert f"tracker {' '.join(command)}" in out
 
 
 def test_python_dash_m_tracker_runs_the_cli(db: Path) -> None:

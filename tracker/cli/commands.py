@@ -65,7 +65,11 @@ async def cmd_init(args: argparse.Namespace) -> int:
     existed = path.exists()
     async with Tracker.open(path) as t:
         version = (await t.health()).schema_version
-    print(f"{'opened existing' if existed else 'created'} {path} (schema v{version})")
+    _say(
+        args,
+        {"db": str(path), "created": not existed, "schema_version": version},
+        f"{'opened existing' if existed else 'created'} {path} (schema v{version})",
+    )
     return 0
 
 

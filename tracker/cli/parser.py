@@ -151,12 +151,17 @@ def _claude_arguments(p: argparse.ArgumentParser) -> None:
         "validate",
         help="check a session's transcript: exists, readable, "
         "valid JSONL, messages, first/last time, size",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  tracker claude validate 4f1c2d9e-7a3b-4c55-9e21-0b6d8a7f3c10 "
+        "--cwd ~/work/api",
     )
     check.add_argument("session_id")
     check.add_argument("--cwd", help="the session's working directory (default: search all)")
     read = sub.add_parser(
         "import",
         help="import every transcript as a completed request (importing twice adds nothing)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  tracker claude import ~/.claude/projects --db tracker.db",
     )
     read.add_argument(
         "folder", nargs="?", help="a projects root or one project directory (default: the CLI's)"
