@@ -251,6 +251,18 @@ async def test_session_metadata_is_merged(tracker: Tracker) -> None:
     assert session.metadata == {"model": "sonnet", "mcp": ["fs"]}
 
 
+async def test_repeating_a_metadata_update_appends_nothing(tracker: Tracker, db_path: Path) -> None:
+    await turn(tracker, "r1", "a1", "S1")
+    await tracker.update_session_metadata("S1", {"model": "opus", "tools": ["a", "b"]})
+    before = event_count(db_path)
+    await tracker.update_session_metadata("S1", {"model": "opus", "tools": ["a", "b"]})
+    await tracker.update_session_metadata("S1", {"model": "opus"})
+    await tracker.update_session_metadata("S1", {})
+    assert event_count(db_path) == before
+    await tracker.update_session_metadata("S1", {"tools": ["a"]})
+    assert event_count(db_path) == before + 1
+
+
 async def test_a_deleted_session_stays_in_the_chain_but_is_not_current(tracker: Tracker) -> None:
     await turn(tracker, "r1", "a1", "S1")
     await tracker.delete_session("S1", reason="gdpr")

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from projections.requests import RequestRow
 from projections.sessions import SessionRow
 from projections.state import State
@@ -307,8 +309,9 @@ class UpdateSessionMetadata:
 
     def __call__(self, tx: Tx) -> None:
         session = _live_session(tx.hook.state, self.session_id, "update metadata of")
-        if not self.metadata:
-            return
+        current = msgspec.json.decode(session.metadata)
+        if all(key in current and current[key] == value for key, value in self.metadata.items()):
+            return  # nothing would change: a retry, or an empty update
         tx.append(
             [
                 SessionMetadataUpdated(
