@@ -22,15 +22,15 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 import anyio
 
-from tracker import chain, codec, db
-from tracker.clock import Clock, SystemClock, from_iso
+from tracker import chain, db
+from tracker.clock import Clock, SystemClock
 from tracker.errors import DatabaseBusy, DatabaseNotFound, TrackerClosed, TrackerError
 from tracker.events import AnyEvent, StoredEvent
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
 from tracker.tasks import task_group
-from tracker.transaction import H, Head, Hook, Job, NoProjections, Transaction
+from tracker.transaction import H, Head, Hook, Job, NoProjections, Transaction, stored_event
 
-__all__ = ["EventStore", "Filter", "Hook", "NoProjections", "Transaction", "decode_row"]
+__all__ = ["EventStore", "Filter", "Hook", "NoProjections", "Transaction", "stored_event"]
 
 T = TypeVar("T")
 MAX_BATCH = 512
@@ -415,22 +415,5 @@ def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def decode_row(row: Sequence[Any]) -> StoredEvent:
-    """Turn an events row into a StoredEvent (upcasting old payloads)."""
-    seq, event_id, type_, version, at, rid, aid, sid, payload, digest = row
-    return StoredEvent(
-        seq=seq,
-        id=event_id,
-        type=type_,
-        version=version,
-        at=from_iso(at),
-        request_id=rid,
-        agent_id=aid,
-        session_id=sid,
-        event=codec.decode(type_, version, payload),
-        hash=bytes(digest).hex(),
-    )
-
-
 def _decode_rows(rows: list[Any]) -> list[StoredEvent]:
-    return [decode_row(row) for row in rows]
+    return [stored_event(row) for row in rows]

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from tracker import chain, codec
 from tracker.clock import Clock, from_iso, iso
@@ -86,7 +86,7 @@ class Transaction(Generic[H]):
         """Like ``append``, and return the events as they will be stored."""
         first = len(self.rows)
         self.append(events)
-        return [_stored(row, event) for row, event in zip(self.rows[first:], events, strict=True)]
+        return [stored_event(r, e) for r, e in zip(self.rows[first:], events, strict=True)]
 
     def _append_one(self, event: AnyEvent) -> None:
         head, type_ = self.head, tag_of(event)
@@ -100,8 +100,9 @@ class Transaction(Generic[H]):
         self.hook.apply(seq, self.at, event)
 
 
-def _stored(row: chain.Row, event: AnyEvent) -> StoredEvent:
-    seq, event_id, type_, version, at, rid, aid, sid, _payload, digest = row
+def stored_event(row: Sequence[Any], event: AnyEvent | None = None) -> StoredEvent:
+    """A StoredEvent from an events row; the payload is decoded unless ``event`` is given."""
+    seq, event_id, type_, version, at, rid, aid, sid, payload, digest = row
     return StoredEvent(
         seq=seq,
         id=event_id,
@@ -111,8 +112,8 @@ def _stored(row: chain.Row, event: AnyEvent) -> StoredEvent:
         request_id=rid,
         agent_id=aid,
         session_id=sid,
-        event=event,
-        hash=digest.hex(),
+        event=event if event is not None else codec.decode(type_, version, payload),
+        hash=bytes(digest).hex(),
     )
 
 
