@@ -24,6 +24,7 @@ import msgspec
 
 from projections import Projector
 from tracker import maintenance, queries, validate
+from tracker.chain import ChainReport
 from tracker.cleanup import AbandonOwned, Cleanup
 from tracker.clock import Clock, Duration, iso
 from tracker.commands import (
@@ -49,6 +50,7 @@ from tracker.models import (
     Request,
     Session,
     Stats,
+    TableDiff,
     UsageGroup,
     VerifyReport,
 )
@@ -462,13 +464,12 @@ class Tracker:
 
         Never repairs: call ``rebuild()`` to make projections match the log.
         """
-        chain = await self._store.verify_chain()
 
-        def compare() -> tuple[int, list[Any]]:
+        def compare() -> tuple[ChainReport, int, list[TableDiff]]:
             with maintenance.scratch_with_live(self.path) as conn:
                 return maintenance.compare(conn, progress)
 
-        checked, diffs = await anyio.to_thread.run_sync(compare)
+        chain, checked, diffs = await anyio.to_thread.run_sync(compare)
         return VerifyReport(
             ok=chain.ok and not diffs,
             events=chain.events,

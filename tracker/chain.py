@@ -41,24 +41,55 @@ class ChainReport(msgspec.Struct, frozen=True, kw_only=True):
     problem: str | None = None
 
 
-def check(rows: Iterable[Row]) -> ChainReport:
-    """Recompute the chain over rows in seq order and report the first break."""
-    prev, expected, count = GENESIS, 1, 0
-    for seq, event_id, type_, version, at, rid, aid, sid, payload, stored in rows:
+class Checker:
+    """Recomputes the chain one row at a time (seq order) and keeps the first break."""
+
+    def __init__(self) -> None:
+        self.prev, self.expected, self.count = GENESIS, 1, 0
+        self.broken: ChainReport | None = None
+
+    def feed(self, row: Row) -> None:
+        if self.broken is not None:
+            return
+        seq, event_id, type_, version, at, rid, aid, sid, payload, stored = row
         problem = _problem(
-            seq, expected, prev, event_id, type_, version, at, (rid, aid, sid), payload, stored
+            seq,
+            self.expected,
+            self.prev,
+            event_id,
+            type_,
+            version,
+            at,
+            (rid, aid, sid),
+            payload,
+            stored,
         )
         if problem:
-            return ChainReport(
+            self.broken = ChainReport(
                 ok=False,
-                events=count,
-                head_seq=expected - 1,
-                head_hash=prev.hex(),
-                first_bad_seq=min(seq, expected),
+                events=self.count,
+                head_seq=self.expected - 1,
+                head_hash=self.prev.hex(),
+                first_bad_seq=min(seq, self.expected),
                 problem=problem,
             )
-        prev, expected, count = stored, seq + 1, count + 1
-    return ChainReport(ok=True, events=count, head_seq=expected - 1, head_hash=prev.hex())
+            return
+        self.prev, self.expected, self.count = stored, seq + 1, self.count + 1
+
+    def report(self) -> ChainReport:
+        return self.broken or ChainReport(
+            ok=True, events=self.count, head_seq=self.expected - 1, head_hash=self.prev.hex()
+        )
+
+
+def check(rows: Iterable[Row]) -> ChainReport:
+    """Recompute the chain over rows in seq order and report the first break."""
+    checker = Checker()
+    for row in rows:
+        checker.feed(row)
+        if checker.broken is not None:
+            break
+    return checker.report()
 
 
 def _problem(

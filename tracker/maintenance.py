@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from projections import clear, replay, table_names
-from projections.replay import ReplayFailed
-from tracker import db
+from projections.replay import EventRow, ReplayFailed
+from tracker import chain, db
 from tracker.models import TableDiff
 from tracker.schema import EVENT_COLUMNS
 
@@ -60,24 +60,37 @@ def build(
 
 def compare(
     conn: sqlite3.Connection, progress: Progress | None = None
-) -> tuple[int, list[TableDiff]]:
-    """Replay the live log into scratch and diff every projection table with the live one.
+) -> tuple[chain.ChainReport, int, list[TableDiff]]:
+    """Check the hash chain and replay the live log into scratch in one pass, then diff
+    every projection table with the live one.
 
-    Runs in one read transaction, so live tables and log are the same snapshot.
+    Runs in one read transaction, so the chain, the log and the live tables are the
+    same snapshot; rows are streamed, so memory does not grow with the log.
     """
     conn.execute("BEGIN")
     try:
-        checkpoint = conn.execute("SELECT coalesce(max(seq), 0) FROM live.events").fetchone()[0]
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM live.events").fetchone()[0]
+        checker = chain.Checker()
+        rows = _checked(
+            conn.execute(f"SELECT {EVENT_COLUMNS} FROM live.events ORDER BY seq"), checker
+        )
         try:
-            build(conn, checkpoint, progress)
+            replay(conn, rows, progress=progress)
+            diffs = [d for d in (_diff(conn, n) for n in (*table_names(), "checkpoints")) if d]
         except ReplayFailed as exc:  # a log that cannot be replayed: report, never crash
-            return checkpoint, [
-                TableDiff(table="(replay)", missing=0, unexpected=0, examples=[str(exc)])
-            ]
-        diffs = [d for d in (_diff(conn, name) for name in (*table_names(), "checkpoints")) if d]
+            for _ in rows:  # finish the chain check
+                pass
+            diffs = [TableDiff(table="(replay)", missing=0, unexpected=0, examples=[str(exc)])]
     finally:
         conn.execute("ROLLBACK")
-    return checkpoint, diffs
+    return checker.report(), last, diffs
+
+
+def _checked(rows: Iterable[Any], checker: chain.Checker) -> Iterator[EventRow]:
+    """Feed full event rows to the chain checker; yield what replay needs."""
+    for row in rows:
+        checker.feed(row)
+        yield row[0], row[2], row[3], row[4], row[8]
 
 
 def _diff(conn: sqlite3.Connection, table: str) -> TableDiff | None:

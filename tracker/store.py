@@ -393,7 +393,7 @@ class EventStore(Generic[H]):
     async def verify_chain(self) -> chain.ChainReport:
         """Recompute the hash chain over the whole log; report the first broken seq."""
         sql = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"
-        return await self.read_sql(chain.check, sql)
+        return await self.read_with(lambda conn: chain.check(conn.execute(sql)))  # streamed
 
 
 async def _connected(connector: Callable[[], sqlite3.Connection]) -> aiosqlite.Connection:
