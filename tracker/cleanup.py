@@ -7,7 +7,6 @@ changed earlier in the same batch is judged on its current state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -61,9 +60,7 @@ class Cleanup:
             return []
         cutoff = _before(tx, self.stale_after)
         reason = f"no outcome after {self.stale_after:g}s: abandoned by cleanup"
-        return _abandon(
-            tx, STALE_REQUESTS, cutoff, reason, events, lambda created: created < cutoff
-        )
+        return _abandon(tx, STALE_REQUESTS, cutoff, reason, events)
 
     def _idle_sessions(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
         if self.idle_for is None:
@@ -113,18 +110,18 @@ class AbandonOwned:
     def __call__(self, tx: Tx) -> list[str]:
         events: list[AnyEvent] = []
         reason = f"owner {self.owner!r} restarted before the request finished"
-        found = _abandon(tx, OWNED_REQUESTS, self.owner, reason, events, lambda _: True)
+        found = _abandon(tx, OWNED_REQUESTS, self.owner, reason, events)
         tx.append(events)
         return found
 
 
-def _abandon(
-    tx: Tx, sql: str, param: str, reason: str, events: list[AnyEvent], still: Callable[[str], bool]
-) -> list[str]:
+def _abandon(tx: Tx, sql: str, param: str, reason: str, events: list[AnyEvent]) -> list[str]:
+    """Fail the unfinished requests ``sql`` finds (checked again: one may have finished
+    earlier in this batch)."""
     state, found = tx.hook.state, []
     for (request_id,) in tx.conn.execute(sql, (param,)).fetchall():
         row = state.requests.get(request_id)
-        if row is None or row.finished or not still(row.created_at):
+        if row is None or row.finished:
             continue
         found.append(request_id)
         events.extend(fail_events(tx, row, reason, "abandoned"))

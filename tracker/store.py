@@ -228,7 +228,7 @@ class EventStore(Generic[H]):
         end = 1 if queue[0].exclusive else 0
         while end < min(len(queue), MAX_BATCH) and not queue[end].exclusive:
             end += 1
-        batch = [q for q in queue[:end] if not q.future.cancelled()]
+        batch = queue[:end]  # a cancelled caller already withdrew its job from the queue
         del queue[:end]
         return batch
 
