@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -419,4 +418,3 @@ def test_cli_import_uses_claude_config_dir(
     main(["init", "--db", db])
     assert main(["claude", "import", "--db", db]) == 0
     assert "3 imported" in capsys.readouterr().out
-    assert os.environ["CLAUDE_CONFIG_DIR"]

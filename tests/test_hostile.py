@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import ROOT, event_count, rows
-from tracker import InvalidInput, StorageError, Tracker, TrackerError, codec
+from tracker import InvalidInput, StorageError, Tracker, codec
 from tracker.cli import main
 from tracker.errors import IntegrityError, SchemaVersionError
 
@@ -285,7 +285,3 @@ def test_the_cli_parser_never_fails_untyped(
     assert code in (0, 1, 2), argv
     capsys.readouterr()
     assert not Path(missing).exists()  # nothing creates a database but init and import
-
-
-def test_errors_are_tracker_errors() -> None:
-    assert issubclass(InvalidInput, TrackerError)

@@ -1,0 +1,29 @@
+"""Progress bars: drawn on a terminal, nothing at all when piped."""
+
+from __future__ import annotations
+
+import io
+
+from tracker.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_bar_ending_in_a_newline() -> None:
+    stream = Terminal()
+    bar = Progress("replay", 200, stream)
+    bar(200)
+    bar.close()
+    assert stream.getvalue() == f"\rreplay [{'#' * 30}] 100% 200/200\n"
+
+
+def test_a_pipe_gets_nothing() -> None:
+    stream = io.StringIO()
+    bar = Progress("replay", 200, stream)
+    bar(100)
+    bar(200)
+    bar.close()
+    assert stream.getvalue() == ""
