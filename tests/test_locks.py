@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -119,6 +120,35 @@ async def test_a_free_lock_taken_with_wait_is_not_counted_as_contended(tracker: 
     await tracker.track_request("r1", agent_id="a2", lock=True, lock_wait=5)
     stats = await tracker.stats()
     assert (stats.lock_acquisitions, stats.lock_waits, stats.lock_wait_ms) == (2, 0, 0)
+
+
+async def test_an_uncontended_lock_with_wait_costs_no_read(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_reads() -> int:
+        raise AssertionError("the first attempt must not read data_version")
+
+    monkeypatch.setattr(tracker._store, "data_version", no_reads)
+    await tracker.acquire_lock(agent_id="a1", holder="h1", wait=5)
+    await tracker.track_request("r1", agent_id="a2", lock=True, lock_wait=5)
+
+
+async def test_a_waiter_does_not_spin_while_the_lock_stays_held(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await tracker.acquire_lock(agent_id="a1", holder="h1")
+    attempts = 0
+    original = tracker._store.submit
+
+    async def counting(job: Any, **kwargs: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return await original(job, **kwargs)
+
+    monkeypatch.setattr(tracker._store, "submit", counting)
+    with pytest.raises(LockHeld):
+        await tracker.acquire_lock(agent_id="a1", holder="h2", wait=0.6)
+    assert attempts <= 5  # about one per 0.25 s poll, not one per transaction
 
 
 async def test_waiting_gives_up_after_wait(tracker: Tracker) -> None:

@@ -320,14 +320,14 @@ class Tracker:
         a cancelled caller's lock is given back (``undo``)."""
         start, waited_ms = time.monotonic(), 0  # the first attempt did not wait
         while True:
-            version = await self._store.data_version() if wait_s else 0
+            mark = self._store.writes  # no thread hop: most attempts succeed
             try:
                 return await self._store.submit(command(waited_ms), undo=undo)
             except LockHeld:
                 remaining = wait_s - (time.monotonic() - start)
                 if remaining <= 0:
                     raise
-                await self._store.wait_for_change(version, min(remaining, 0.25))
+                await self._store.wait_for_write(mark, min(remaining, 0.25))
                 waited_ms = max(round((time.monotonic() - start) * 1000), 1)
 
     # -- sessions and agents ----------------------------------------------------

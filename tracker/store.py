@@ -81,6 +81,7 @@ class EventStore(Generic[H]):
         self._queue: list[_Queued] = []
         self._wake = anyio.Event()
         self._committed = anyio.Event()
+        self.writes = 0  # transactions of this process that appended events
         self._closing = False
         self._head = Head()
         self._data_version = -1
@@ -287,6 +288,7 @@ class EventStore(Generic[H]):
             self.hook.flush(conn, tx.head.seq)
         conn.execute("COMMIT")
         self._head = tx.head
+        self.writes += bool(tx.rows)
         return outcomes
 
     def _run_job(self, tx: Transaction[H], job: Job[H, Any], shared: bool) -> Any:
@@ -387,6 +389,21 @@ class EventStore(Generic[H]):
         """Return once the log moved past ``version`` (any process), or after ``within`` s."""
         with anyio.move_on_after(within):
             while await self.data_version() == version:
+                with anyio.move_on_after(0.05):  # wakes at once on this process's commits
+                    await self._committed.wait()
+
+    async def wait_for_write(self, mark: int, within: float) -> None:
+        """Return once this process wrote since ``mark`` (``writes`` read before the caller's
+        last attempt), another process committed, or ``within`` seconds passed.
+
+        A caller's own refused attempt writes nothing, so waiting does not spin; a release
+        committed in the very batch that refused it has already moved ``writes``.
+        """
+        if self.writes != mark:
+            return
+        with anyio.move_on_after(within):
+            version = await self.data_version()
+            while self.writes == mark and await self.data_version() == version:
                 with anyio.move_on_after(0.05):  # wakes at once on this process's commits
                     await self._committed.wait()
 
