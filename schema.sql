@@ -49,7 +49,9 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
 -- 2. Projections (written in the same transaction as the events they apply)
 -----------------------------------------------------------------------------
 
--- Checkpoint: the last event seq each projection has applied.
+-- Checkpoint: the last event seq the projections applied. They are all applied in the
+-- append transaction, so one row ('projections') covers them; the key leaves room for
+-- a projection maintained apart.
 CREATE TABLE IF NOT EXISTS checkpoints (
     projection  TEXT PRIMARY KEY,
     seq         INTEGER NOT NULL

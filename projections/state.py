@@ -18,7 +18,8 @@ MODULES = (requests, agents, sessions, locks, usage)
 DISPATCH: dict[type, tuple[Handler, ...]] = {
     cls: tuple(m.HANDLERS[cls] for m in MODULES if cls in m.HANDLERS) for cls in EVENT_TYPES
 }
-CHECKPOINT = "INSERT OR REPLACE INTO checkpoints (projection, seq) VALUES (?, ?)"
+# All projections are applied in the same transaction, so one checkpoint states them all.
+CHECKPOINT = "INSERT OR REPLACE INTO checkpoints (projection, seq) VALUES ('projections', ?)"
 
 
 class State:
@@ -68,7 +69,7 @@ class Projector:
 
     def flush(self, conn: sqlite3.Connection, seq: int) -> None:
         self.state.flush(conn)
-        conn.executemany(CHECKPOINT, [(t.name, seq) for t in self.state.tables])
+        conn.execute(CHECKPOINT, (seq,))
 
     def reset(self) -> None:
         self.state.reset()
