@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -154,6 +155,36 @@ def test_a_truncated_database_is_a_clear_error(
     assert err.startswith("tracker: ")
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_damage_inside_the_log_is_a_clear_error_from_verify_and_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.db"
+    anyio.run(_filled, path)
+    with sqlite3.connect(path) as conn:  # the last page of the log: opening never reads it
+        (page,) = conn.execute(
+            "SELECT max(pageno) FROM dbstat WHERE name = 'events' AND pagetype = 'leaf'"
+        ).fetchone()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    with path.open("r+b") as f:
+        f.seek((page - 1) * page_size)
+        f.write(b"\xff" * page_size)
+
+    async def check(call: Callable[[Tracker], Awaitable[object]]) -> None:
+        async with Tracker.open(path) as t:
+            with pytest.raises(IntegrityError, match="malformed"):
+                await call(t)
+
+    for call in (Tracker.verify, Tracker.rebuild):  # the API raises a TrackerError, too
+        anyio.run(check, call)
+    for command in ("verify", "replay"):  # replay: rebuild the projections
+        code = main([command, "--db", str(path)])
+        err = capsys.readouterr().err
+        assert code == 1, command
+        assert err.startswith("tracker: "), err
+        assert "malformed" in err, err
+        assert err.count("\n") == 1, err
 
 
 def test_a_database_with_a_garbled_header_is_not_a_tracker_database(tmp_path: Path) -> None:
