@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from itertools import islice
+from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -47,9 +48,11 @@ class Table(Generic[R]):
         self._insert = (
             f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
-        self._mutable = [i for i, c in enumerate(columns) if c not in key + immutable]
-        self._key_at = [columns.index(k) for k in key]
-        assignments = ", ".join(f"{columns[i]} = ?" for i in self._mutable)
+        mutable = [i for i, c in enumerate(columns) if c not in key + immutable]
+        assert mutable, f"{name}: a table without mutable columns needs no UPDATE"
+        # UPDATE parameters: the mutable columns, then the key (a tuple: at least two)
+        self._update_params = itemgetter(*mutable, *(columns.index(k) for k in key))
+        assignments = ", ".join(f"{columns[i]} = ?" for i in mutable)
         self._update = f"UPDATE {name} SET {assignments} WHERE {where}"
         self._compound = len(key) > 1
         self._cache: dict[Any, R | None] = {}
@@ -100,9 +103,6 @@ class Table(Generic[R]):
         if len(self._cache) > self.limit:
             for key in list(islice(self._cache, len(self._cache) - self.limit // 2)):
                 del self._cache[key]
-
-    def _update_params(self, values: tuple[Any, ...]) -> list[Any]:
-        return [values[i] for i in self._mutable] + [values[i] for i in self._key_at]
 
     def reset(self) -> None:
         """Forget every cached and dirty row."""
