@@ -60,7 +60,8 @@ class Projector:
 
     def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
         if stale:
-            self.state.reset()
+            for table in self.state.tables:
+                table.reload(conn)
         self.state.bind(conn)
 
     def apply(self, seq: int, at: str, event: AnyEvent) -> None:

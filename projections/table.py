@@ -58,6 +58,8 @@ class Table(Generic[R]):
         self._cache: dict[Any, R | None] = {}
         self._dirty: dict[Any, R] = {}
         self._new: set[Any] = set()  # dirty keys not yet in the table
+        self._complete = False  # every row is cached: a miss is an absent row
+        self._any_row = f"SELECT 1 FROM {name} LIMIT 1"
         self.conn: sqlite3.Connection | None = None
 
     def get(self, key: Any) -> R | None:
@@ -65,7 +67,8 @@ class Table(Generic[R]):
         try:
             return self._cache[key]
         except KeyError:
-            pass
+            if self._complete:
+                return None
         assert self.conn is not None, "bind a connection before reading"
         found = self.conn.execute(self._by_key, key if self._compound else (key,)).fetchone()
         row = self.row_type(*found) if found else None
@@ -101,11 +104,20 @@ class Table(Generic[R]):
             self._dirty.clear()
             self._new.clear()
         if len(self._cache) > self.limit:
+            self._complete = False
             for key in list(islice(self._cache, len(self._cache) - self.limit // 2)):
                 del self._cache[key]
 
+    def reload(self, conn: sqlite3.Connection) -> None:
+        """Forget every cached row and read through ``conn`` from now on; an empty
+        table is then wholly cached (a rebuild, a new database: no miss reads)."""
+        self.reset()
+        self.conn = conn
+        self._complete = conn.execute(self._any_row).fetchone() is None
+
     def reset(self) -> None:
         """Forget every cached and dirty row."""
+        self._complete = False
         self._cache.clear()
         self._dirty.clear()
         self._new.clear()

@@ -1,0 +1,63 @@
+"""The projections' row cache: a table that was empty is wholly cached (misses read
+nothing) until it evicts a row or another connection writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from projections.locks import LockRow, table
+from tracker import Tracker, db
+
+
+def _lock(target: str) -> LockRow:
+    return LockRow("agent", target, "h", 1, "held", "t0", "t1", None, None, 1)
+
+
+def _new_database(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    db.create_schema(conn)
+    return conn
+
+
+def test_an_empty_table_answers_misses_without_reading(tmp_path: Path) -> None:
+    conn = _new_database(tmp_path / "t.db")
+    selects: list[str] = []
+    conn.set_trace_callback(lambda sql: selects.append(sql) if "SELECT" in sql else None)
+    locks = table(limit=100)
+    locks.reload(conn)
+    selects.clear()
+    assert locks.get(("agent", "nobody")) is None
+    assert selects == []
+
+
+def test_after_an_eviction_a_miss_reads_the_table(tmp_path: Path) -> None:
+    conn = _new_database(tmp_path / "t.db")
+    locks = table(limit=4)
+    locks.reload(conn)
+    for i in range(10):
+        locks.add(("agent", f"a{i}"), _lock(f"a{i}"))
+    locks.flush(conn)  # writes all ten, keeps only the newest few
+    assert locks.get(("agent", "a0")) == _lock("a0")  # evicted, read back from the table
+
+
+def test_a_table_with_rows_is_never_assumed_complete(tmp_path: Path) -> None:
+    conn = _new_database(tmp_path / "t.db")
+    writer = table(limit=100)
+    writer.reload(conn)
+    writer.add(("agent", "a0"), _lock("a0"))
+    writer.flush(conn)
+    reader = table(limit=100)
+    reader.reload(conn)
+    assert reader.get(("agent", "a0")) == _lock("a0")
+
+
+async def test_rows_written_by_another_connection_are_seen(db_path: Path) -> None:
+    async with Tracker.open(db_path) as first, Tracker.open(db_path) as second:
+        await first.track_request("r1", agent_id="a1")  # first's tables were empty
+        await second.track_request("r2", agent_id="a2")
+        await first.update_request_session("r2", "s2")  # must read r2
+        done = await first.complete_request("r2", response="ok")
+        assert done.status == "completed"
+        assert (await first.get_agent("a2")) is not None
+        assert (await first.verify()).ok
