@@ -9,6 +9,7 @@ compare with W1 on an empty database.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, help="reuse or keep this database")
+    parser.add_argument("--runs", type=int, default=3, help="W1 runs on each database")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tracker-scale-") as tmp:
         path = args.db or Path(tmp) / "scale.db"
@@ -99,15 +101,38 @@ def main() -> None:
             [f"API {name}", f"{s * 1000:,.1f}"]
             for name, s in anyio.run(api_latency, path, agent).items()
         ]
-        empty = anyio.run(w1, Path(tmp) / "empty.db", 200, 50)
-        full = anyio.run(w1, path, 200, 50)  # fresh names: r-{a}-{k} do not clash with rounds
+        empty, full = w1_empty_and_full(path, Path(tmp), args.runs)
         print(f"\nW4 on {total:,} events ({path.stat().st_size / 1e6:,.0f} MB)")
         print(table(["operation", "median ms"], rows))
+        print(f"\nW1 (events/s, median, min, max of {args.runs} runs, alternated)")
         print(
-            f"\nW1 on an empty database: {empty['events_per_s']:,.0f} events/s; "
-            f"on top of {total:,} events: {full['events_per_s']:,.0f} events/s "
-            f"({full['events_per_s'] / empty['events_per_s']:.0%})"
+            table(
+                ["database", "median", "min", "max"],
+                [
+                    ["empty", *(f"{v:,.0f}" for v in _spread(empty))],
+                    [f"{total:,} events", *(f"{v:,.0f}" for v in _spread(full))],
+                ],
+            )
         )
+        ratio = statistics.median(full) / statistics.median(empty)
+        print(f"ratio of medians: {ratio:.0%}")
+
+
+def w1_empty_and_full(path: Path, tmp: Path, runs: int) -> tuple[list[float], list[float]]:
+    """W1 alternately on an empty database and on a copy of ``path`` (kept intact)."""
+    empty, full = [], []
+    for run in range(runs):
+        fresh, copy = tmp / f"empty{run}.db", tmp / f"full{run}.db"
+        empty.append(anyio.run(w1, fresh, 200, 50)["events_per_s"])
+        shutil.copyfile(path, copy)
+        full.append(anyio.run(w1, copy, 200, 50, "none", 0, "w4-")["events_per_s"])
+        for db_file in (fresh, copy):
+            db_file.unlink()
+    return empty, full
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)
 
 
 if __name__ == "__main__":

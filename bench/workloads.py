@@ -45,17 +45,28 @@ def disk_bytes(path: Path) -> int:
 
 
 async def w1(
-    path: Path, agents: int, turns: int, content: str = "none", text_bytes: int = 0
+    path: Path,
+    agents: int,
+    turns: int,
+    content: str = "none",
+    text_bytes: int = 0,
+    prefix: str = "",
 ) -> Figures:
-    """W1: A agents x T turns through the public API, every call acknowledged."""
+    """W1: A agents x T turns through the public API, every call acknowledged
+    (``prefix`` names agents and requests apart from those already in ``path``)."""
     text = "x" * text_bytes if text_bytes else None
 
     async def agent(t: Tracker, a: int) -> None:
         current: str | None = None
         for k in range(turns):
-            rid = f"r-{a}-{k}"
+            rid = f"{prefix}r-{a}-{k}"
             await t.track_request(
-                rid, agent_id=f"agent-{a}", session_id=current, lock=True, lock_ttl=30, prompt=text
+                rid,
+                agent_id=f"{prefix}agent-{a}",
+                session_id=current,
+                lock=True,
+                lock_ttl=30,
+                prompt=text,
             )
             current = str(uuid.uuid4()) if k % 2 or current is None else current
             await t.update_request_session(rid, current)
