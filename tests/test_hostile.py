@@ -157,15 +157,16 @@ def test_a_truncated_database_is_a_clear_error(
     assert "Traceback" not in err
 
 
-def test_damage_inside_the_log_is_a_clear_error_from_verify_and_replay(
+def test_damage_inside_the_log_is_a_clear_error_from_every_full_scan(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "t.db"
     anyio.run(_filled, path)
-    with sqlite3.connect(path) as conn:  # the last page of the log: opening never reads it
-        (page,) = conn.execute(
-            "SELECT max(pageno) FROM dbstat WHERE name = 'events' AND pagetype = 'leaf'"
-        ).fetchone()
+    with sqlite3.connect(path) as conn:  # a page in the middle: opening and stats never read it
+        leaves = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' ORDER BY pageno"
+        ).fetchall()
+        (page,) = leaves[len(leaves) // 2]
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     with path.open("r+b") as f:
         f.seek((page - 1) * page_size)
@@ -178,8 +179,9 @@ def test_damage_inside_the_log_is_a_clear_error_from_verify_and_replay(
 
     for call in (Tracker.verify, Tracker.rebuild):  # the API raises a TrackerError, too
         anyio.run(check, call)
-    for command in ("verify", "replay"):  # replay: rebuild the projections
-        code = main([command, "--db", str(path)])
+    commands = [["verify"], ["replay"], ["export", "--out", str(tmp_path / "out.jsonl")]]
+    for command in commands:  # replay: rebuild the projections
+        code = main([*command, "--db", str(path)])
         err = capsys.readouterr().err
         assert code == 1, command
         assert err.startswith("tracker: "), err

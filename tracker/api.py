@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -470,7 +469,7 @@ class Tracker:
             with maintenance.scratch_with_live(self.path) as conn:
                 return maintenance.compare(conn, progress)
 
-        chain, checked, diffs = await self._in_thread(compare)
+        chain, checked, diffs = await db.in_thread(self.path, compare)
         return VerifyReport(
             ok=chain.ok and not diffs,
             events=chain.events,
@@ -488,7 +487,9 @@ class Tracker:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="tracker-rebuild-") as tmp:
             scratch = Path(tmp) / "projections.db"
-            built = await self._in_thread(maintenance.build_scratch, self.path, scratch, progress)
+            built = await db.in_thread(
+                self.path, maintenance.build_scratch, self.path, scratch, progress
+            )
             caught_up = await self._store.run_exclusive(
                 lambda conn: maintenance.swap_in(conn, scratch, built)
             )
@@ -507,14 +508,6 @@ class Tracker:
         if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
             raise InvalidInput(f"until must be an event seq (int), got {until!r}")
         moment = iso(at) if at is not None else None
-        return await self._in_thread(
-            maintenance.replay_into, self.path, Path(target), until, moment, progress
+        return await db.in_thread(
+            self.path, maintenance.replay_into, self.path, Path(target), until, moment, progress
         )
-
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run maintenance ``fn(*args)`` in a worker thread; SQLite errors become TrackerErrors
-        (a damaged file is reported, not a traceback)."""
-        try:
-            return await anyio.to_thread.run_sync(fn, *args)
-        except sqlite3.Error as exc:
-            raise db.translate(exc, self.path) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
+import anyio
 
 from tracker import errors
 from tracker.schema import SCHEMA_VERSION, schema_sql
@@ -17,6 +18,16 @@ from tracker.schema import SCHEMA_VERSION, schema_sql
 T = TypeVar("T")
 Durability = Literal["full", "process"]
 BUSY_TIMEOUT_MS = 5000
+
+
+async def in_thread(path: Path, fn: Callable[..., T], *args: Any) -> T:
+    """Run file work ``fn(*args)`` (maintenance, export, import) in a worker thread;
+    SQLite errors become TrackerErrors naming ``path``: a damaged file is reported,
+    not a traceback."""
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
 
 
 def run(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> Any:

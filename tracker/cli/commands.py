@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from tracker import readonly, transfer
+from tracker import db, readonly, transfer
 from tracker.api import Tracker
 from tracker.clock import parse_time
 from tracker.errors import DatabaseNotFound, InvalidInput
@@ -343,11 +343,11 @@ async def cmd_export(args: argparse.Namespace) -> int:
         total = (await t.stats()).events
     if args.out:
         bar = Progress("export", total)
-        count = await anyio.to_thread.run_sync(transfer.export_file, path, Path(args.out), bar)
+        count = await db.in_thread(path, transfer.export_file, path, Path(args.out), bar)
         bar.close()
         print(f"exported {count:,} events to {args.out}", file=sys.stderr)
     else:
-        await anyio.to_thread.run_sync(transfer.export_log, path, sys.stdout.buffer, None)
+        await db.in_thread(path, transfer.export_log, path, sys.stdout.buffer, None)
         sys.stdout.flush()
     return 0
 
@@ -355,7 +355,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
 async def cmd_import(args: argparse.Namespace) -> int:
     source = Path(args.file)
     bar = Progress("import", await anyio.to_thread.run_sync(transfer.count_lines, source))
-    count = await anyio.to_thread.run_sync(transfer.import_file, source, database(args), bar)
+    count = await db.in_thread(database(args), transfer.import_file, source, database(args), bar)
     bar.close()
     _say(
         args,
