@@ -12,8 +12,8 @@ from datetime import timedelta
 
 from tracker.clock import iso
 from tracker.commands import fail_events
-from tracker.events import AnyEvent, LockExpired, LockReleased, SessionExpired
-from tracker.locking import Tx, lock_key
+from tracker.events import AnyEvent, LockReleased, SessionExpired
+from tracker.locking import Tx, expired, lock_key
 from tracker.models import CleanupReport
 
 UNFINISHED = "status IN ('pending', 'active')"
@@ -86,18 +86,8 @@ class Cleanup:
                 continue
             if (scope, target) in released:
                 continue  # its request was just abandoned, which releases it
-            key = lock_key(state, scope, target)
             found.append(f"{scope}:{target}")
-            events.append(
-                LockExpired(
-                    scope=scope,
-                    target=target,
-                    holder=row.holder,
-                    token=row.token,
-                    agent_id=key.agent_id,
-                    session_id=key.session_id,
-                )
-            )
+            events.append(expired(lock_key(state, scope, target), row))
         return found
 
 

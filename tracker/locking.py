@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypedDict
 
 from projections.locks import LockRow
 from projections.requests import RequestRow
@@ -19,6 +20,15 @@ from tracker.models import Lock, lock_from_row
 from tracker.transaction import Transaction
 
 Tx = Transaction[Projector]
+
+
+class LockFields(TypedDict):
+    """What every lock event names about its lock (see ``events.LockEvent``)."""
+
+    scope: str
+    target: str
+    agent_id: str | None
+    session_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +45,14 @@ class LockKey:
 
     def label(self) -> str:
         return f"{self.scope} {self.target!r}"
+
+    def fields(self) -> LockFields:
+        return {
+            "scope": self.scope,
+            "target": self.target,
+            "agent_id": self.agent_id,
+            "session_id": self.session_id,
+        }
 
 
 def lock_key(state: State, scope: str, target: str) -> LockKey:
@@ -55,7 +73,7 @@ def take_lock(
     waited_ms: int = 0,
 ) -> list[AnyEvent]:
     """Events taking ``key`` for ``holder``; an expired lock is recorded as expired first."""
-    row = tx.hook.state.locks.get((key.scope, key.target))
+    row = _lock_row(tx, key)
     events: list[AnyEvent] = []
     if row is not None and row.status == "held":
         if row.held_at(tx.at):
@@ -63,29 +81,22 @@ def take_lock(
                 f"{key.label()} is locked by {row.holder!r} until {row.expires_at} "
                 f"(token {row.token})"
             )
-        events.append(
-            LockExpired(
-                scope=key.scope,
-                target=key.target,
-                holder=row.holder,
-                token=row.token,
-                agent_id=key.agent_id,
-                session_id=key.session_id,
-            )
-        )
+        events.append(expired(key, row))
     events.append(
         LockAcquired(
-            scope=key.scope,
-            target=key.target,
+            **key.fields(),
             holder=holder,
             expires_at=tx.now + timedelta(seconds=ttl),
-            agent_id=key.agent_id,
-            session_id=key.session_id,
             request_id=request_id,
             waited_ms=waited_ms,
         )
     )
     return events
+
+
+def expired(key: LockKey, row: LockRow) -> LockExpired:
+    """The event taking a lock past its TTL from its holder."""
+    return LockExpired(**key.fields(), holder=row.holder, token=row.token)
 
 
 def _lock_row(tx: Tx, key: LockKey) -> LockRow | None:
@@ -135,13 +146,10 @@ class RenewLock:
         tx.append(
             [
                 LockRenewed(
-                    scope=key.scope,
-                    target=key.target,
+                    **key.fields(),
                     holder=self.holder,
                     token=row.token,
                     expires_at=tx.now + timedelta(seconds=self.ttl),
-                    agent_id=key.agent_id,
-                    session_id=key.session_id,
                 )
             ]
         )
@@ -160,18 +168,7 @@ class ReleaseLock:
         if row is not None and row.holder == self.holder and row.status == "released":
             return  # released already: a retry
         row = _owned(tx, key, self.holder, "release")
-        tx.append(
-            [
-                LockReleased(
-                    scope=key.scope,
-                    target=key.target,
-                    holder=self.holder,
-                    token=row.token,
-                    agent_id=key.agent_id,
-                    session_id=key.session_id,
-                )
-            ]
-        )
+        tx.append([LockReleased(**key.fields(), holder=self.holder, token=row.token)])
 
 
 def _owned(tx: Tx, key: LockKey, holder: str, verb: str) -> LockRow:
@@ -197,12 +194,6 @@ def release_for(tx: Tx, row: RequestRow) -> list[AnyEvent]:
         return []  # it expired and someone else may hold it now: not ours to release
     return [
         LockReleased(
-            scope=scope,
-            target=target,
-            holder=lock.holder,
-            token=lock.token,
-            agent_id=key.agent_id,
-            session_id=key.session_id,
-            request_id=row.request_id,
+            **key.fields(), holder=lock.holder, token=lock.token, request_id=row.request_id
         )
     ]
