@@ -2,8 +2,8 @@
 
 Times the operator's commands as real subprocesses (``tracker stats``,
 ``tracker chain``, ``tracker events --agent``: interpreter start included) and
-the API calls in process, as medians of 5; then W1 once more on top, to
-compare with W1 on an empty database.
+the API calls in process, as medians of 5; then W1 alternately on an empty
+database and on a copy of the big one (which stays as it was), ``--runs`` times.
 """
 
 from __future__ import annotations
@@ -88,11 +88,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, help="reuse or keep this database")
     parser.add_argument("--runs", type=int, default=3, help="W1 runs on each database")
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tracker-scale-") as tmp:
         path = args.db or Path(tmp) / "scale.db"
-        total = anyio.run(prefill, path, args.events)
-        agent = "round0-agent-7"
+        total = anyio.run(prefill, path, args.events, args.agents, args.turns)
+        agent = f"round0-agent-{min(7, args.agents - 1)}"
         rows = [
             [f"tracker {' '.join(c)}", f"{time_command(*c, '--db', str(path)) * 1000:,.0f}"]
             for c in (["stats"], ["chain", agent], ["events", "--agent", agent])
@@ -101,7 +103,7 @@ def main() -> None:
             [f"API {name}", f"{s * 1000:,.1f}"]
             for name, s in anyio.run(api_latency, path, agent).items()
         ]
-        empty, full = w1_empty_and_full(path, Path(tmp), args.runs)
+        empty, full = w1_empty_and_full(path, Path(tmp), args.runs, args.agents, args.turns)
         print(f"\nW4 on {total:,} events ({path.stat().st_size / 1e6:,.0f} MB)")
         print(table(["operation", "median ms"], rows))
         print(f"\nW1 (events/s, median, min, max of {args.runs} runs, alternated)")
@@ -118,14 +120,16 @@ def main() -> None:
         print(f"ratio of medians: {ratio:.0%}")
 
 
-def w1_empty_and_full(path: Path, tmp: Path, runs: int) -> tuple[list[float], list[float]]:
+def w1_empty_and_full(
+    path: Path, tmp: Path, runs: int, agents: int, turns: int
+) -> tuple[list[float], list[float]]:
     """W1 alternately on an empty database and on a copy of ``path`` (kept intact)."""
     empty, full = [], []
     for run in range(runs):
         fresh, copy = tmp / f"empty{run}.db", tmp / f"full{run}.db"
-        empty.append(anyio.run(w1, fresh, 200, 50)["events_per_s"])
+        empty.append(anyio.run(w1, fresh, agents, turns)["events_per_s"])
         shutil.copyfile(path, copy)
-        full.append(anyio.run(w1, copy, 200, 50, "none", 0, "w4-")["events_per_s"])
+        full.append(anyio.run(w1, copy, agents, turns, "none", 0, "w4-")["events_per_s"])
         for db_file in (fresh, copy):
             db_file.unlink()
     return empty, full
