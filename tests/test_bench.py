@@ -43,3 +43,8 @@ def test_the_scale_benchmark_leaves_the_big_database_as_it_was(tmp_path: Path) -
         )
     assert "tracker stats" in out
     assert "ratio of medians" in out
+
+
+def test_the_transcript_import_benchmark_runs() -> None:
+    out = _run("bench.transcripts", "--files", "20", "--runs", "1")
+    assert "files_per_s: median" in out, out  # it asserts every file was imported

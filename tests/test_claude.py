@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from bench.transcripts import generate
 from tests.helpers import ROOT
 from tracker import Tracker, Usage
 from tracker.claude import (
@@ -372,19 +373,8 @@ async def test_import_of_the_fixtures_is_idempotent(tracker: Tracker) -> None:
     assert (await tracker.stats()).events == events
 
 
-def make_tree(root: Path, files: int) -> None:
-    """``files`` small transcripts spread over 20 projects."""
-    line = (PROJECTS / "-home-dev-work-acme-api" / f"{SESSION}.jsonl").read_text()
-    complete = line[: line.rindex("\n") + 1]
-    for i in range(files):
-        folder = root / f"-work-project-{i % 20}"
-        folder.mkdir(parents=True, exist_ok=True)
-        session = f"00000000-0000-4000-8000-{i:012d}"
-        (folder / f"{session}.jsonl").write_text(complete.replace(SESSION, session))
-
-
 async def test_import_of_a_thousand_files(tracker: Tracker, tmp_path: Path) -> None:
-    await anyio.to_thread.run_sync(make_tree, tmp_path / "projects", 1000)
+    await anyio.to_thread.run_sync(generate, tmp_path / "projects", 1000)  # the benchmark's tree
     report = await import_transcripts(tracker, tmp_path / "projects")
     assert (report.files, report.imported, report.failed) == (1000, 1000, [])
     stats = await tracker.stats()
@@ -412,7 +402,7 @@ def test_cli_validate_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_cli_import_uses_claude_config_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    make_tree(tmp_path / "config" / "projects", 3)
+    generate(tmp_path / "config" / "projects", 3)
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "config"))
     db = str(tmp_path / "t.db")
     main(["init", "--db", db])
