@@ -62,7 +62,8 @@ class Projector:
         if stale:
             for table in self.state.tables:
                 table.reload(conn)
-        self.state.bind(conn)
+        else:
+            self.state.bind(conn)
 
     def apply(self, seq: int, at: str, event: AnyEvent) -> None:
         for handler in DISPATCH[type(event)]:
