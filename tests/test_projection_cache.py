@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from projections import replay
 from projections.locks import LockRow, table
 from tracker import Tracker, db
 
@@ -61,3 +62,19 @@ async def test_rows_written_by_another_connection_are_seen(db_path: Path) -> Non
         assert done.status == "completed"
         assert (await first.get_agent("a2")) is not None
         assert (await first.verify()).ok
+
+
+async def test_a_replay_into_empty_tables_reads_no_rows_back(db_path: Path, tmp_path: Path) -> None:
+    async with Tracker.open(db_path) as t:
+        for i in range(20):
+            await t.track_request(f"r{i}", agent_id=f"a{i % 3}", lock=True)
+            await t.update_request_session(f"r{i}", f"s{i}")
+            await t.complete_request(f"r{i}", response="ok")
+    with sqlite3.connect(db_path) as live:
+        log = live.execute("SELECT seq, type, version, at, payload FROM events ORDER BY seq")
+        rows = log.fetchall()
+    conn = _new_database(tmp_path / "scratch.db")
+    reads: list[str] = []
+    conn.set_trace_callback(lambda sql: reads.append(sql) if sql.startswith("SELECT") else None)
+    assert replay(conn, rows) == len(rows)
+    assert [sql for sql in reads if "SELECT 1 FROM" not in sql] == []  # only emptiness checks
