@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -45,3 +46,26 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
         cwd=ROOT,
         check=False,
     )
+
+
+def run_unprivileged(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter that obeys file modes, even under root
+    (which otherwise ignores them): without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH."""
+    drop = "-dac_override,-dac_read_search"
+    prefix = (
+        ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"] if os.geteuid() == 0 else []
+    )
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def make_read_only(folder: Path) -> None:
+    """Make ``folder`` and its files read-only (the WAL files cannot be created either)."""
+    for f in folder.iterdir():
+        f.chmod(0o444)
+    folder.chmod(0o555)

@@ -17,6 +17,7 @@ import pytest
 from tests.helpers import ROOT, rows, tamper
 from tracker import ManualClock, Tracker
 from tracker.cli import COMMANDS, main
+from tracker.schema import SCHEMA_VERSION
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -70,7 +71,7 @@ def _snapshot(path: Path) -> str:
 
 def test_init_creates_and_reopens(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "new.db"
-    assert run("init", "--db", str(path))[:2] == (0, f"created {path} (schema v1)\n")
+    assert run("init", "--db", str(path))[:2] == (0, f"created {path} (schema v{SCHEMA_VERSION})\n")
     assert run("--db", str(path), "init")[1].startswith("opened existing")
     assert json.loads(run("init", "--db", str(path), "--json")[1])["created"] is False
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers import event_count, rows, run_python, tamper
 from tracker import IntegrityError, InvalidInput, ManualClock, StoredEvent, Tracker
+from tracker.schema import SCHEMA_VERSION
 
 
 async def conversation(t: Tracker, agents: int = 3, turns: int = 4) -> None:
@@ -241,7 +242,12 @@ async def test_replay_into_gives_the_state_as_of_a_time(
 async def test_health_reports_version_lag_and_sizes(tracker: Tracker) -> None:
     await conversation(tracker, agents=1, turns=2)
     health = await tracker.health()
-    assert (health.ok, health.schema_version, health.integrity, health.lag) == (True, 1, "ok", 0)
+    assert (health.ok, health.schema_version, health.integrity, health.lag) == (
+        True,
+        SCHEMA_VERSION,
+        "ok",
+        0,
+    )
     assert health.events == health.projection_seq > 0
     assert health.file_bytes > 0
     assert health.durability == "full"

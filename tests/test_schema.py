@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, rows
+from tests.helpers import ROOT, rows, run_unprivileged
 from tracker import Tracker
 from tracker.schema import SCHEMA_VERSION, schema_sql
 
@@ -204,6 +206,89 @@ async def test_the_schema_has_a_version(db_path: Path) -> None:
         pass
     assert rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert f"PRAGMA user_version = {SCHEMA_VERSION};" in schema_sql()
+
+
+KEYS = ("request", "agent", "session")
+
+
+def make_version_1(path: Path) -> None:
+    """Give a file the layout schema version 1 had: event key indexes on the id alone."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for key in KEYS:
+        conn.execute(f"DROP INDEX events_by_{key}")
+        conn.execute(f"CREATE INDEX events_by_{key} ON events({key}_id) WHERE {key}_id IS NOT NULL")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def layout(path: Path) -> list[tuple[Any, ...]]:
+    return rows(path, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
+
+
+async def track_one(t: Tracker, request_id: str) -> None:
+    await t.track_request(request_id, agent_id="a1", lock=True)
+    await t.update_request_session(request_id, f"s-{request_id}")
+    await t.complete_request(request_id)
+
+
+async def test_a_version_1_file_is_upgraded_at_open_keeping_its_log(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    async with Tracker.open(old) as t:
+        await track_one(t, "r1")
+    async with Tracker.open(new):
+        pass
+    make_version_1(old)
+    log = rows(old, "SELECT * FROM events ORDER BY seq")
+    async with Tracker.open(old) as t:
+        assert [e.seq async for e in t.events(agent_id="a1")] == [e[0] for e in log]
+        await track_one(t, "r2")
+        assert (await t.verify()).ok
+    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert layout(old) == layout(new)  # exactly what a new file has
+    assert rows(old, "SELECT * FROM events ORDER BY seq")[: len(log)] == log
+
+
+UPGRADE_CHILD = """
+import sys, anyio
+from tracker import Tracker, ReadOnlyDatabase
+async def main():
+    try:
+        async with Tracker.open(sys.argv[1], create=False):
+            pass
+    except ReadOnlyDatabase as exc:
+        print("ReadOnlyDatabase:", exc)
+anyio.run(main)
+"""
+
+
+async def test_a_version_1_file_that_cannot_be_written_says_why(db_path: Path) -> None:
+    async with Tracker.open(db_path) as t:
+        await track_one(t, "r1")
+    make_version_1(db_path)
+    before = layout(db_path)
+    db_path.chmod(0o444)  # readable, in a writable folder: only the upgrade fails
+    done = run_unprivileged(UPGRADE_CHILD, str(db_path))
+    assert "ReadOnlyDatabase" in done.stdout, done
+    assert "upgrading it to" in done.stdout, done
+    assert layout(db_path) == before
+    assert rows(db_path, "PRAGMA user_version") == [(1,)]
+
+
+async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sql = readme.split("```sql\n", 1)[1].split("```", 1)[0]
+    async with Tracker.open(db_path) as t:
+        for k in range(3):
+            await track_one(t, f"r{k}")
+    conn = sqlite3.connect(db_path)
+    plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "SEARCH events USING INDEX events_by_agent (<expr>=? AND agent_id=?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+    by_key = conn.execute(sql.replace("'agent-03'", "'a1'")).fetchall()
+    plain = "SELECT seq, type, at, payload FROM events WHERE agent_id = 'a1' ORDER BY seq"
+    assert by_key == conn.execute(plain).fetchall()
+    assert len(by_key) > 3
+    conn.close()
 
 
 def test_the_package_reads_the_top_level_schema() -> None:

@@ -13,7 +13,7 @@ import aiosqlite
 import anyio
 
 from tracker import errors
-from tracker.schema import SCHEMA_VERSION, schema_sql
+from tracker.schema import SCHEMA_VERSION, UPGRADES, schema_sql
 
 T = TypeVar("T")
 Durability = Literal["full", "process"]
@@ -131,6 +131,9 @@ def check_schema(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version == SCHEMA_VERSION and _has_events(conn):
         return
+    if version in UPGRADES and _has_events(conn):
+        _upgrade(conn, path)
+        return
     if version not in (0, SCHEMA_VERSION):
         raise errors.SchemaVersionError(
             f"{str(path)!r} has schema version {version}; this tracker reads version "
@@ -152,14 +155,46 @@ def _has_events(conn: sqlite3.Connection) -> bool:
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Run schema.sql in one immediate transaction (idempotent)."""
+    with _immediate(conn):
+        _run_schema(conn)
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring a file of an older schema version to this one, in one transaction.
+
+    Once per file; rebuilding the key indexes of a 1M-event log takes seconds.
+    Another process may have upgraded it meanwhile: the version is read again.
+    """
+    try:
+        with _immediate(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version, SCHEMA_VERSION):
+                for statement in UPGRADES[step]:
+                    conn.execute(statement)
+            _run_schema(conn)
+    except sqlite3.OperationalError as exc:
+        if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+            raise
+        raise errors.ReadOnlyDatabase(
+            f"{str(path)!r} has an older schema version: upgrading it to {SCHEMA_VERSION} "
+            "needs write access"
+        ) from exc
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in statements(schema_sql()):
-            conn.execute(statement)
+        yield
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _run_schema(conn: sqlite3.Connection) -> None:
+    for statement in statements(schema_sql()):
+        conn.execute(statement)
 
 
 def statements(script: str) -> list[str]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What brings a file of an older version to the next one, before schema.sql (whose
+# statements are idempotent) completes it; one transaction, at open.
+UPGRADES: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: the event key indexes lead with the seq bucket (see schema.sql).
+    1: tuple(f"DROP INDEX IF EXISTS events_by_{key}" for key in ("request", "agent", "session")),
+}
+# Events per bucket of the key indexes, as a shift: seq >> KEY_BUCKET_BITS (schema.sql).
+KEY_BUCKET_BITS = 12
 # The columns of the event log, in table order (the hash chain covers all but hash).
 EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"

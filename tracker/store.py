@@ -26,7 +26,7 @@ from tracker import chain, db
 from tracker.clock import Clock, SystemClock
 from tracker.errors import DatabaseBusy, DatabaseNotFound, TrackerClosed, TrackerError
 from tracker.events import AnyEvent, StoredEvent
-from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
+from tracker.schema import EVENT_COLUMNS, INSERT_EVENT, KEY_BUCKET_BITS
 from tracker.tasks import task_group
 from tracker.transaction import H, Head, Hook, Job, NoProjections, Transaction, stored_event
 
@@ -49,6 +49,9 @@ class _Queued:
     exclusive: bool = False  # maintenance: runs alone, on the raw connection
 
 
+_KEYS = ("request_id", "session_id", "agent_id")  # the indexed event columns
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     """Which events to read (all None: every event)."""
@@ -58,9 +61,22 @@ class Filter:
     session_id: str | None = None
     types: tuple[str, ...] = ()
 
-    def where(self, since: int, until: int | None) -> tuple[str, list[Any]]:
+    def select(self, since: int, until: int | None, limit: int) -> tuple[str, list[Any]]:
+        """The query for matching events with ``since < seq <= until``, in seq order.
+
+        A key filter reads its index bucket by bucket, from the bucket of ``since``
+        to the last one (see schema.sql), so SQLite seeks instead of scanning and
+        the rows come in seq order without a sort.
+        """
+        where, params = self._where(since, until)
+        if all(getattr(self, key) is None for key in _KEYS):
+            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?"
+            return sql, [*params, limit]
+        return _BY_KEY.format(where=where), [since, until, *params, limit]
+
+    def _where(self, since: int, until: int | None) -> tuple[str, list[Any]]:
         clauses, params = ["seq > ?"], list[Any]([since])
-        for column in ("request_id", "agent_id", "session_id"):
+        for column in _KEYS:
             if (value := getattr(self, column)) is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -71,6 +87,18 @@ class Filter:
             clauses.append("seq <= ?")
             params.append(until)
         return " AND ".join(clauses), params
+
+
+# Events of a key: its index seeks one bucket after the other (parameters: since,
+# until or None, then the WHERE clause's, then the limit).
+_BUCKET = f"seq >> {KEY_BUCKET_BITS}"
+_BY_KEY = (
+    "WITH RECURSIVE bucket(n) AS ("
+    f"SELECT ? >> {KEY_BUCKET_BITS} UNION ALL SELECT n + 1 FROM bucket "
+    f"WHERE n < coalesce(?, (SELECT max(seq) FROM events)) >> {KEY_BUCKET_BITS}) "
+    f"SELECT {EVENT_COLUMNS} FROM events WHERE ({_BUCKET}) IN bucket AND {{where}} "
+    f"ORDER BY {_BUCKET}, seq LIMIT ?"
+)
 
 
 class EventStore(Generic[H]):
@@ -347,9 +375,8 @@ class EventStore(Generic[H]):
         limit: int = 1000,
     ) -> list[StoredEvent]:
         """Return stored events with ``seq > since`` matching ``where``, in seq order."""
-        clause, params = where.where(since, until)
-        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {clause} ORDER BY seq LIMIT ?"
-        return await self.read_sql(_decode_rows, sql, [*params, limit])
+        sql, params = where.select(since, until, limit)
+        return await self.read_sql(_decode_rows, sql, params)
 
     async def read_sql(
         self, convert: Callable[[list[Any]], T], sql: str, params: Sequence[Any] = ()
