@@ -129,7 +129,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_seq            INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_by_agent  ON sessions(agent_id, position);
-CREATE INDEX IF NOT EXISTS sessions_by_parent ON sessions(parent_session_id);
+-- Children by agent first: a session's parent is in its agent's chain, and a new
+-- session's entry lands among its agent's (keyed by the random parent id alone, a
+-- commit rewrote a page per new session, scattered over every session ever seen).
+CREATE INDEX IF NOT EXISTS sessions_by_parent ON sessions(agent_id, parent_session_id);
 CREATE INDEX IF NOT EXISTS sessions_active    ON sessions(last_activity) WHERE status = 'active';
 
 -- One row per agent: where its next request continues.
@@ -191,18 +194,20 @@ SELECT a.agent_id, a.current_session_id AS session_id, s.first_seen, s.last_acti
        s.request_count, a.chain_length, a.request_count AS agent_requests
 FROM agents a LEFT JOIN sessions s ON s.session_id = a.current_session_id;
 
--- Every session with its depth and root in its chain (forks share a parent).
+-- Every session with its depth and root in its agent's chain (forks share a parent; a
+-- session whose parent is unknown, or another agent's, is a root).
 CREATE VIEW IF NOT EXISTS session_chains AS
 WITH RECURSIVE chain(session_id, agent_id, parent_session_id, root_session_id, depth,
                      position, status) AS (
     SELECT s.session_id, s.agent_id, s.parent_session_id, s.session_id, 0, s.position, s.status
     FROM sessions s
     WHERE s.parent_session_id IS NULL
-       OR s.parent_session_id NOT IN (SELECT session_id FROM sessions)
+       OR NOT EXISTS (SELECT 1 FROM sessions p
+                      WHERE p.session_id = s.parent_session_id AND p.agent_id IS s.agent_id)
     UNION ALL
     SELECT s.session_id, s.agent_id, s.parent_session_id, c.root_session_id, c.depth + 1,
            s.position, s.status
-    FROM sessions s JOIN chain c ON s.parent_session_id = c.session_id
+    FROM chain c JOIN sessions s ON s.agent_id IS c.agent_id AND s.parent_session_id = c.session_id
 )
 SELECT * FROM chain;
 

@@ -212,11 +212,16 @@ KEYS = ("request", "agent", "session")
 
 
 def make_version_1(path: Path) -> None:
-    """Give a file the layout schema version 1 had: event key indexes on the id alone."""
+    """Give a file the layout schema version 1 had where version 2 differs (the view
+    stands in for its older text)."""
     conn = sqlite3.connect(path, isolation_level=None)
     for key in KEYS:
         conn.execute(f"DROP INDEX events_by_{key}")
         conn.execute(f"CREATE INDEX events_by_{key} ON events({key}_id) WHERE {key}_id IS NOT NULL")
+    conn.execute("DROP INDEX sessions_by_parent")
+    conn.execute("CREATE INDEX sessions_by_parent ON sessions(parent_session_id)")
+    conn.execute("DROP VIEW session_chains")  # version 1 joined on the parent alone
+    conn.execute("CREATE VIEW session_chains AS SELECT session_id FROM sessions")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
 
@@ -289,6 +294,40 @@ async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Pa
     assert by_key == conn.execute(plain).fetchall()
     assert len(by_key) > 3
     conn.close()
+
+
+async def test_session_chains_roots_forks_and_depths(db_path: Path) -> None:
+    turns = [  # request, agent, resumed session, the session the CLI answers with
+        ("r1", "a1", None, "s1"),
+        ("r2", "a1", "s1", "s2"),
+        ("r3", "a1", "s1", "s3"),  # a fork: s1 resumed twice
+        ("r4", "a1", "s2", "s2"),  # the same id again: no new session
+        ("r5", "a2", "pre", "s5"),  # resumes a session from before the tracker
+        ("r6", None, None, "s6"),  # no agent: chained by session
+        ("r7", None, "s6", "s7"),
+        ("r8", "a3", "x", "s8"),  # x is unknown now, and becomes a4's session later
+        ("r9", "a4", None, "x"),
+    ]
+    async with Tracker.open(db_path) as t:
+        for request_id, agent, resumed, answer in turns:
+            await t.track_request(request_id, agent_id=agent, session_id=resumed, lock=False)
+            await t.update_request_session(request_id, answer)
+            await t.complete_request(request_id)
+    chains = rows(
+        db_path,
+        "SELECT session_id, agent_id, parent_session_id, root_session_id, depth "
+        "FROM session_chains ORDER BY session_id",
+    )
+    assert chains == [
+        ("s1", "a1", None, "s1", 0),
+        ("s2", "a1", "s1", "s1", 1),
+        ("s3", "a1", "s1", "s1", 1),
+        ("s5", "a2", "pre", "s5", 0),
+        ("s6", None, None, "s6", 0),
+        ("s7", None, "s6", "s6", 1),
+        ("s8", "a3", "x", "s8", 0),  # its parent is another agent's: a root of a3's chain
+        ("x", "a4", None, "x", 0),
+    ]
 
 
 def test_the_package_reads_the_top_level_schema() -> None:

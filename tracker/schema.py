@@ -9,8 +9,13 @@ SCHEMA_VERSION = 2
 # What brings a file of an older version to the next one, before schema.sql (whose
 # statements are idempotent) completes it; one transaction, at open.
 UPGRADES: dict[int, tuple[str, ...]] = {
-    # 1 -> 2: the event key indexes lead with the seq bucket (see schema.sql).
-    1: tuple(f"DROP INDEX IF EXISTS events_by_{key}" for key in ("request", "agent", "session")),
+    # 1 -> 2: the event key indexes lead with the seq bucket, sessions_by_parent with
+    # the agent, and session_chains joins on it (see schema.sql).
+    1: (
+        *(f"DROP INDEX IF EXISTS events_by_{key}" for key in ("request", "agent", "session")),
+        "DROP INDEX IF EXISTS sessions_by_parent",
+        "DROP VIEW IF EXISTS session_chains",
+    ),
 }
 # Events per bucket of the key indexes, as a shift: seq >> KEY_BUCKET_BITS (schema.sql).
 KEY_BUCKET_BITS = 12
