@@ -9,6 +9,7 @@ from pathlib import Path
 from projections import replay
 from projections.locks import LockRow, table
 from tracker import Tracker, db
+from tracker.schema import EVENT_ROWS
 
 
 def _lock(target: str) -> LockRow:
@@ -71,7 +72,7 @@ async def test_a_replay_into_empty_tables_reads_no_rows_back(db_path: Path, tmp_
             await t.update_request_session(f"r{i}", f"s{i}")
             await t.complete_request(f"r{i}", response="ok")
     with sqlite3.connect(db_path) as live:
-        log = live.execute("SELECT seq, type, version, at, payload FROM events ORDER BY seq")
+        log = live.execute(EVENT_ROWS.format(db="main") + " ORDER BY seq")
         rows = log.fetchall()
     conn = _new_database(tmp_path / "scratch.db")
     reads: list[str] = []

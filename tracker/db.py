@@ -155,7 +155,7 @@ def _has_events(conn: sqlite3.Connection) -> bool:
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """Run schema.sql in one immediate transaction (idempotent)."""
-    with _immediate(conn):
+    with immediate(conn):
         _run_schema(conn)
 
 
@@ -166,7 +166,7 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
     Another process may have upgraded it meanwhile: the version is read again.
     """
     try:
-        with _immediate(conn):
+        with immediate(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for step in range(version, SCHEMA_VERSION):
                 for statement in UPGRADES[step]:
@@ -182,7 +182,8 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
 
 
 @contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction on ``conn``: committed if the block ends, else rolled back."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield

@@ -19,10 +19,9 @@ from projections import clear, replay, table_names
 from projections.replay import EventRow, ReplayFailed
 from tracker import chain, db
 from tracker.models import TableDiff
-from tracker.schema import EVENT_COLUMNS
+from tracker.schema import EVENT_COLUMNS, EVENT_ROWS
 
 Progress = Callable[[int], None]
-EVENT_ROWS = "SELECT seq, type, version, at, payload FROM {db}.events"
 
 
 def _ro_uri(path: Path) -> str:
@@ -114,8 +113,7 @@ def swap_in(conn: sqlite3.Connection, scratch: Path, built_seq: int) -> int:
     """
     conn.execute("ATTACH DATABASE ? AS scratch", (_ro_uri(scratch),))
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with db.immediate(conn):
             clear(conn)
             for table in (*table_names(), "checkpoints"):
                 conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table}")
@@ -123,10 +121,6 @@ def swap_in(conn: sqlite3.Connection, scratch: Path, built_seq: int) -> int:
                 EVENT_ROWS.format(db="main") + " WHERE seq > ? ORDER BY seq", (built_seq,)
             )
             caught_up = replay(conn, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         conn.execute("DETACH DATABASE scratch")
     return max(caught_up - built_seq, 0)
@@ -154,12 +148,17 @@ def replay_into(
         conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
         conn.execute("BEGIN IMMEDIATE")
         last = _copy_log(conn, until, at)
-        replay(
-            conn, conn.execute(EVENT_ROWS.format(db="main") + " ORDER BY seq"), progress=progress
-        )
+        replay_own_log(conn, progress)
         conn.execute("COMMIT")
         conn.execute("DETACH DATABASE live")
         return last
+
+
+def replay_own_log(conn: sqlite3.Connection, progress: Progress | None = None) -> int:
+    """Apply the whole log of ``conn``'s database to its (empty) projection tables, as a
+    new database written from a log needs (replay into, import); return the last seq."""
+    rows = conn.execute(EVENT_ROWS.format(db="main") + " ORDER BY seq")
+    return replay(conn, rows, progress=progress)
 
 
 def _copy_log(conn: sqlite3.Connection, until: int | None, at: str | None) -> int:

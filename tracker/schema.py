@@ -22,6 +22,8 @@ KEY_BUCKET_BITS = 12
 # The columns of the event log, in table order (the hash chain covers all but hash).
 EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+# What replay reads of each event, from the log of database {db} (main, live...).
+EVENT_ROWS = "SELECT seq, type, version, at, payload FROM {db}.events"
 
 
 @cache

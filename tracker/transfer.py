@@ -14,9 +14,9 @@ from typing import BinaryIO
 
 import msgspec
 
-from projections import replay
 from tracker import chain, codec, db, readonly
 from tracker.errors import IntegrityError, InvalidInput
+from tracker.maintenance import replay_own_log
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
 
 Progress = Callable[[int], None]
@@ -106,9 +106,7 @@ def import_log(source: Iterable[bytes], target: Path, progress: Progress | None 
     with db.new_database(target, "import") as conn:
         conn.execute("BEGIN IMMEDIATE")
         count = _insert(conn, source, progress)
-        replay(
-            conn, conn.execute("SELECT seq, type, version, at, payload FROM events ORDER BY seq")
-        )
+        replay_own_log(conn)
         conn.execute("COMMIT")
     return count
 
