@@ -122,9 +122,10 @@ KEY_FILTERS = [
 @pytest.mark.parametrize("where", KEY_FILTERS, ids=repr)
 async def test_key_filters_over_many_buckets_match_a_scan(db_path: Path, where: Filter) -> None:
     n = 3 * 4096 + 500  # four buckets of the key indexes
+    log = spread_events(n)
     async with EventStore.open(db_path, NoProjections()) as store:
         for start in range(0, n, 2000):
-            await store.append(spread_events(n)[start : start + 2000])
+            await store.append(log[start : start + 2000])
         everything = await store.read(0, limit=n)
         buckets_seen: set[int] = set()
         for since, until in ((0, None), (4000, None), (100, 9000), (5000, 5000)):
@@ -156,6 +157,43 @@ def test_key_filters_seek_their_index_without_sorting(db_path: Path, where: Filt
     assert "SEARCH events USING INDEX events_by_" in plan, plan
     assert "(<expr>=? AND" in plan, plan  # a seek on bucket and key, not a range scan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def wal_pages_by_owner(path: Path) -> dict[str, int]:
+    """How many pages the WAL holds of each table and index (frame headers, then dbstat)."""
+    wal = Path(f"{path}-wal").read_bytes()
+    page_size = int.from_bytes(wal[8:12], "big")
+    frames = range(32, len(wal) - 24 - page_size + 1, 24 + page_size)
+    pages = {int.from_bytes(wal[at : at + 4], "big") for at in frames}
+    owners = dict(rows(path, "SELECT pageno, name FROM dbstat"))
+    counted: dict[str, int] = {}
+    for page in pages:
+        counted[owners[page]] = counted.get(owners[page], 0) + 1
+    return counted
+
+
+async def test_an_append_rewrites_few_key_index_pages_however_many_keys(db_path: Path) -> None:
+    """The README's claim: a commit touches only the current bucket of each key index
+    (keyed by the id alone, 200 agents spread over the index were 43 pages of it)."""
+
+    def keyed(first: int, count: int) -> list[AnyEvent]:
+        return [
+            SessionAssigned(
+                request_id=f"r{i}", session_id=f"s{i * 7919 % 5000}", agent_id=f"a{i * 31 % 2000}"
+            )
+            for i in range(first, first + count)
+        ]
+
+    async with EventStore.open(db_path, NoProjections()) as store:
+        for start in range(0, 3 * 4096, 2048):
+            await store.append(keyed(start, 2048))
+        with sqlite3.connect(db_path) as other:
+            assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        await store.append(keyed(3 * 4096, 200))  # 200 agents, requests and sessions
+        pages = wal_pages_by_owner(db_path)
+    index_pages = {name: n for name, n in pages.items() if name.startswith("events_by_")}
+    assert set(index_pages) == {"events_by_agent", "events_by_request", "events_by_session"}
+    assert max(index_pages.values()) <= 8, pages  # keyed by id alone: 43 for the agents
 
 
 async def test_every_appended_event_is_committed_before_the_call_returns(
