@@ -62,10 +62,3 @@ def run_unprivileged(code: str, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         check=False,
     )
-
-
-def make_read_only(folder: Path) -> None:
-    """Make ``folder`` and its files read-only (the WAL files cannot be created either)."""
-    for f in folder.iterdir():
-        f.chmod(0o444)
-    folder.chmod(0o555)

@@ -15,7 +15,6 @@ import pytest
 from tests.helpers import (
     ROOT,
     event_count,
-    make_read_only,
     rows,
     run_python,
     run_unprivileged,
@@ -364,7 +363,9 @@ async def test_a_read_only_file_is_a_clear_error(tmp_path: Path) -> None:
     folder.mkdir()
     path = folder / "t.db"
     await append_here(path, batch(1))
-    make_read_only(folder)
+    for f in folder.iterdir():  # the folder too: SQLite cannot create the WAL files
+        f.chmod(0o444)
+    folder.chmod(0o555)
     tmp_path.chmod(0o755)
     done = run_unprivileged(READ_ONLY_CHILD, str(path))
     assert "ReadOnlyDatabase" in done.stdout, done.stderr
