@@ -40,7 +40,7 @@ def replay(
     Rows are written every FLUSH_EVERY events, so memory stays bounded.
     """
     projector = projector or Projector()
-    projector.begin(conn, stale=True)
+    projector.begin(conn, stale=True, jobs=())
     last, count = 0, 0
     for seq, type_, version, at, payload in rows:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from projections import agents, locks, requests, sessions, usage
@@ -51,6 +51,22 @@ class State:
         for table in self.tables:
             table.reset()
 
+    def prefetch(self, jobs: Sequence[object]) -> None:
+        """Read the rows ``jobs`` will look up first, one statement per table.
+
+        On a table holding rows from before this process, each new request or
+        session id would otherwise cost a SELECT of its own that finds nothing.
+        """
+        wanted: dict[str, list[Any]] = {}
+        for job in jobs:
+            rows_read: Callable[[], Iterable[tuple[str, Any]]] | None
+            if rows_read := getattr(job, "rows_read", None):
+                for name, key in rows_read():
+                    wanted.setdefault(name, []).append(key)
+        for table in self.tables:
+            if table.name in wanted:
+                table.prefetch(wanted[table.name])
+
 
 class Projector:
     """Applies events to every projection; the store's hook (see ``store.Hook``)."""
@@ -58,12 +74,13 @@ class Projector:
     def __init__(self, limit: int = 50_000) -> None:
         self.state = State(limit)
 
-    def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
+    def begin(self, conn: sqlite3.Connection, stale: bool, jobs: Sequence[object]) -> None:
         if stale:
             for table in self.state.tables:
                 table.reload(conn)
         else:
             self.state.bind(conn)
+        self.state.prefetch(jobs)
 
     def apply(self, seq: int, at: str, event: AnyEvent) -> None:
         for handler in DISPATCH[type(event)]:

@@ -13,6 +13,7 @@ the tables.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from itertools import islice
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
@@ -45,6 +46,8 @@ class Table(Generic[R]):
         self.select_sql = f"SELECT {', '.join(columns)} FROM {name}"
         where = " AND ".join(f"{k} = ?" for k in key)
         self._by_key = f"{self.select_sql} WHERE {where}"
+        # rows of many keys, given as one JSON array (a single-column key only)
+        self._by_keys = f"{self.select_sql} WHERE {key[0]} IN (SELECT value FROM json_each(?))"
         self._insert = (
             f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
@@ -55,6 +58,7 @@ class Table(Generic[R]):
         assignments = ", ".join(f"{columns[i]} = ?" for i in mutable)
         self._update = f"UPDATE {name} SET {assignments} WHERE {where}"
         self._compound = len(key) > 1
+        self._key_column = key[0]
         self._cache: dict[Any, R | None] = {}
         self._dirty: dict[Any, R] = {}
         self._new: set[Any] = set()  # dirty keys not yet in the table
@@ -74,6 +78,22 @@ class Table(Generic[R]):
         row = self.row_type(*found) if found else None
         self._cache[key] = row
         return row
+
+    def prefetch(self, keys: Iterable[Any]) -> None:
+        """Cache the rows of ``keys`` (None for an absent one) with one statement,
+        so the ``get`` calls that follow read no row on their own."""
+        assert not self._compound, f"{self.name}: prefetch reads single-column keys"
+        if self._complete:
+            return
+        missing = [key for key in keys if key not in self._cache]
+        if not missing:
+            return
+        assert self.conn is not None, "bind a connection before reading"
+        for found in self.conn.execute(self._by_keys, (msgspec.json.encode(missing),)):
+            row = self.row_type(*found)
+            self._cache[getattr(row, self._key_column)] = row
+        for key in missing:
+            self._cache.setdefault(key, None)
 
     def add(self, key: Any, row: R) -> R:
         """Insert the row with ``key``, or replace the one there."""

@@ -4,11 +4,16 @@ nothing) until it evicts a row or another connection writes."""
 from __future__ import annotations
 
 import sqlite3
+from functools import partial
 from pathlib import Path
+
+import anyio
+import pytest
 
 from projections import replay
 from projections.locks import LockRow, table
 from tracker import Tracker, db
+from tracker.errors import DuplicateRequest, InvalidTransition
 from tracker.schema import EVENT_ROWS
 
 
@@ -79,3 +84,31 @@ async def test_a_replay_into_empty_tables_reads_no_rows_back(db_path: Path, tmp_
     conn.set_trace_callback(lambda sql: reads.append(sql) if sql.startswith("SELECT") else None)
     assert replay(conn, rows) == len(rows)
     assert [sql for sql in reads if "SELECT 1 FROM" not in sql] == []  # only emptiness checks
+
+
+async def test_a_batch_reads_the_rows_its_calls_need_in_one_statement_per_table(
+    db_path: Path,
+) -> None:
+    async with Tracker.open(db_path) as t:  # the tables hold rows: misses must read
+        await t.track_request("old", agent_id="a0")
+        await t.update_request_session("old", "s-old")
+    async with Tracker.open(db_path) as t:  # a new process: nothing cached
+        writer = db.raw(t._store._writer)  # type: ignore[arg-type]
+        reads: list[str] = []
+        writer.set_trace_callback(lambda sql: reads.append(sql) if "SELECT" in sql else None)
+        async with anyio.create_task_group() as tg:
+            for i in range(1, 41):
+                tg.start_soon(partial(t.track_request, f"r{i}", agent_id=f"a{i % 4}"))
+        async with anyio.create_task_group() as tg:
+            for i in range(1, 41):
+                tg.start_soon(t.update_request_session, f"r{i}", f"s{i}")
+        # the rows found by a batch's read are the real ones
+        with pytest.raises(DuplicateRequest):
+            await t.track_request("old", agent_id="a1")
+        with pytest.raises(InvalidTransition, match="belongs to agent 'a0'"):
+            await t.track_request("r41", agent_id="a1", session_id="s-old")
+        writer.set_trace_callback(None)
+        assert (await t.verify()).ok
+    one_by_one = [sql for sql in reads if "request_id = '" in sql or "session_id = '" in sql]
+    assert one_by_one == []
+    assert any("json_each" in sql for sql in reads)

@@ -8,6 +8,7 @@ returns the same result (retries are safe).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,11 @@ class Track:
     lock: bool
     lock_ttl: float
     waited_ms: int = 0
+
+    def rows_read(self) -> Iterator[tuple[str, str]]:
+        yield "requests", self.request_id
+        if self.resumed_session_id is not None:
+            yield "sessions", self.resumed_session_id
 
     def __call__(self, tx: Tx) -> tuple[Request, bool]:
         """The request, and whether this call tracked it (False: a retry)."""
@@ -135,6 +141,10 @@ class Assign:
     request_id: str
     session_id: str
 
+    def rows_read(self) -> Iterator[tuple[str, str]]:
+        yield "requests", self.request_id
+        yield "sessions", self.session_id
+
     def __call__(self, tx: Tx) -> Request:
         state = tx.hook.state
         row = _request(state, self.request_id)
@@ -175,8 +185,18 @@ class Assign:
         return session.parent_session_id
 
 
+class _OnItsRequest:
+    """A command on one tracked request, whose row it reads first."""
+
+    __slots__ = ()
+    request_id: str
+
+    def rows_read(self) -> Iterator[tuple[str, str]]:
+        yield "requests", self.request_id
+
+
 @dataclass(frozen=True, slots=True)
-class Complete:
+class Complete(_OnItsRequest):
     request_id: str
     response: str | None
     response_chars: int
@@ -217,7 +237,7 @@ class Complete:
 
 
 @dataclass(frozen=True, slots=True)
-class Fail:
+class Fail(_OnItsRequest):
     request_id: str
     error: str
     kind: str

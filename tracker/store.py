@@ -308,7 +308,7 @@ class EventStore(Generic[H]):
     def _transact(self, conn: sqlite3.Connection, jobs: list[Job[H, Any]]) -> list[Any]:
         self._begin(conn)
         stale = self._sync(conn)
-        self.hook.begin(conn, stale)
+        self.hook.begin(conn, stale, jobs)
         tx = Transaction(conn, self.hook, self._head, self.clock)
         outcomes = [self._run_job(tx, job, len(jobs) > 1) for job in jobs]
         if tx.rows:

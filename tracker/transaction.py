@@ -23,8 +23,9 @@ T = TypeVar("T")
 class Hook(Protocol):
     """What the store calls so projections apply events in the append transaction."""
 
-    def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
-        """Start a transaction; ``stale``: another connection committed since the last."""
+    def begin(self, conn: sqlite3.Connection, stale: bool, jobs: Sequence[object]) -> None:
+        """Start a transaction for ``jobs``; ``stale``: another connection committed since
+        the last."""
 
     def apply(self, seq: int, at: str, event: AnyEvent) -> None:
         """Apply one appended event."""
@@ -42,7 +43,7 @@ H = TypeVar("H", bound=Hook)
 class NoProjections:
     """A hook that projects nothing (the store on its own)."""
 
-    def begin(self, conn: sqlite3.Connection, stale: bool) -> None:
+    def begin(self, conn: sqlite3.Connection, stale: bool, jobs: Sequence[object]) -> None:
         pass
 
     def apply(self, seq: int, at: str, event: AnyEvent) -> None:
