@@ -37,7 +37,7 @@ fmt: $(STAMP) ## fix formatting and autofixable lint
 	$(BIN)/ruff check --fix $(SRC)
 
 bench: $(STAMP) ## run the benchmarks (prints figures and ratios to the SQLite ceilings)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(ARGS)
 
 demo: $(STAMP) ## a simulated orchestrator drives many agents; shows what the tracker saw
 	$(BIN)/python -m tracker.demo --db demo.db

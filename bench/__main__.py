@@ -7,29 +7,14 @@ measured in the same run on the same rows. Figures are medians of --runs.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench import scale
+from bench.one import Figures, in_subprocess
 from tracker.render import table
-
-Figures = dict[str, float]
-
-
-def run_one(name: str, *args: str) -> Figures:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.one", name, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise SystemExit(f"bench {name} failed:\n{done.stderr}")
-    figures: Figures = json.loads(done.stdout)
-    return figures
 
 
 def summary(samples: list[Figures], key: str) -> tuple[float, float, float]:
@@ -43,6 +28,10 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--lookups", type=int, default=100_000)
+    parser.add_argument(
+        "--scale-events", type=int, default=1_000_000, help="W4's log size (0: skip W4)"
+    )
+    parser.add_argument("--scale-db", type=Path, help="W4: reuse or keep this big database")
     args = parser.parse_args()
     results: dict[str, list[Figures]] = {}
     with tempfile.TemporaryDirectory(prefix="tracker-bench-") as tmp:
@@ -69,8 +58,11 @@ def main() -> None:
                 ("W3 point reads", "w3", w1_db, str(args.lookups), str(args.agents)),
             ]
             for label, name, *rest in plan:
-                results.setdefault(label, []).append(run_one(name, *rest))
+                results.setdefault(label, []).append(in_subprocess(name, *rest))
     print_report(results)
+    if args.scale_events:
+        print(f"\nW4 scale: filling a log of {args.scale_events:,} events ...", file=sys.stderr)
+        scale.report(args.scale_db, args.scale_events, args.runs, args.agents, args.turns)
 
 
 def print_report(results: dict[str, list[Figures]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,11 +11,30 @@ import anyio
 
 from bench import workloads
 
+Figures = workloads.Figures
 
-async def run(name: str, args: list[str]) -> workloads.Figures:
-    if name == "w1":
-        content, text_bytes = (args[3], int(args[4])) if len(args) > 4 else ("none", 0)
-        return await workloads.w1(Path(args[0]), int(args[1]), int(args[2]), content, text_bytes)
+
+def in_subprocess(name: str, *args: str) -> Figures:
+    """Run workload ``name`` in a fresh interpreter (a clean peak RSS); return its figures."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.one", name, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise SystemExit(f"bench {name} failed:\n{done.stderr}")
+    figures: Figures = json.loads(done.stdout)
+    return figures
+
+
+async def run(name: str, args: list[str]) -> Figures:
+    if name == "w1":  # path agents turns [content text_bytes [prefix]]
+        defaults = ["none", "0", ""][len(args) - 3 :]
+        path, agents, turns, content, text_bytes, prefix = [*args, *defaults]
+        return await workloads.w1(
+            Path(path), int(agents), int(turns), content, int(text_bytes), prefix
+        )
     if name == "c1":
         return await workloads.c1(Path(args[0]), Path(args[1]))
     if name == "store":

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import anyio
 
-from bench.workloads import USAGE, w1
+from bench.one import Figures, in_subprocess
+from bench.workloads import USAGE
 from tracker import Tracker
 from tracker.render import table
 
@@ -91,10 +92,15 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--turns", type=int, default=50)
     args = parser.parse_args()
+    report(args.db, args.events, args.runs, args.agents, args.turns)
+
+
+def report(db: Path | None, events: int, runs: int, agents: int, turns: int) -> None:
+    """Fill (or reuse) the big database ``db``, time the reads there and W1 on it; print."""
     with tempfile.TemporaryDirectory(prefix="tracker-scale-") as tmp:
-        path = args.db or Path(tmp) / "scale.db"
-        total = anyio.run(prefill, path, args.events, args.agents, args.turns)
-        agent = f"round0-agent-{min(7, args.agents - 1)}"
+        path = db or Path(tmp) / "scale.db"
+        total = anyio.run(prefill, path, events, agents, turns)
+        agent = f"round0-agent-{min(7, agents - 1)}"
         rows = [
             [f"tracker {' '.join(c)}", f"{time_command(*c, '--db', str(path)) * 1000:,.0f}"]
             for c in (["stats"], ["chain", agent], ["events", "--agent", agent])
@@ -103,40 +109,44 @@ def main() -> None:
             [f"API {name}", f"{s * 1000:,.1f}"]
             for name, s in anyio.run(api_latency, path, agent).items()
         ]
-        empty, full = w1_empty_and_full(path, Path(tmp), args.runs, args.agents, args.turns)
+        empty, full = w1_empty_and_full(path, Path(tmp), runs, agents, turns)
         print(f"\nW4 on {total:,} events ({path.stat().st_size / 1e6:,.0f} MB)")
         print(table(["operation", "median ms"], rows))
-        print(f"\nW1 (events/s, median, min, max of {args.runs} runs, alternated)")
+        print(f"\nW1 (events/s, median, min, max of {runs} runs, alternated)")
         print(
             table(
-                ["database", "median", "min", "max"],
-                [
-                    ["empty", *(f"{v:,.0f}" for v in _spread(empty))],
-                    [f"{total:,} events", *(f"{v:,.0f}" for v in _spread(full))],
-                ],
+                ["database", "median", "min", "max", "peak RSS MB (median)"],
+                [_w1_row("empty", empty), _w1_row(f"{total:,} events", full)],
             )
         )
-        ratio = statistics.median(full) / statistics.median(empty)
+        ratio = _median(full, "events_per_s") / _median(empty, "events_per_s")
         print(f"ratio of medians: {ratio:.0%}")
+
+
+def _w1_row(label: str, samples: list[Figures]) -> list[str]:
+    rates = [s["events_per_s"] for s in samples]
+    spread = (statistics.median(rates), min(rates), max(rates))
+    return [label, *(f"{v:,.0f}" for v in spread), f"{_median(samples, 'peak_rss_mb'):.1f}"]
+
+
+def _median(samples: list[Figures], key: str) -> float:
+    return statistics.median(s[key] for s in samples)
 
 
 def w1_empty_and_full(
     path: Path, tmp: Path, runs: int, agents: int, turns: int
-) -> tuple[list[float], list[float]]:
-    """W1 alternately on an empty database and on a copy of ``path`` (kept intact)."""
+) -> tuple[list[Figures], list[Figures]]:
+    """W1 alternately on an empty database and on a copy of ``path`` (kept intact), each
+    run in its own process (a clean peak RSS)."""
     empty, full = [], []
     for run in range(runs):
         fresh, copy = tmp / f"empty{run}.db", tmp / f"full{run}.db"
-        empty.append(anyio.run(w1, fresh, agents, turns)["events_per_s"])
+        empty.append(in_subprocess("w1", str(fresh), str(agents), str(turns)))
         shutil.copyfile(path, copy)
-        full.append(anyio.run(w1, copy, agents, turns, "none", 0, "w4-")["events_per_s"])
+        full.append(in_subprocess("w1", str(copy), str(agents), str(turns), "none", "0", "w4-"))
         for db_file in (fresh, copy):
             db_file.unlink()
     return empty, full
-
-
-def _spread(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,13 @@ def _run(*argv: str) -> str:
 
 
 def test_make_bench_prints_every_workload_with_its_ratios() -> None:
-    out = _run("bench", "--runs", "1", "--agents", "3", "--turns", "2", "--lookups", "50")
+    tiny = ("--runs", "1", "--agents", "3", "--turns", "2", "--lookups", "50")
+    out = _run("bench", *tiny, "--scale-events", "100")
     for label in ("W1 append (content=none)", "C0 sqlite3", "C1 aiosqlite", "W2 rebuild", "W3"):
         assert label in out, out
     assert "x C0 / x C1" in out
+    for w4 in ("W4 on ", "API get_chain(agent)", "ratio of medians"):
+        assert w4 in out, out
 
 
 def test_the_scale_benchmark_leaves_the_big_database_as_it_was(tmp_path: Path) -> None:
@@ -43,6 +46,7 @@ def test_the_scale_benchmark_leaves_the_big_database_as_it_was(tmp_path: Path) -
         )
     assert "tracker stats" in out
     assert "ratio of medians" in out
+    assert "peak RSS MB" in out  # each W1 in its own process: memory as the log grows
 
 
 def test_the_transcript_import_benchmark_runs() -> None:
