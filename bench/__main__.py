@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import scale
+from bench import Check, scale, targets_table
 from bench.one import Figures, in_subprocess
 from tracker.render import table
 
@@ -91,6 +91,29 @@ def print_report(results: dict[str, list[Figures]]) -> None:
     print(
         table(["workload", "median", "min", "max", "unit", "x C0 / x C1", "also (medians)"], rows)
     )
+    print()
+    print(targets_table(checks(results, c1)))
+
+
+def checks(results: dict[str, list[Figures]], c1: float) -> list[Check]:
+    """Each target of issue 5 on W1-W3, the median it is judged on, and whether it is met."""
+
+    def median(label: str, key: str) -> float:
+        return summary(results[label], key)[0]
+
+    w1, w2, w3 = "W1 append (content=none)", "W2 rebuild", "W3 point reads"
+    appends, rebuild = median(w1, "events_per_s"), median(w2, "events_per_s")
+    lookups, p99 = median(w3, "lookups_per_s"), median(w3, "p99_us")
+    rss, size = median(w1, "peak_rss_mb"), median(w1, "bytes_per_event")
+    return [
+        ("W1 >= 100,000 events/s", f"{appends:,.0f}", appends >= 100_000),
+        ("W1 >= 1/3 of C1", f"{appends / c1:.2f}", appends / c1 >= 1 / 3),
+        ("W2 >= 400,000 events/s", f"{rebuild:,.0f}", rebuild >= 400_000),
+        ("W3 >= 100,000 lookups/s", f"{lookups:,.0f}", lookups >= 100_000),
+        ("W3 p99 <= 20 us", f"{p99:.1f}", p99 <= 20),
+        ("W1 peak RSS <= 80 MB", f"{rss:.1f}", rss <= 80),
+        ("W1 <= 300 bytes/event", f"{size:.1f}", size <= 300),
+    ]
 
 
 if __name__ == "__main__":

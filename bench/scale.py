@@ -21,6 +21,7 @@ from pathlib import Path
 
 import anyio
 
+from bench import Check, targets_table
 from bench.one import Figures, in_subprocess
 from bench.workloads import USAGE
 from tracker import Tracker
@@ -105,10 +106,8 @@ def report(db: Path | None, events: int, runs: int, agents: int, turns: int) -> 
             [f"tracker {' '.join(c)}", f"{time_command(*c, '--db', str(path)) * 1000:,.0f}"]
             for c in (["stats"], ["chain", agent], ["events", "--agent", agent])
         ]
-        rows += [
-            [f"API {name}", f"{s * 1000:,.1f}"]
-            for name, s in anyio.run(api_latency, path, agent).items()
-        ]
+        latency = anyio.run(api_latency, path, agent)
+        rows += [[f"API {name}", f"{s * 1000:,.1f}"] for name, s in latency.items()]
         empty, full = w1_empty_and_full(path, Path(tmp), runs, agents, turns)
         print(f"\nW4 on {total:,} events ({path.stat().st_size / 1e6:,.0f} MB)")
         print(table(["operation", "median ms"], rows))
@@ -120,7 +119,27 @@ def report(db: Path | None, events: int, runs: int, agents: int, turns: int) -> 
             )
         )
         ratio = _median(full, "events_per_s") / _median(empty, "events_per_s")
-        print(f"ratio of medians: {ratio:.0%}")
+        print(f"ratio of medians: {ratio:.0%}\n")
+        print(targets_table(checks(ratio, latency, empty, full)))
+
+
+def checks(
+    ratio: float, latency: dict[str, float], empty: list[Figures], full: list[Figures]
+) -> list[Check]:
+    """W4's targets: W1 within 20% on the big log, stats and chain (in process) under
+    100 ms, and W1's peak RSS flat (within 10%) as the log grows."""
+    stats, chain = latency["stats()"] * 1000, latency["get_chain(agent)"] * 1000
+    rss_empty, rss_full = _median(empty, "peak_rss_mb"), _median(full, "peak_rss_mb")
+    return [
+        ("W4: W1 >= 80% of its empty-database figure", f"{ratio:.0%}", ratio >= 0.8),
+        ("W4: stats() < 100 ms", f"{stats:.1f} ms", stats < 100),
+        ("W4: get_chain(agent) < 100 ms", f"{chain:.1f} ms", chain < 100),
+        (
+            "W4: W1 peak RSS flat as the log grows",
+            f"{rss_full:.1f} MB (empty: {rss_empty:.1f})",
+            rss_full <= rss_empty * 1.1,
+        ),
+    ]
 
 
 def _w1_row(label: str, samples: list[Figures]) -> list[str]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import scale
+from bench.__main__ import checks as main_checks
 from tests.helpers import ROOT
 
 
@@ -24,8 +26,31 @@ def test_make_bench_prints_every_workload_with_its_ratios() -> None:
     for label in ("W1 append (content=none)", "C0 sqlite3", "C1 aiosqlite", "W2 rebuild", "W3"):
         assert label in out, out
     assert "x C0 / x C1" in out
-    for w4 in ("W4 on ", "API get_chain(agent)", "ratio of medians"):
+    for w4 in ("W4 on ", "API get_chain(agent)", "ratio of medians", "W4: stats() < 100 ms"):
         assert w4 in out, out
+    assert "W1 >= 1/3 of C1" in out  # the targets, judged
+
+
+def test_each_target_is_judged_in_its_own_direction() -> None:
+    w1 = {"events_per_s": 120_000.0, "peak_rss_mb": 81.0, "bytes_per_event": 299.0}
+    results = {
+        "W1 append (content=none)": [w1],
+        "W2 rebuild": [{"events_per_s": 399_000.0}],
+        "W3 point reads": [{"lookups_per_s": 100_000.0, "p99_us": 20.5}],
+    }
+    met = {what: ok for what, _, ok in main_checks(results, c1=300_000)}
+    assert met == {
+        "W1 >= 100,000 events/s": True,
+        "W1 >= 1/3 of C1": True,
+        "W2 >= 400,000 events/s": False,
+        "W3 >= 100,000 lookups/s": True,
+        "W3 p99 <= 20 us": False,
+        "W1 peak RSS <= 80 MB": False,
+        "W1 <= 300 bytes/event": True,
+    }
+    small, large = [{"peak_rss_mb": 40.0}], [{"peak_rss_mb": 45.0}]
+    w4 = scale.checks(0.79, {"stats()": 0.099, "get_chain(agent)": 0.1}, small, large)
+    assert [ok for _, _, ok in w4] == [False, True, False, False]
 
 
 def test_the_scale_benchmark_leaves_the_big_database_as_it_was(tmp_path: Path) -> None:
