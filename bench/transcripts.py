@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import anyio
 
+from bench.workloads import peak_rss_mb
 from tracker import Tracker
 from tracker.claude import import_transcripts
 
@@ -78,7 +78,7 @@ async def one(files: int) -> dict[str, float]:
     return {
         "seconds": seconds,
         "files_per_s": files / seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

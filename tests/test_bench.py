@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench import scale
 from bench.__main__ import checks as main_checks
+from bench.one import in_subprocess
 from tests.helpers import ROOT
 
 
@@ -77,3 +78,10 @@ def test_the_scale_benchmark_leaves_the_big_database_as_it_was(tmp_path: Path) -
 def test_the_transcript_import_benchmark_runs() -> None:
     out = _run("bench.transcripts", "--files", "20", "--runs", "1")
     assert "files_per_s: median" in out, out  # it asserts every file was imported
+
+
+def test_a_workload_reports_its_own_peak_rss_not_its_parents(tmp_path: Path) -> None:
+    ballast = b"x" * (160 << 20)  # this process now holds 160 MB, written, so resident
+    figures = in_subprocess("w1", str(tmp_path / "w1.db"), "2", "2")
+    assert figures["peak_rss_mb"] < 120, figures
+    assert len(ballast) == 160 << 20  # held until the child has finished
