@@ -57,14 +57,17 @@ class State:
         On a table holding rows from before this process, each new request or
         session id would otherwise cost a SELECT of its own that finds nothing.
         """
-        wanted: dict[str, list[Any]] = {}
+        wanted: dict[str, list[Any]] = {t.name: [] for t in self.tables if not t.complete}
+        if not wanted:  # a new database or a rebuild: every table answers its misses
+            return
         for job in jobs:
             rows_read: Callable[[], Iterable[tuple[str, Any]]] | None
             if rows_read := getattr(job, "rows_read", None):
                 for name, key in rows_read():
-                    wanted.setdefault(name, []).append(key)
+                    if name in wanted:
+                        wanted[name].append(key)
         for table in self.tables:
-            if table.name in wanted:
+            if wanted.get(table.name):
                 table.prefetch(wanted[table.name])
 
 

@@ -66,6 +66,11 @@ class Table(Generic[R]):
         self._any_row = f"SELECT 1 FROM {name} LIMIT 1"
         self.conn: sqlite3.Connection | None = None
 
+    @property
+    def complete(self) -> bool:
+        """Every row is cached: a miss is an absent row, answered without reading."""
+        return self._complete
+
     def get(self, key: Any) -> R | None:
         """Return the row with ``key``, or None."""
         try:
