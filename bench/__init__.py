@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import statistics
+
 from tracker.render import table
 
+Figures = dict[str, float]  # one run of one workload: figure name -> value
 Check = tuple[str, str, bool]  # the target, the figure it is judged on, whether it is met
+
+
+def summary(samples: list[Figures], key: str) -> tuple[float, float, float]:
+    """The median, min and max of figure ``key`` over runs."""
+    values = [s[key] for s in samples]
+    return statistics.median(values), min(values), max(values)
 
 
 def targets_table(checks: list[Check]) -> str:

@@ -7,19 +7,13 @@ measured in the same run on the same rows. Figures are medians of --runs.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from bench import Check, scale, targets_table
-from bench.one import Figures, in_subprocess
+from bench import Check, Figures, scale, summary, targets_table
+from bench.one import in_subprocess
 from tracker.render import table
-
-
-def summary(samples: list[Figures], key: str) -> tuple[float, float, float]:
-    values = [s[key] for s in samples]
-    return statistics.median(values), min(values), max(values)
 
 
 def main() -> None:

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import workloads
-
-Figures = workloads.Figures
+from bench import Figures, workloads
 
 
 def in_subprocess(name: str, *args: str) -> Figures:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import anyio
 
-from bench import Check, targets_table
-from bench.one import Figures, in_subprocess
+from bench import Check, Figures, summary, targets_table
+from bench.one import in_subprocess
 from bench.workloads import USAGE
 from tracker import Tracker
 from tracker.render import table
@@ -143,13 +143,12 @@ def checks(
 
 
 def _w1_row(label: str, samples: list[Figures]) -> list[str]:
-    rates = [s["events_per_s"] for s in samples]
-    spread = (statistics.median(rates), min(rates), max(rates))
+    spread = summary(samples, "events_per_s")
     return [label, *(f"{v:,.0f}" for v in spread), f"{_median(samples, 'peak_rss_mb'):.1f}"]
 
 
 def _median(samples: list[Figures], key: str) -> float:
-    return statistics.median(s[key] for s in samples)
+    return summary(samples, key)[0]
 
 
 def w1_empty_and_full(

@@ -19,12 +19,12 @@ from pathlib import Path
 import aiosqlite
 import anyio
 
+from bench import Figures
 from tracker import Tracker
 from tracker.codec import decode
 from tracker.events import AnyEvent
 from tracker.store import EventStore, NoProjections
 
-Figures = dict[str, float]
 USAGE = {
     "input_tokens": 1200,
     "output_tokens": 300,
