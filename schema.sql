@@ -1,4 +1,4 @@
--- Session tracker database, schema version 2.
+-- Session tracker database, schema version 3.
 --
 -- One file holds everything: the append-only event log, the projections
 -- derived from it (droppable, rebuilt identically by replay), their
@@ -14,9 +14,13 @@
 -----------------------------------------------------------------------------
 
 -- seq is AUTOINCREMENT so a number is never reused; it is gapless and
--- strictly increasing in commit order. payload is the event as JSON
--- (a msgspec tagged struct, "type" is its tag); hash chains each event to the
--- previous one (blake2b-128 over the previous hash, the envelope and payload).
+-- strictly increasing in commit order. payload is a JSON object: the event's
+-- fields but its tag and keys, which are the columns type, request_id, agent_id
+-- and session_id (json_extract(payload, '$.usage.input_tokens') reads the rest).
+-- Repeating them cost about 90 bytes an event; a payload written before schema 3
+-- repeats them, and starts with its tag ('{"type":...'). hash chains each event
+-- to the previous one (blake2b-128 over the previous hash, the envelope and
+-- payload).
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT    NOT NULL,               -- event id: UUIDv7 layout (hex), see below
@@ -269,4 +273,4 @@ SELECT agent_id, SUM(lock_acquisitions) AS acquisitions, SUM(lock_waits) AS wait
        SUM(lock_wait_ms) AS wait_ms, SUM(lock_expiries) AS expiries
 FROM usage_daily GROUP BY agent_id;
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

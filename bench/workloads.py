@@ -21,7 +21,7 @@ import anyio
 
 from bench import Figures
 from tracker import Tracker
-from tracker.codec import decode
+from tracker.codec import Keys, decode
 from tracker.events import AnyEvent
 from tracker.store import EventStore, NoProjections
 
@@ -107,14 +107,17 @@ async def w1(
     }
 
 
-def event_calls(path: Path) -> list[list[list[tuple[str, str]]]]:
-    """W1's stored rows as (type, payload), per agent, cut into the API calls that wrote them."""
+Row = tuple[str, str, Keys]  # type, stored payload, keys
+
+
+def event_calls(path: Path) -> list[list[list[Row]]]:
+    """W1's rows as (type, payload, keys), per agent, cut into the API calls that wrote them."""
     conn = sqlite3.connect(path)
-    per_agent: dict[str, list[tuple[str, str]]] = {}
-    for agent, type_, payload in conn.execute(
-        "SELECT agent_id, type, payload FROM events ORDER BY seq"
+    per_agent: dict[str, list[Row]] = {}
+    for type_, payload, *keys in conn.execute(
+        "SELECT type, payload, request_id, agent_id, session_id FROM events ORDER BY seq"
     ):
-        per_agent.setdefault(agent, []).append((type_, payload))
+        per_agent.setdefault(keys[1], []).append((type_, payload, (keys[0], keys[1], keys[2])))
     conn.close()
     calls = []
     for rows in per_agent.values():
@@ -133,7 +136,7 @@ CEILING_INSERT = "INSERT INTO events (seq, type, payload) VALUES (?, ?, ?)"
 
 def c0(source: Path, path: Path) -> Figures:
     """C0: stdlib sqlite3, one thread, all rows with executemany in one transaction."""
-    rows = [(None, t, p) for agent in event_calls(source) for call in agent for t, p in call]
+    rows = [(None, t, p) for agent in event_calls(source) for call in agent for t, p, _ in call]
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
@@ -173,10 +176,10 @@ async def c1(source: Path, path: Path) -> Figures:
                 for _, acked in batch:
                     acked.set()
 
-        async def agent(mine: list[list[tuple[str, str]]]) -> None:
+        async def agent(mine: list[list[Row]]) -> None:
             for call in mine:
                 acked = anyio.Event()
-                queue.append(([(None, t, p) for t, p in call], acked))
+                queue.append(([(None, t, p) for t, p, _ in call], acked))
                 wake.set()
                 await acked.wait()
 
@@ -196,7 +199,7 @@ async def c1(source: Path, path: Path) -> Figures:
 async def store_alone(source: Path, path: Path) -> Figures:
     """The store on its own: W1's events, one task per agent, group commit and hash chain."""
     calls: list[list[list[AnyEvent]]] = [
-        [[decode(t, _version(t), p) for t, p in call] for call in mine]
+        [[decode(t, _version(t), p, keys) for t, p, keys in call] for call in mine]
         for mine in event_calls(source)
     ]
     async with EventStore.open(path, NoProjections()) as store:

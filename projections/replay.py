@@ -9,7 +9,8 @@ from projections.state import Projector, table_names
 from tracker import codec
 from tracker.errors import IntegrityError
 
-EventRow = tuple[int, str, int, str, str]  # seq, type, version, at, payload
+# seq, type, version, at, request_id, agent_id, session_id, payload (schema.EVENT_ROWS)
+EventRow = tuple[int, str, int, str, str | None, str | None, str | None, str]
 FLUSH_EVERY = 20_000
 
 
@@ -42,9 +43,10 @@ def replay(
     projector = projector or Projector()
     projector.begin(conn, stale=True, jobs=())
     last, count = 0, 0
-    for seq, type_, version, at, payload in rows:
+    for seq, type_, version, at, request_id, agent_id, session_id, payload in rows:
         try:
-            projector.apply(seq, at, codec.decode(type_, version, payload))
+            event = codec.decode(type_, version, payload, (request_id, agent_id, session_id))
+            projector.apply(seq, at, event)
         except IntegrityError as exc:
             raise ReplayFailed(seq, exc) from exc
         last, count = seq, count + 1

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from tests.helpers import ROOT, rows, tamper
-from tracker import ManualClock, Tracker
+from tracker import ManualClock, Tracker, chain
 from tracker.cli import COMMANDS, main
 from tracker.schema import SCHEMA_VERSION
 
@@ -289,6 +289,34 @@ def test_importing_a_tampered_export_is_refused(run: Run, db: Path, tmp_path: Pa
     copy = tmp_path / "copy.db"
     code, _, err = run("import", str(dump), "--db", str(copy))
     assert (code, "line 4" in err, "hash chain" in err) == (1, True, True)
+    assert not copy.exists()
+
+
+def rechained(lines: list[str]) -> list[str]:
+    """Exported lines with every hash recomputed: a forged export the chain accepts."""
+    prev, out = chain.GENESIS, []
+    for text in lines:
+        line = json.loads(text)
+        keys = (line["request_id"], line["agent_id"], line["session_id"])
+        payload = json.dumps(line["payload"], separators=(",", ":")).encode()
+        head = (line["seq"], line["id"], line["type"], line["version"], line["at"])
+        prev = chain.link(prev, *head, keys, payload)
+        out.append(json.dumps({**line, "hash": prev.hex()}, separators=(",", ":")))
+    return out
+
+
+def test_importing_an_export_with_an_unknown_event_is_refused(
+    run: Run, db: Path, tmp_path: Path
+) -> None:
+    dump = tmp_path / "log.jsonl"
+    run("export", "--out", str(dump), "--db", str(db))
+    lines = dump.read_text().splitlines()
+    lines[3] = lines[3].replace('"type":"', '"type":"Unknown', 1)
+    dump.write_text("\n".join(rechained(lines)) + "\n")
+    copy = tmp_path / "copy.db"
+    code, _, err = run("import", str(dump), "--db", str(copy))
+    assert (code, err.count("\n")) == (1, 1), err
+    assert "replay stopped at seq 4: unknown event type 'Unknown" in err, err
     assert not copy.exists()
 
 

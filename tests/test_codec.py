@@ -13,6 +13,7 @@ from tracker.errors import IntegrityError, SchemaVersionError
 from tracker.events import (
     BY_TAG,
     EVENT_TYPES,
+    KEYS,
     AgentReset,
     Event,
     LockAcquired,
@@ -30,6 +31,7 @@ from tracker.events import (
     tag_of,
 )
 
+NO_KEYS: codec.Keys = (None, None, None)
 WHEN = datetime(2026, 11, 21, 7, 30, 0, 123456, tzinfo=UTC)
 USAGE = Usage(input_tokens=1200, output_tokens=300, cache_read_tokens=5000, cache_write_tokens=800)
 
@@ -95,11 +97,29 @@ def test_samples_cover_every_event_type() -> None:
 
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)
 def test_every_event_round_trips(event: Event) -> None:
-    payload = codec.encode(event)
-    decoded = codec.decode(tag_of(event), type(event).VERSION, payload)
+    payload = codec.encode(event).decode()
+    decoded = codec.decode(tag_of(event), type(event).VERSION, payload, codec.keys_of(event))
     assert decoded == event
     assert type(decoded) is type(event)
-    assert msgspec.json.decode(payload)["type"] == tag_of(event)
+    assert not {"type", *KEYS} & set(msgspec.json.decode(payload))  # columns hold them
+
+
+@pytest.mark.parametrize("key", ['r"1', "a\\b", 'x","error":"forged', "é-💥", "s s", "t\tab"])
+def test_keys_that_need_escaping_round_trip(key: str) -> None:
+    event = SessionAssigned(request_id=key, session_id=key + "s", agent_id=key + "a")
+    payload = codec.encode(event).decode()
+    assert codec.decode("SessionAssigned", 1, payload, codec.keys_of(event)) == event
+
+
+def test_a_payload_written_before_schema_3_holds_its_tag_and_keys() -> None:
+    v2 = '{"type":"SessionAssigned","request_id":"r1","session_id":"s1","agent_id":"a1"}'
+    event = codec.decode("SessionAssigned", 1, v2, ("r1", "a1", "s1"))
+    assert event == SessionAssigned(request_id="r1", session_id="s1", agent_id="a1")
+
+
+def test_a_missing_required_key_is_an_integrity_error() -> None:
+    with pytest.raises(IntegrityError, match="request_id"):
+        codec.decode("SessionAssigned", 1, "{}", (None, "a1", "s1"))
 
 
 @pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).__name__)
@@ -110,42 +130,43 @@ def test_events_are_frozen(event: Event) -> None:
 
 def test_a_version_1_request_tracked_payload_is_upcast() -> None:
     # Hand-written as the seed prototype stored it: the resumed session was "session_id".
-    v1 = b'{"type":"RequestTracked","request_id":"r1","agent_id":"a1","session_id":"s0"}'
-    event = codec.decode("RequestTracked", 1, v1)
+    v1 = '{"type":"RequestTracked","request_id":"r1","agent_id":"a1","session_id":"s0"}'
+    event = codec.decode("RequestTracked", 1, v1, ("r1", "a1", "s0"))
     assert event == RequestTracked(request_id="r1", agent_id="a1", resumed_session_id="s0")
 
 
 def test_a_version_1_payload_without_the_renamed_field_still_decodes() -> None:
-    event = codec.decode("RequestTracked", 1, b'{"type":"RequestTracked","request_id":"r9"}')
+    event = codec.decode(
+        "RequestTracked", 1, '{"type":"RequestTracked","request_id":"r9"}', NO_KEYS
+    )
     assert event == RequestTracked(request_id="r9")
-
-
-@pytest.mark.parametrize("payload", [b"0", b"[]", b'"text"', b"null"])
-def test_an_old_payload_that_is_not_an_object_is_an_integrity_error(payload: bytes) -> None:
-    with pytest.raises(IntegrityError, match="not a JSON object"):
-        codec.decode("RequestTracked", 1, payload)
 
 
 def test_a_payload_from_a_newer_release_is_a_schema_version_error() -> None:
     with pytest.raises(SchemaVersionError, match="upgrade"):
-        codec.decode("RequestTracked", 99, b'{"type":"RequestTracked","request_id":"r1"}')
+        codec.decode("RequestTracked", 99, "{}", ("r1", None, None))
 
 
 @pytest.mark.parametrize(
     ("type_", "payload"),
     [
-        ("NoSuchEvent", b"{}"),
-        ("RequestTracked", b"not json"),
-        ("RequestTracked", b'{"type":"RequestTracked"}'),
-        ("SessionAssigned", b'{"type":"SessionAssigned","request_id":1,"session_id":"s"}'),
+        ("NoSuchEvent", "{}"),
+        ("RequestTracked", "not json"),
+        ("RequestTracked", "{"),
+        *(("RequestTracked", not_an_object) for not_an_object in ("0", "[]", '"text"', "null")),
+        ("RequestTracked", '{"type":"RequestTracked"}'),
+        ("SessionAssigned", '{"type":"SessionAssigned","request_id":1,"session_id":"s"}'),
+        ("SessionAssigned", '{"parent_session_id":2}'),
     ],
 )
-def test_undecodable_payloads_are_integrity_errors(type_: str, payload: bytes) -> None:
+def test_undecodable_payloads_are_integrity_errors(type_: str, payload: str) -> None:
     version: Any = BY_TAG[type_].VERSION if type_ in BY_TAG else 1
     with pytest.raises(IntegrityError):
-        codec.decode(type_, version, payload)
+        codec.decode(type_, version, payload, ("r1", None, "s1"))
 
 
-def test_defaults_are_omitted_to_keep_the_log_small() -> None:
-    payload = codec.encode(SessionAssigned(request_id="r1", session_id="s1"))
-    assert payload == b'{"type":"SessionAssigned","request_id":"r1","session_id":"s1"}'
+def test_defaults_tag_and_keys_are_left_out_to_keep_the_log_small() -> None:
+    assert codec.encode(SessionAssigned(request_id="r1", session_id="s1")) == b"{}"
+    assigned = SessionAssigned(request_id="r1", session_id="s1", parent_session_id="s0")
+    assert codec.encode(assigned) == b'{"parent_session_id":"s0"}'
+    assert codec.encode(AgentReset(agent_id="a1", reason="x")) == b'{"reason":"x"}'

@@ -9,11 +9,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.helpers import ROOT, rows, run_unprivileged
-from tracker import Tracker
-from tracker.schema import SCHEMA_VERSION, schema_sql
+from tracker import Tracker, chain, codec
+from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
 
 # Analysts query these: renaming or dropping a column breaks their SQL.
 PINNED: dict[str, list[str]] = {
@@ -251,6 +252,49 @@ async def test_a_version_1_file_is_upgraded_at_open_keeping_its_log(tmp_path: Pa
     assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert layout(old) == layout(new)  # exactly what a new file has
     assert rows(old, "SELECT * FROM events ORDER BY seq")[: len(log)] == log
+
+
+def make_version_2(path: Path) -> None:
+    """Give a file what schema version 2 wrote: each payload the whole tagged event,
+    keys included (the hash chain recomputed over them)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
+    conn.execute("DROP TRIGGER events_no_update")  # schema.sql puts it back at the upgrade
+    prev = chain.GENESIS
+    for seq, id_, type_, version, at, *keys, stored, _ in log:
+        event = codec.decode(type_, version, stored, (keys[0], keys[1], keys[2]))
+        payload = msgspec.json.encode(event)
+        prev = chain.link(prev, seq, id_, type_, version, at, (keys[0], keys[1], keys[2]), payload)
+        conn.execute(
+            "UPDATE events SET payload = ?, hash = ? WHERE seq = ?", (payload.decode(), prev, seq)
+        )
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+
+
+async def test_a_version_2_file_keeps_its_tagged_payloads_and_still_replays(
+    tmp_path: Path,
+) -> None:
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    async with Tracker.open(old) as t:
+        await track_one(t, "r1")
+        events = [e.event async for e in t.events()]
+    async with Tracker.open(new):
+        pass
+    make_version_2(old)
+    log = rows(old, "SELECT * FROM events ORDER BY seq")
+    assert all(row[8].startswith('{"type":') for row in log)
+    async with Tracker.open(old) as t:
+        assert [e.event async for e in t.events()] == events
+        assert [e.event async for e in t.events(agent_id="a1")] == events
+        await track_one(t, "r2")
+        assert (await t.verify()).ok  # the chain over both forms, and a replay of both
+        assert (await t.rebuild()).events == 2 * len(log)
+    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert layout(old) == layout(new)
+    after = rows(old, "SELECT * FROM events ORDER BY seq")
+    assert after[: len(log)] == log
+    assert not any(row[8].startswith('{"type":') for row in after[len(log) :])
 
 
 UPGRADE_CHILD = """

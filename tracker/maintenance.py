@@ -89,7 +89,7 @@ def _checked(rows: Iterable[Any], checker: chain.Checker) -> Iterator[EventRow]:
     """Feed full event rows to the chain checker; yield what replay needs."""
     for row in rows:
         checker.feed(row)
-        yield row[0], row[2], row[3], row[4], row[8]
+        yield row[0], *row[2:9]
 
 
 def _diff(conn: sqlite3.Connection, table: str) -> TableDiff | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What brings a file of an older version to the next one, before schema.sql (whose
 # statements are idempotent) completes it; one transaction, at open.
 UPGRADES: dict[int, tuple[str, ...]] = {
@@ -16,6 +16,9 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         "DROP INDEX IF EXISTS sessions_by_parent",
         "DROP VIEW IF EXISTS session_chains",
     ),
+    # 2 -> 3: new payloads leave out the tag and keys, which are columns already; older
+    # payloads stay as stored, and still decode.
+    2: (),
 }
 # Events per bucket of the key indexes, as a shift: seq >> KEY_BUCKET_BITS (schema.sql).
 KEY_BUCKET_BITS = 12
@@ -23,7 +26,9 @@ KEY_BUCKET_BITS = 12
 EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
 INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
 # What replay reads of each event, from the log of database {db} (main, live...).
-EVENT_ROWS = "SELECT seq, type, version, at, payload FROM {db}.events"
+EVENT_ROWS = (
+    "SELECT seq, type, version, at, request_id, agent_id, session_id, payload FROM {db}.events"
+)
 
 
 @cache

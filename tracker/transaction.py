@@ -92,7 +92,7 @@ class Transaction(Generic[H]):
     def _append_one(self, event: AnyEvent) -> None:
         head, type_ = self.head, tag_of(event)
         seq, event_id, payload = head.seq + 1, self._ids.next(), codec.encode(event)
-        keys = _keys(event)
+        keys = codec.keys_of(event)
         digest = chain.link(head.hash, seq, event_id, type_, event.VERSION, self.at, keys, payload)
         self.rows.append(
             (seq, event_id, type_, event.VERSION, self.at, *keys, payload.decode(), digest)
@@ -113,7 +113,9 @@ def stored_event(row: Sequence[Any], event: AnyEvent | None = None) -> StoredEve
         request_id=rid,
         agent_id=aid,
         session_id=sid,
-        event=event if event is not None else codec.decode(type_, version, payload),
+        event=event
+        if event is not None
+        else codec.decode(type_, version, payload, (rid, aid, sid)),
         hash=bytes(digest).hex(),
     )
 
@@ -133,14 +135,6 @@ class EventIds:
     def next(self) -> str:
         self._count += 1
         return f"{self._prefix}{(self._random + self._count) & (1 << 75) - 1:019x}"
-
-
-def _keys(event: AnyEvent) -> tuple[str | None, str | None, str | None]:
-    return (
-        getattr(event, "request_id", None),
-        getattr(event, "agent_id", None),
-        getattr(event, "session_id", None),
-    )
 
 
 Job = Callable[[Transaction[H]], T]
