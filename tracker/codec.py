@@ -58,8 +58,8 @@ def encode(event: Event) -> bytes:
     keys, which the log keeps in columns (``decode`` puts them back)."""
     cls = type(event)
     data = _encoder.encode(msgspec.structs.replace(event, **_UNKEYED[cls]))
-    rest = data[_TAG_LENGTH[cls] :]  # '}' or ',"field":...}'
-    return b"{" + rest[1:] if len(rest) > 1 else b"{}"
+    cut = _TAG_LENGTH[cls] + 1  # past the tag and the ',' or '}' after it
+    return b"{" + data[cut:] if len(data) > cut else b"{}"
 
 
 def encode_value(value: Any) -> bytes:

@@ -201,7 +201,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     AgentReset,
 )
 
-# The key fields: an event's values of these are its envelope columns, of the same names.
+# The key fields: an event's values of these are its envelope columns, of the same names
+# (codec.keys_of and codec._whole spell them out, in this order, on hot paths).
 KEYS = ("request_id", "agent_id", "session_id")
 
 BY_TAG: dict[str, type[Event]] = {str(cls.__struct_config__.tag): cls for cls in EVENT_TYPES}
