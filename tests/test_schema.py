@@ -323,6 +323,21 @@ async def test_a_version_1_file_that_cannot_be_written_says_why(db_path: Path) -
     assert rows(db_path, "PRAGMA user_version") == [(1,)]
 
 
+async def test_the_readme_way_to_read_a_payload_with_json_extract(db_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "json_extract(payload, '$.usage.input_tokens')" in readme
+    async with Tracker.open(db_path) as t:
+        await t.track_request("r1", agent_id="a1", lock=False)
+        await t.update_request_session("r1", "s1")
+        await t.complete_request("r1", usage={"input_tokens": 1200}, cost_usd=0.01)
+    sql = (
+        "SELECT request_id, json_extract(payload, '$.usage.input_tokens'), "
+        "json_extract(payload, '$.request_id'), json_extract(payload, '$.type') "
+        "FROM events WHERE type = 'RequestCompleted'"
+    )
+    assert rows(db_path, sql) == [("r1", 1200, None, None)]  # keys and type: the columns
+
+
 async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     sql = readme.split("```sql\n", 1)[1].split("```", 1)[0]
