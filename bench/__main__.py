@@ -18,7 +18,9 @@ from tracker.render import table
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--runs", type=int, default=5, help="runs of each workload (shared machines are noisy)"
+    )
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--lookups", type=int, default=100_000)

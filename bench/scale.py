@@ -89,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, help="reuse or keep this database")
-    parser.add_argument("--runs", type=int, default=3, help="W1 runs on each database")
+    parser.add_argument("--runs", type=int, default=5, help="W1 runs on each database")
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--turns", type=int, default=50)
     args = parser.parse_args()
