@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from tests.helpers import event_count, rows, run_python, tamper
-from tracker import IntegrityError, InvalidInput, ManualClock, StoredEvent, Tracker, maintenance
+from tracker import IntegrityError, InvalidInput, ManualClock, StoredEvent, Tracker
 from tracker.schema import SCHEMA_VERSION
 
 
@@ -179,23 +179,6 @@ async def test_rebuild_gives_identical_projections(tracker: Tracker, db_path: Pa
     assert verified.head_hash == (await anext(tracker.events(since=report.events - 1))).hash
     await tracker.track_request("after-rebuild", agent_id="a0")  # the write model reloaded
     assert (await tracker.verify()).ok
-
-
-async def test_a_rebuild_builds_aside_without_lookup_indexes_and_keeps_the_live_ones(
-    tracker: Tracker, db_path: Path, tmp_path: Path
-) -> None:
-    await conversation(tracker)
-    indexes = "SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name"
-    live = rows(db_path, indexes)
-    assert any(not name.startswith("sqlite_autoindex_") for (name,) in live)
-    maintenance.build_scratch(db_path, tmp_path / "scratch.db")
-    scratch = rows(tmp_path / "scratch.db", indexes)
-    assert scratch  # the primary keys: rows are looked up by key while replaying
-    assert all(name.startswith("sqlite_autoindex_") for (name,) in scratch)
-    await tracker.rebuild()
-    assert rows(db_path, indexes) == live
-    assert rows(db_path, "PRAGMA integrity_check") == [("ok",)]
-    assert [s.session_id for s in await tracker.get_chain("a0")] == ["S0-0", "S0-1"]
 
 
 async def test_verify_finds_projections_that_drifted_from_the_log(

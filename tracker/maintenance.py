@@ -29,17 +29,10 @@ def _ro_uri(path: Path) -> str:
 
 
 def _scratch(path: Path) -> sqlite3.Connection:
-    """A throwaway database with the tracker's tables, no journal, and no indexes but the
-    primary keys: scratch tables are only written, looked up by key, and read whole, so
-    a lookup index would cost every insert and serve no query (about 10% of a rebuild).
-    """
     conn = sqlite3.connect(path, isolation_level=None, uri=True, check_same_thread=False)
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")
     db.create_schema(conn)
-    lookups = conn.execute("SELECT name FROM sqlite_schema WHERE type = 'index' AND sql NOT NULL")
-    for (name,) in lookups.fetchall():
-        conn.execute(f'DROP INDEX "{name}"')
     return conn
 
 
