@@ -415,9 +415,7 @@ class EventStore(Generic[H]):
     async def wait_for_change(self, version: int, within: float) -> None:
         """Return once the log moved past ``version`` (any process), or after ``within`` s."""
         with anyio.move_on_after(within):
-            while await self.data_version() == version:
-                with anyio.move_on_after(0.05):  # wakes at once on this process's commits
-                    await self._committed.wait()
+            await self._until_moved(version, self.writes)
 
     async def wait_for_write(self, mark: int, within: float) -> None:
         """Return once this process wrote since ``mark`` (``writes`` read before the caller's
@@ -426,13 +424,16 @@ class EventStore(Generic[H]):
         A caller's own refused attempt writes nothing, so waiting does not spin; a release
         committed in the very batch that refused it has already moved ``writes``.
         """
-        if self.writes != mark:
-            return
         with anyio.move_on_after(within):
-            version = await self.data_version()
-            while self.writes == mark and await self.data_version() == version:
-                with anyio.move_on_after(0.05):  # wakes at once on this process's commits
-                    await self._committed.wait()
+            if self.writes == mark:
+                await self._until_moved(await self.data_version(), mark)
+
+    async def _until_moved(self, version: int, mark: int) -> None:
+        """Poll until another connection committed (``data_version`` left ``version``) or
+        this process wrote (``writes`` left ``mark``)."""
+        while self.writes == mark and await self.data_version() == version:
+            with anyio.move_on_after(0.05):  # wakes at once on this process's commits
+                await self._committed.wait()
 
     async def verify_chain(self) -> chain.ChainReport:
         """Recompute the hash chain over the whole log; report the first broken seq."""
