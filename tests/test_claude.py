@@ -329,6 +329,19 @@ def test_other_line_shapes_are_ignored(tmp_path: Path) -> None:
     assert (summary.lines, summary.bad_lines, summary.messages) == (5, 0, 0)
 
 
+def test_a_repeated_api_call_counts_once_with_its_fullest_copy(tmp_path: Path) -> None:
+    def line(output_tokens: int) -> str:
+        usage = {"input_tokens": 3, "cache_read_input_tokens": 100, "output_tokens": output_tokens}
+        message = {"id": "msg_1", "model": "m", "usage": usage}
+        return json.dumps({"type": "assistant", "requestId": "req_1", "message": message})
+
+    path = tmp_path / "s.jsonl"
+    path.write_text(f"{line(96)}\n{line(2)}\n")  # the fuller copy first
+    summary = summarize(path)
+    assert (summary.api_calls, summary.assistant_messages) == (1, 2)
+    assert summary.usage == Usage(input_tokens=3, output_tokens=96, cache_read_tokens=100)
+
+
 def test_over_long_lines_are_skipped_with_bounded_memory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

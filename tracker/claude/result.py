@@ -123,10 +123,14 @@ def usage_of(usage: dict[str, Any]) -> Usage:
 
 def _cost(message: dict[str, Any]) -> float | None:
     for key in ("total_cost_usd", "cost_usd", "total_cost"):  # newest first
-        value = message.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+        if (value := number(message.get(key))) is not None:
+            return value
     return None
+
+
+def number(value: Any) -> float | None:
+    """A JSON number as a float (None for anything else, booleans included)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _int(value: Any) -> int | None:

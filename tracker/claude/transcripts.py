@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from tracker.claude.result import usage_of
+from tracker.claude.result import number, usage_of
 from tracker.events import Usage
 
 MAX_LINE = 8 << 20
@@ -130,35 +130,23 @@ class _Reader:
             self.aliases.add(sid)
 
     def _assistant(self, data: dict[str, Any]) -> None:
-        message = data.get("message") if isinstance(data.get("message"), dict) else {}
-        assert isinstance(message, dict)
+        message = data.get("message")
+        if not isinstance(message, dict):
+            message = {}
         if isinstance(message.get("model"), str):
             self.models.add(message["model"])
         usage = usage_of(message.get("usage") or {})
         key = (str(message.get("id")), str(data.get("requestId")))
         kept = self.calls.get(key)
-        if kept is None or _tokens(usage) > _tokens(kept):
+        if kept is None or usage.tokens > kept.tokens:
             self.calls[key] = usage
-        cost = data.get("costUSD")
-        if isinstance(cost, int | float) and not isinstance(cost, bool):
-            self.s.cost_usd = (self.s.cost_usd or 0.0) + float(cost)
+        if (cost := number(data.get("costUSD"))) is not None:
+            self.s.cost_usd = (self.s.cost_usd or 0.0) + cost
 
     def finish(self) -> Summary:
-        total = Usage()
-        for usage in self.calls.values():
-            total = total + usage
-        self.s.usage, self.s.api_calls = total, len(self.calls)
+        self.s.usage, self.s.api_calls = sum(self.calls.values(), Usage()), len(self.calls)
         self.s.models, self.s.aliases = sorted(self.models), sorted(self.aliases)
         return self.s
-
-
-def _tokens(usage: Usage) -> int:
-    return (
-        usage.input_tokens
-        + usage.output_tokens
-        + usage.cache_read_tokens
-        + usage.cache_write_tokens
-    )
 
 
 def summarize(path: Path) -> Summary:
@@ -203,10 +191,10 @@ class Validation(msgspec.Struct, kw_only=True):
 
     session_id: str
     ok: bool
-    path: str | None
-    exists: bool
-    readable: bool
-    valid_jsonl: bool
+    path: str | None = None
+    exists: bool = False
+    readable: bool = False
+    valid_jsonl: bool = False
     messages: int = 0
     first_timestamp: str | None = None
     last_timestamp: str | None = None
@@ -219,37 +207,25 @@ def validate(session_id: str, cwd: str | None = None, root: Path | None = None) 
     path = find_session(session_id, cwd, root)
     if path is None:
         where = f"the project of {cwd!r}" if cwd else str(root or projects_root())
-        return Validation(
-            session_id=session_id,
-            ok=False,
-            path=None,
-            exists=False,
-            readable=False,
-            valid_jsonl=False,
-            problems=[f"no transcript {session_id}.jsonl in {where}"],
-        )
+        problem = f"no transcript {session_id}.jsonl in {where}"
+        return Validation(session_id=session_id, ok=False, problems=[problem])
     try:
         summary = summarize(path)
     except OSError as exc:
         return Validation(
-            session_id=session_id,
-            ok=False,
-            path=str(path),
-            exists=True,
-            readable=False,
-            valid_jsonl=False,
-            problems=[str(exc)],
+            session_id=session_id, ok=False, path=str(path), exists=True, problems=[str(exc)]
         )
     problems = [f"{summary.bad_lines} lines are not JSON"] if summary.bad_lines else []
     if summary.torn_last_line:
         problems.append("the last line is torn (tolerated: the CLI was writing)")
+    valid = not summary.bad_lines
     return Validation(
         session_id=session_id,
-        ok=not summary.bad_lines,
+        ok=valid,
         path=str(path),
         exists=True,
         readable=True,
-        valid_jsonl=not summary.bad_lines,
+        valid_jsonl=valid,
         messages=summary.messages,
         first_timestamp=summary.first_timestamp,
         last_timestamp=summary.last_timestamp,
