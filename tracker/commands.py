@@ -310,12 +310,12 @@ def undo_track(result: tuple[Request, bool]) -> Fail | None:
         return None
     return Fail(
         request.request_id,
-        "the caller was cancelled before tracking was acknowledged",
-        "cancelled",
-        Usage(),
-        None,
-        None,
-        "cancelled",
+        error="the caller was cancelled before tracking was acknowledged",
+        kind="cancelled",
+        usage=Usage(),
+        cost_usd=None,
+        duration_ms=None,
+        digest="cancelled",  # no caller's call: a fingerprint no call of the API has
     )
 
 
