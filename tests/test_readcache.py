@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.helpers import run_python
+from tests.helpers import ROOT, run_python
 from tracker import Tracker
+from tracker.readcache import VerifiedCache, settled
 
 
 async def test_repeated_reads_of_an_unchanged_database_skip_the_thread_hop(
@@ -60,3 +65,100 @@ async def test_another_process_commit_is_seen_on_the_next_read(
     done = await anyio.to_thread.run_sync(run_python, RESET_FROM_CHILD, str(db_path))
     assert done.returncode == 0, done.stderr
     assert await tracker.get_agent_session("a1") is None
+
+
+async def test_an_unchanged_database_is_verified_without_a_statement(tracker: Tracker) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "S1")
+    assert await tracker.get_agent_session("a1") == "S1"
+    statements: list[str] = []
+    tracker._cache._probe.set_trace_callback(statements.append)
+    assert [await tracker.get_agent_session("a1") for _ in range(5)] == ["S1"] * 5
+    assert statements == []  # the wal-index header answered, not PRAGMA data_version
+
+
+def test_without_wal_shared_memory_data_version_answers(tmp_path: Path) -> None:
+    path = tmp_path / "rollback.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (n INTEGER)")  # journal_mode DELETE: no -shm file
+    cache = VerifiedCache(path)
+    try:
+        assert cache._header is None
+        before = cache.version()
+        assert cache.version() == before
+        writer.execute("INSERT INTO t VALUES (1)")
+        assert cache.version() != before
+    finally:
+        cache.close()
+        writer.close()
+
+
+COMMIT_ON_REQUEST = """
+import sys, anyio
+from tracker import Tracker
+async def main():
+    async with Tracker.open(sys.argv[1]) as t:
+        for turn, line in enumerate(sys.stdin):
+            await t.track_request(f"r{turn}", agent_id="a1", session_id=line.strip() or None)
+            await t.update_request_session(f"r{turn}", f"S{turn}")
+            print(f"S{turn}", flush=True)
+anyio.run(main)
+"""
+
+
+async def test_each_commit_of_another_process_is_seen_once_it_is_acknowledged(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await tracker.track_request("r-first", agent_id="a0")  # the file and its WAL exist
+    with subprocess.Popen(
+        [sys.executable, "-c", COMMIT_ON_REQUEST, str(db_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as child:
+        assert child.stdin is not None
+        assert child.stdout is not None
+        current = None
+        for _ in range(8):
+            assert await tracker.get_agent_session("a1") == current  # cached now
+            child.stdin.write(f"{current or ''}\n")
+            child.stdin.flush()
+            current = (await anyio.to_thread.run_sync(child.stdout.readline)).strip()
+            assert await tracker.get_agent_session("a1") == current
+        child.stdin.close()
+        assert child.wait(timeout=60) == 0
+
+
+async def test_a_stale_shm_file_beside_a_symbolic_link_is_not_read(tmp_path: Path) -> None:
+    real, link = tmp_path / "real" / "t.db", tmp_path / "link" / "t.db"
+    real.parent.mkdir()
+    link.parent.mkdir()
+    async with Tracker.open(real) as t:
+        await t.track_request("r1", agent_id="a1")
+        await t.update_request_session("r1", "S1")
+        shutil.copyfile(f"{real}-shm", f"{link}-shm")  # a valid header that never moves
+    link.symlink_to(real)
+    async with Tracker.open(link) as t:
+        assert await t.get_agent_session("a1") == "S1"
+        done = await anyio.to_thread.run_sync(run_python, RESET_FROM_CHILD, str(real))
+        assert done.returncode == 0, done.stderr
+        assert await t.get_agent_session("a1") is None
+        assert t._cache._header is not None  # SQLite's file found behind the link
+
+
+def test_a_header_being_rewritten_or_never_written_is_not_trusted(db_path: Path) -> None:
+    writer = sqlite3.connect(db_path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("CREATE TABLE t (n INTEGER)")
+    cache = VerifiedCache(db_path)
+    try:
+        assert cache._header is not None
+        first = cache._header[0].raw
+        assert settled(first, first) == first
+        assert settled(first, first[:8] + b"\xff" + first[9:]) is None  # copies differ
+        assert settled(first[:12] + b"\x00" + first[13:], first[:12] + b"\x00" + first[13:]) is None
+        assert settled(bytes(48), bytes(48)) is None  # no header written yet
+    finally:
+        cache.close()
+        writer.close()
