@@ -162,3 +162,53 @@ def test_a_header_being_rewritten_or_never_written_is_not_trusted(db_path: Path)
     finally:
         cache.close()
         writer.close()
+
+
+ADVANCE = """
+import sys, anyio
+from tracker import Tracker
+async def main():
+    agent = sys.argv[2]
+    async with Tracker.open(sys.argv[1]) as t:
+        session = None
+        for k in range(int(sys.argv[3])):
+            await t.track_request(f"{agent}-r{k}", agent_id=agent, session_id=session)
+            session = f"{agent}-S{k}"
+            await t.update_request_session(f"{agent}-r{k}", session)
+anyio.run(main)
+"""
+
+
+def _turn(session: str | None) -> int:
+    return -1 if session is None else int(session.rsplit("S", 1)[1])
+
+
+async def test_a_cached_read_is_never_older_than_the_database_before_it(
+    tracker: Tracker, db_path: Path
+) -> None:
+    """Two processes commit as fast as they can while this one reads through the cache:
+    each answer lies between what the file held just before the read and just after."""
+    await tracker.track_request("r-first", agent_id="a0")
+    agents, turns = ("p0", "p1"), 150
+    children = [
+        subprocess.Popen([sys.executable, "-c", ADVANCE, str(db_path), a, str(turns)], cwd=ROOT)
+        for a in agents
+    ]
+    direct = sqlite3.connect(db_path)
+    sql = "SELECT current_session_id FROM agents WHERE agent_id = ?"
+    try:
+        reads = 0
+        while any(c.poll() is None for c in children) or reads < 100:
+            for agent in agents:
+                before = _turn((direct.execute(sql, (agent,)).fetchone() or (None,))[0])
+                cached = _turn(await tracker.get_agent_session(agent))
+                after = _turn((direct.execute(sql, (agent,)).fetchone() or (None,))[0])
+                assert before <= cached <= after, (agent, before, cached, after)
+                reads += 1
+    finally:
+        direct.close()
+        codes = [c.wait(timeout=120) for c in children]
+    assert codes == [0, 0]
+    assert [await tracker.get_agent_session(a) for a in agents] == [
+        f"{a}-S{turns - 1}" for a in agents
+    ]
