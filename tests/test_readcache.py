@@ -35,6 +35,35 @@ async def test_repeated_reads_of_an_unchanged_database_skip_the_thread_hop(
     assert hops == 1
 
 
+async def test_agent_and_lock_reads_are_cached_until_a_commit(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await tracker.track_request("r1", agent_id="a1", lock=True)
+    await tracker.update_request_session("r1", "S1")
+    hops = 0
+    original = tracker._store.read_with
+
+    async def counting(fn: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await original(fn)
+
+    monkeypatch.setattr(tracker._store, "read_with", counting)
+
+    async def lock_and_totals() -> tuple[str | None, int | None, int | None]:
+        lock, agent = await tracker.get_lock(agent_id="a1"), await tracker.get_agent("a1")
+        status = None if lock is None else lock.status
+        if agent is None:
+            return (status, None, None)
+        return (status, agent.request_count, agent.completed)
+
+    assert [await lock_and_totals() for _ in range(3)] == [("held", 1, 0)] * 3
+    assert hops == 2
+    await tracker.complete_request("r1")  # releases the lock
+    assert await lock_and_totals() == ("released", 1, 1)
+    assert hops == 4
+
+
 async def test_own_writes_are_seen_at_once(tracker: Tracker) -> None:
     await tracker.track_request("r1", agent_id="a1")
     await tracker.update_request_session("r1", "S1")

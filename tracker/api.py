@@ -11,9 +11,10 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -308,7 +309,7 @@ class Tracker:
     ) -> Lock | None:
         """Return the lock row of a conversation (held, released or expired), or None."""
         scope, target = validate.lock_key(agent_id, session_id)
-        return await self._store.read_with(lambda c: queries.lock(c, scope, target))
+        return await self._cached(("lock", scope, target), lambda c: queries.lock(c, scope, target))
 
     async def _waiting(
         self,
@@ -375,15 +376,20 @@ class Tracker:
 
     async def get_agent(self, agent_id: str) -> Agent | None:
         agent_id = validate.ident(agent_id, "agent_id")
-        return await self._store.read_with(lambda c: queries.agent(c, agent_id))
+        return await self._cached(("agent", agent_id), lambda c: queries.agent(c, agent_id))
 
     async def get_agent_session(self, agent_id: str) -> str | None:
         """The session the agent's next request continues (None: start a new one)."""
         agent_id = validate.ident(agent_id, "agent_id")
-        loaded: str | None = await self._cache.get(
-            ("agent_session", agent_id),
-            lambda: self._store.read_with(lambda c: queries.agent_session(c, agent_id)),
+        return await self._cached(
+            ("agent_session", agent_id), lambda c: queries.agent_session(c, agent_id)
         )
+
+    async def _cached(self, key: Hashable, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read`` on the reader's thread, or its answer from the verified cache if nothing
+        was committed since. Only for answers nothing can change in place: a cached
+        Request or Session would share its metadata dict between callers."""
+        loaded: T = await self._cache.get(key, lambda: self._store.read_with(read))
         return loaded
 
     async def get_chain(self, agent_id: str) -> list[Session]:
