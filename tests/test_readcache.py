@@ -17,22 +17,26 @@ from tracker import Tracker
 from tracker.readcache import VerifiedCache, settled
 
 
+def count_hops(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the reads that cross to the reader's thread: a one-item list, kept current."""
+    hops, original = [0], tracker._store.read_with
+
+    async def counting(fn: Any) -> Any:
+        hops[0] += 1
+        return await original(fn)
+
+    monkeypatch.setattr(tracker._store, "read_with", counting)
+    return hops
+
+
 async def test_repeated_reads_of_an_unchanged_database_skip_the_thread_hop(
     tracker: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await tracker.track_request("r1", agent_id="a1")
     await tracker.update_request_session("r1", "S1")
-    hops = 0
-    original = tracker._store.read_with
-
-    async def counting(fn: Any) -> Any:
-        nonlocal hops
-        hops += 1
-        return await original(fn)
-
-    monkeypatch.setattr(tracker._store, "read_with", counting)
+    hops = count_hops(tracker, monkeypatch)
     assert [await tracker.get_agent_session("a1") for _ in range(5)] == ["S1"] * 5
-    assert hops == 1
+    assert hops == [1]
 
 
 async def test_agent_and_lock_reads_are_cached_until_a_commit(
@@ -40,15 +44,7 @@ async def test_agent_and_lock_reads_are_cached_until_a_commit(
 ) -> None:
     await tracker.track_request("r1", agent_id="a1", lock=True)
     await tracker.update_request_session("r1", "S1")
-    hops = 0
-    original = tracker._store.read_with
-
-    async def counting(fn: Any) -> Any:
-        nonlocal hops
-        hops += 1
-        return await original(fn)
-
-    monkeypatch.setattr(tracker._store, "read_with", counting)
+    hops = count_hops(tracker, monkeypatch)
 
     async def lock_and_totals() -> tuple[str | None, int | None, int | None]:
         lock, agent = await tracker.get_lock(agent_id="a1"), await tracker.get_agent("a1")
@@ -58,10 +54,10 @@ async def test_agent_and_lock_reads_are_cached_until_a_commit(
         return (status, agent.request_count, agent.completed)
 
     assert [await lock_and_totals() for _ in range(3)] == [("held", 1, 0)] * 3
-    assert hops == 2
+    assert hops == [2]
     await tracker.complete_request("r1")  # releases the lock
     assert await lock_and_totals() == ("released", 1, 1)
-    assert hops == 4
+    assert hops == [4]
 
 
 async def test_own_writes_are_seen_at_once(tracker: Tracker) -> None:
