@@ -25,7 +25,7 @@ import anyio
 from tracker import chain, db
 from tracker.clock import Clock, SystemClock
 from tracker.errors import DatabaseBusy, DatabaseNotFound, TrackerClosed, TrackerError
-from tracker.events import AnyEvent, StoredEvent
+from tracker.events import KEYS, AnyEvent, StoredEvent
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT, KEY_BUCKET_BITS
 from tracker.tasks import task_group
 from tracker.transaction import H, Head, Hook, Job, NoProjections, Transaction, stored_event
@@ -49,9 +49,6 @@ class _Queued:
     exclusive: bool = False  # maintenance: runs alone, on the raw connection
 
 
-_KEYS = ("request_id", "session_id", "agent_id")  # the indexed event columns
-
-
 @dataclass(frozen=True, slots=True)
 class Filter:
     """Which events to read (all None: every event)."""
@@ -69,14 +66,14 @@ class Filter:
         the rows come in seq order without a sort.
         """
         where, params = self._where(since, until)
-        if all(getattr(self, key) is None for key in _KEYS):
+        if all(getattr(self, key) is None for key in KEYS):
             sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?"
             return sql, [*params, limit]
         return _BY_KEY.format(where=where), [since, until, *params, limit]
 
     def _where(self, since: int, until: int | None) -> tuple[str, list[Any]]:
         clauses, params = ["seq > ?"], list[Any]([since])
-        for column in _KEYS:
+        for column in KEYS:
             if (value := getattr(self, column)) is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
