@@ -131,10 +131,8 @@ def build_scratch(live: Path, scratch: Path, progress: Progress | None = None) -
     conn = _scratch(scratch)
     try:
         conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
-        conn.execute("BEGIN")
-        last = build(conn, progress=progress)
-        conn.execute("COMMIT")
-        return last
+        with db.immediate(conn):
+            return build(conn, progress=progress)
     finally:
         conn.close()
 
@@ -146,10 +144,9 @@ def replay_into(
     projections as of that point; return the last seq."""
     with db.new_database(target, "replay") as conn:
         conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
-        conn.execute("BEGIN IMMEDIATE")
-        last = _copy_log(conn, until, at)
-        replay_own_log(conn, progress)
-        conn.execute("COMMIT")
+        with db.immediate(conn):
+            last = _copy_log(conn, until, at)
+            replay_own_log(conn, progress)
         conn.execute("DETACH DATABASE live")
         return last
 

@@ -103,11 +103,9 @@ def import_log(source: Iterable[bytes], target: Path, progress: Progress | None 
 
     Nothing is left behind when a line is malformed or the chain is broken.
     """
-    with db.new_database(target, "import") as conn:
-        conn.execute("BEGIN IMMEDIATE")
+    with db.new_database(target, "import") as conn, db.immediate(conn):
         count = _insert(conn, source, progress)
         replay_own_log(conn)
-        conn.execute("COMMIT")
     return count
 
 
