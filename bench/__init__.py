@@ -16,6 +16,11 @@ def summary(samples: list[Figures], key: str) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
+def median(samples: list[Figures], key: str) -> float:
+    """The median of figure ``key`` over runs."""
+    return summary(samples, key)[0]
+
+
 def targets_table(checks: list[Check]) -> str:
     """The targets of issue 5 as a table: target, figure, met (yes or no)."""
     rows = [[what, figure, "yes" if met else "no"] for what, figure, met in checks]

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import Check, Figures, scale, summary, targets_table
+from bench import Check, Figures, median, scale, summary, targets_table
 from bench.one import in_subprocess
 from tracker.render import table
 
@@ -62,21 +62,21 @@ def main() -> None:
 
 
 def print_report(results: dict[str, list[Figures]]) -> None:
-    c0 = summary(results["C0 sqlite3 executemany"], "events_per_s")[0]
-    c1 = summary(results["C1 aiosqlite group commit"], "events_per_s")[0]
+    c0 = median(results["C0 sqlite3 executemany"], "events_per_s")
+    c1 = median(results["C1 aiosqlite group commit"], "events_per_s")
     rows = []
     for label, samples in results.items():
         key = "lookups_per_s" if "lookups_per_s" in samples[0] else "events_per_s"
-        median, low, high = summary(samples, key)
+        middle, low, high = summary(samples, key)
         extra = []
         for name in ("turns_per_s", "bytes_per_event", "peak_rss_mb", "p50_us", "p99_us"):
             if name in samples[0]:
-                extra.append(f"{name}={summary(samples, name)[0]:,.1f}")
-        ratio = f"{median / c0:.2f} / {median / c1:.2f}" if key == "events_per_s" else "-"
+                extra.append(f"{name}={median(samples, name):,.1f}")
+        ratio = f"{middle / c0:.2f} / {middle / c1:.2f}" if key == "events_per_s" else "-"
         rows.append(
             [
                 label,
-                f"{median:,.0f}",
+                f"{middle:,.0f}",
                 f"{low:,.0f}",
                 f"{high:,.0f}",
                 key.replace("_per_s", "/s"),
@@ -93,11 +93,9 @@ def print_report(results: dict[str, list[Figures]]) -> None:
 
 def checks(results: dict[str, list[Figures]], c1: float) -> list[Check]:
     """Each target of issue 5 on W1-W3, the median it is judged on, and whether it is met."""
-
-    def median(label: str, key: str) -> float:
-        return summary(results[label], key)[0]
-
-    w1, w2, w3 = "W1 append (content=none)", "W2 rebuild", "W3 point reads"
+    w1, w2, w3 = (
+        results[label] for label in ("W1 append (content=none)", "W2 rebuild", "W3 point reads")
+    )
     appends, rebuild = median(w1, "events_per_s"), median(w2, "events_per_s")
     lookups, p99 = median(w3, "lookups_per_s"), median(w3, "p99_us")
     rss, size = median(w1, "peak_rss_mb"), median(w1, "bytes_per_event")

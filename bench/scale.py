@@ -21,7 +21,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import Check, Figures, summary, targets_table
+from bench import Check, Figures, median, summary, targets_table
 from bench.one import in_subprocess
 from bench.workloads import USAGE
 from tracker import Tracker
@@ -118,7 +118,7 @@ def report(db: Path | None, events: int, runs: int, agents: int, turns: int) -> 
                 [_w1_row("empty", empty), _w1_row(f"{total:,} events", full)],
             )
         )
-        ratio = _median(full, "events_per_s") / _median(empty, "events_per_s")
+        ratio = median(full, "events_per_s") / median(empty, "events_per_s")
         print(f"ratio of medians: {ratio:.0%}\n")
         print(targets_table(checks(ratio, latency, empty, full)))
 
@@ -129,7 +129,7 @@ def checks(
     """W4's targets: W1 within 20% on the big log, stats and chain (in process) under
     100 ms, and W1's peak RSS flat (within 10%) as the log grows."""
     stats, chain = latency["stats()"] * 1000, latency["get_chain(agent)"] * 1000
-    rss_empty, rss_full = _median(empty, "peak_rss_mb"), _median(full, "peak_rss_mb")
+    rss_empty, rss_full = median(empty, "peak_rss_mb"), median(full, "peak_rss_mb")
     return [
         ("W4: W1 >= 80% of its empty-database figure", f"{ratio:.0%}", ratio >= 0.8),
         ("W4: stats() < 100 ms", f"{stats:.1f} ms", stats < 100),
@@ -144,11 +144,7 @@ def checks(
 
 def _w1_row(label: str, samples: list[Figures]) -> list[str]:
     spread = summary(samples, "events_per_s")
-    return [label, *(f"{v:,.0f}" for v in spread), f"{_median(samples, 'peak_rss_mb'):.1f}"]
-
-
-def _median(samples: list[Figures], key: str) -> float:
-    return summary(samples, key)[0]
+    return [label, *(f"{v:,.0f}" for v in spread), f"{median(samples, 'peak_rss_mb'):.1f}"]
 
 
 def w1_empty_and_full(
