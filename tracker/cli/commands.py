@@ -353,14 +353,14 @@ async def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
-    source = Path(args.file)
+    source, target = Path(args.file), database(args)
     bar = Progress("import", await anyio.to_thread.run_sync(transfer.count_lines, source))
-    count = await db.in_thread(database(args), transfer.import_file, source, database(args), bar)
+    count = await db.in_thread(target, transfer.import_file, source, target, bar)
     bar.close()
     _say(
         args,
-        {"events": count, "db": str(database(args))},
-        f"imported {count:,} events into {database(args)}",
+        {"events": count, "db": str(target)},
+        f"imported {count:,} events into {target}",
     )
     return 0
 
