@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from bench import scale
 from bench.__main__ import checks as main_checks
 from bench.one import in_subprocess
-from tests.helpers import ROOT
+from tests.helpers import ROOT, rows
 
 
 def _run(*argv: str) -> str:
@@ -57,19 +56,11 @@ def test_each_target_is_judged_in_its_own_direction() -> None:
 def test_the_scale_benchmark_leaves_the_big_database_as_it_was(tmp_path: Path) -> None:
     big = tmp_path / "big.db"
     args = ("--events", "200", "--runs", "2", "--agents", "3", "--turns", "4")
+    contents = "SELECT (SELECT max(seq) FROM events), (SELECT count(*) FROM requests)"
     _run("bench.scale", "--db", str(big), *args)  # fills it
-    with sqlite3.connect(big) as conn:
-        before = conn.execute(
-            "SELECT (SELECT max(seq) FROM events), (SELECT count(*) FROM requests)"
-        ).fetchone()
+    before = rows(big, contents)
     out = _run("bench.scale", "--db", str(big), *args)  # reuses it: W1 ran on copies
-    with sqlite3.connect(big) as conn:
-        assert (
-            conn.execute(
-                "SELECT (SELECT max(seq) FROM events), (SELECT count(*) FROM requests)"
-            ).fetchone()
-            == before
-        )
+    assert rows(big, contents) == before
     assert "tracker stats" in out
     assert "ratio of medians" in out
     assert "peak RSS MB" in out  # each W1 in its own process: memory as the log grows
