@@ -40,7 +40,7 @@ async def run(name: str, args: list[str]) -> Figures:
     if name == "w2":
         return await workloads.w2(Path(args[0]))
     if name == "w3":
-        return await workloads.w3(Path(args[0]), int(args[1]), int(args[2]))
+        return await workloads.w3(Path(args[0]), int(args[1]), int(args[2]), *args[3:])
     raise SystemExit(f"unknown workload {name!r}")
 
 

@@ -235,18 +235,39 @@ async def w2(source: Path) -> Figures:
     }
 
 
-async def w3(source: Path, lookups: int, agents: int) -> Figures:
-    """W3: get_agent_session(random agent), one at a time."""
+# W3's read, and the others that answer from the verified cache: (its keys, the call)
+POINT_READS = {
+    "agent_session": (None, Tracker.get_agent_session),
+    "agent": (None, Tracker.get_agent),
+    "request": ("SELECT request_id FROM requests ORDER BY rowid", Tracker.get_request),
+    "session": ("SELECT session_id FROM sessions ORDER BY rowid", Tracker.get_session),
+    "chain": (None, Tracker.get_chain),
+}
+
+
+async def w3(source: Path, lookups: int, agents: int, read: str = "agent_session") -> Figures:
+    """W3: get_agent_session(random agent), one at a time; ``read`` names another point
+    read of ``POINT_READS`` (random request, session or agent of the W1 database)."""
+    keys_sql, call = POINT_READS[read]
+    if keys_sql is None:
+        keys = [f"agent-{n}" for n in range(agents)]
+    else:
+        conn = sqlite3.connect(source)
+        keys = [key for (key,) in conn.execute(keys_sql)]
+        conn.close()
     rng = random.Random(3)
-    names = [f"agent-{rng.randrange(agents)}" for _ in range(lookups)]
+    names = [keys[rng.randrange(len(keys))] for _ in range(lookups)]
     latencies: list[float] = []
     async with Tracker.open(source, create=False) as t:
         started = time.perf_counter()
         for name in names:
             before = time.perf_counter()
-            await t.get_agent_session(name)
+            await call(t, name)
             latencies.append(time.perf_counter() - before)
         elapsed = time.perf_counter() - started
+        unanswered = [name for name in set(names) if not await call(t, name)]
+    if unanswered:  # the keys are not the W1 database's: the figures would time misses
+        raise SystemExit(f"W3 {read}: nothing found for {sorted(unanswered)[:3]}")
     latencies.sort()
     return {
         "lookups_per_s": lookups / elapsed,

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench import scale
 from bench.__main__ import checks as main_checks
 from bench.one import in_subprocess
+from bench.workloads import POINT_READS
 from tests.helpers import ROOT, rows
 
 
@@ -69,6 +72,15 @@ def test_the_scale_benchmark_leaves_the_big_database_as_it_was(tmp_path: Path) -
 def test_the_transcript_import_benchmark_runs() -> None:
     out = _run("bench.transcripts", "--files", "20", "--runs", "1")
     assert "files_per_s: median" in out, out  # it asserts every file was imported
+
+
+def test_each_point_read_finds_the_keys_it_times(tmp_path: Path) -> None:
+    db = str(tmp_path / "w1.db")
+    in_subprocess("w1", db, "3", "2")
+    for read in POINT_READS:  # w3 fails if a key it read is not in the database
+        assert in_subprocess("w3", db, "30", "3", read)["lookups_per_s"] > 0
+    with pytest.raises(SystemExit, match="nothing found for"):
+        in_subprocess("w3", db, "30", "4", "agent")  # agent-3 never ran
 
 
 def test_a_workload_reports_its_own_peak_rss_not_its_parents(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from tests.helpers import ROOT, run_python
-from tracker import Tracker
+from tracker import Request, Session, Tracker
 from tracker.readcache import VerifiedCache, settled
 
 
@@ -58,6 +58,37 @@ async def test_agent_and_lock_reads_are_cached_until_a_commit(
     await tracker.complete_request("r1")  # releases the lock
     assert await lock_and_totals() == ("released", 1, 1)
     assert hops == [4]
+
+
+async def test_request_session_and_chain_reads_are_cached_and_give_each_caller_its_own_metadata(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await tracker.track_request("r1", agent_id="a1", metadata={"tags": ["x"]})
+    await tracker.update_request_session("r1", "S1")
+    await tracker.update_session_metadata("S1", {"model": "m"})
+    hops = count_hops(tracker, monkeypatch)
+
+    async def read() -> tuple[Request, Session, list[Session]]:
+        request, session = await tracker.get_request("r1"), await tracker.get_session("S1")
+        assert request is not None
+        assert session is not None
+        return request, session, await tracker.get_chain("a1")
+
+    request, session, chain = await read()
+    request.metadata["tags"].append("changed by a caller")
+    session.metadata["model"] = "changed by a caller"
+    chain[0].metadata.clear()
+    request, session, chain = await read()
+    assert (request.metadata, session.metadata, chain[0].metadata) == (
+        {"tags": ["x"]},
+        {"model": "m"},
+        {"model": "m"},
+    )
+    assert hops == [3]
+    await tracker.complete_request("r1")
+    request, session, chain = await read()
+    assert (request.status, session.completed, chain[0].completed) == ("completed", 1, 1)
+    assert hops == [6]
 
 
 async def test_own_writes_are_seen_at_once(tracker: Tracker) -> None:

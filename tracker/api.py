@@ -24,7 +24,7 @@ import anyio
 import msgspec
 
 from projections import Projector
-from tracker import db, maintenance, queries, validate
+from tracker import codec, db, maintenance, queries, validate
 from tracker.chain import ChainReport
 from tracker.cleanup import AbandonOwned, Cleanup
 from tracker.clock import Clock, Duration, iso
@@ -64,6 +64,15 @@ Content = Literal["full", "preview", "none"]
 PREVIEW_CHARS = 200
 log = logging.getLogger("tracker")
 _digest_encoder = msgspec.json.Encoder(order="sorted")
+WithMetadata = TypeVar("WithMetadata", Request, Session)
+
+
+def _own_metadata(found: WithMetadata) -> WithMetadata:
+    """A cached Request or Session with a metadata dict of its own, so a caller that
+    changes what it was given changes nothing for the others."""
+    return msgspec.structs.replace(
+        found, metadata=msgspec.json.decode(codec.encode_value(found.metadata))
+    )
 
 
 def _digest(*parts: Any) -> str:
@@ -368,11 +377,17 @@ class Tracker:
 
     async def get_request(self, request_id: str) -> Request | None:
         request_id = validate.ident(request_id, "request_id")
-        return await self._store.read_with(lambda c: queries.request(c, request_id))
+        found = await self._cached(
+            ("request", request_id), lambda c: queries.request(c, request_id)
+        )
+        return None if found is None else _own_metadata(found)
 
     async def get_session(self, session_id: str) -> Session | None:
         session_id = validate.ident(session_id, "session_id")
-        return await self._store.read_with(lambda c: queries.session(c, session_id))
+        found = await self._cached(
+            ("session", session_id), lambda c: queries.session(c, session_id)
+        )
+        return None if found is None else _own_metadata(found)
 
     async def get_agent(self, agent_id: str) -> Agent | None:
         agent_id = validate.ident(agent_id, "agent_id")
@@ -387,15 +402,16 @@ class Tracker:
 
     async def _cached(self, key: Hashable, read: Callable[[sqlite3.Connection], T]) -> T:
         """``read`` on the reader's thread, or its answer from the verified cache if nothing
-        was committed since. Only for answers nothing can change in place: a cached
-        Request or Session would share its metadata dict between callers."""
+        was committed since. The answer is shared by every caller given it: what holds a
+        metadata dict goes out through ``_own_metadata``."""
         loaded: T = await self._cache.get(key, lambda: self._store.read_with(read))
         return loaded
 
     async def get_chain(self, agent_id: str) -> list[Session]:
         """The agent's sessions in assignment order, with parent links (forks included)."""
         agent_id = validate.ident(agent_id, "agent_id")
-        return await self._store.read_with(lambda c: queries.chain(c, agent_id))
+        chain = await self._cached(("chain", agent_id), lambda c: queries.chain(c, agent_id))
+        return [_own_metadata(session) for session in chain]
 
     async def stats(self, agent_id: str | None = None) -> Stats:
         agent_id = validate.optional_ident(agent_id, "agent_id")
