@@ -23,6 +23,7 @@ import msgspec
 from tracker.errors import IntegrityError
 
 R = TypeVar("R", bound=msgspec.Struct)
+_MISSING: Any = object()
 
 
 class MissingRow(IntegrityError):
@@ -73,11 +74,11 @@ class Table(Generic[R]):
 
     def get(self, key: Any) -> R | None:
         """Return the row with ``key``, or None."""
-        try:
-            return self._cache[key]
-        except KeyError:
-            if self._complete:
-                return None
+        row = self._cache.get(key, _MISSING)  # not KeyError: every new key misses once
+        if row is not _MISSING:
+            return row
+        if self._complete:
+            return None
         assert self.conn is not None, "bind a connection before reading"
         found = self.conn.execute(self._by_key, key if self._compound else (key,)).fetchone()
         row = self.row_type(*found) if found else None
