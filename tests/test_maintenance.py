@@ -169,11 +169,15 @@ async def test_follow_sees_commits_of_another_process(tracker: Tracker, db_path:
 async def test_rebuild_gives_identical_projections(tracker: Tracker, db_path: Path) -> None:
     await conversation(tracker)
     tables = ("requests", "sessions", "agents", "locks", "usage_daily", "checkpoints")
+    schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
     before = {t: rows(db_path, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
+    before_schema = rows(db_path, schema)
     report = await tracker.rebuild()
     assert report.events == event_count(db_path)
     after = {t: rows(db_path, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
     assert after == before
+    assert rows(db_path, schema) == before_schema  # the scratch file goes without indexes
+    assert rows(db_path, "PRAGMA integrity_check") == [("ok",)]
     verified = await tracker.verify()
     assert verified.ok
     assert verified.head_hash == (await anext(tracker.events(since=report.events - 1))).hash

@@ -33,7 +33,21 @@ def _scratch(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")
     db.create_schema(conn)
+    _drop_projection_indexes(conn)
     return conn
+
+
+def _drop_projection_indexes(conn: sqlite3.Connection) -> None:
+    """Only replay's primary-key reads and whole-table copies and diffs touch the scratch
+    tables: their other indexes would be written at every flush and never read."""
+    names = table_names()
+    found = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+        f"AND tbl_name IN ({', '.join('?' * len(names))})",
+        names,
+    ).fetchall()
+    for (index,) in found:
+        conn.execute(f"DROP INDEX {index}")
 
 
 @contextmanager
