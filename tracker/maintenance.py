@@ -2,8 +2,9 @@
 
 Building happens on a connection of its own, reading the live log through a
 read-only ATTACH, so writers are never blocked while events are replayed. A
-rebuild then swaps the scratch tables in with one short write transaction
-that also catches up the events appended meanwhile.
+rebuild then swaps the scratch tables in with one write transaction that also
+catches up the events appended meanwhile; it copies every projection row, so
+writers wait about 2.5 s per million events.
 """
 
 from __future__ import annotations
