@@ -63,19 +63,21 @@ def time_command(*argv: str, runs: int = 5) -> float:
     return statistics.median(samples)
 
 
-async def api_latency(path: Path, agent: str, runs: int = 5) -> dict[str, float]:
+async def api_latency(path: Path, agents: list[str]) -> dict[str, float]:
+    """Median seconds of each read, one run per agent of ``agents``: another agent each
+    time, so ``get_chain`` is read from the database, not from the verified cache."""
     async with Tracker.open(path, create=False) as t:
-        calls: dict[str, Callable[[], Awaitable[object]]] = {
-            "stats()": t.stats,
-            "get_chain(agent)": lambda: t.get_chain(agent),
-            "events(agent_id=...)": lambda: _drain(t, agent),
+        calls: dict[str, Callable[[str], Awaitable[object]]] = {
+            "stats()": lambda _: t.stats(),
+            "get_chain(agent)": t.get_chain,
+            "events(agent_id=...)": lambda agent: _drain(t, agent),
         }
         out = {}
         for name, call in calls.items():
             samples = []
-            for _ in range(runs):
+            for agent in agents:
                 started = time.perf_counter()
-                await call()
+                await call(agent)
                 samples.append(time.perf_counter() - started)
             out[name] = statistics.median(samples)
         return out
@@ -106,7 +108,8 @@ def report(db: Path | None, events: int, runs: int, agents: int, turns: int) -> 
             [f"tracker {' '.join(c)}", f"{time_command(*c, '--db', str(path)) * 1000:,.0f}"]
             for c in (["stats"], ["chain", agent], ["events", "--agent", agent])
         ]
-        latency = anyio.run(api_latency, path, agent)
+        readers = [f"round0-agent-{n % agents}" for n in range(7, 12)]
+        latency = anyio.run(api_latency, path, readers)
         rows += [[f"API {name}", f"{s * 1000:,.1f}"] for name, s in latency.items()]
         empty, full = w1_empty_and_full(path, Path(tmp), runs, agents, turns)
         print(f"\nW4 on {total:,} events ({path.stat().st_size / 1e6:,.0f} MB)")
