@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from tests.helpers import ROOT, run_python
-from tracker import Request, Session, Tracker
+from tracker import Request, Session, Tracker, readcache
 from tracker.readcache import VerifiedCache, settled
 
 
@@ -89,6 +89,29 @@ async def test_request_session_and_chain_reads_are_cached_and_give_each_caller_i
     request, session, chain = await read()
     assert (request.status, session.completed, chain[0].completed) == ("completed", 1, 1)
     assert hops == [6]
+
+
+async def test_the_cache_holds_a_bounded_number_of_rows(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readcache, "MAX_ROWS", 4)
+    for k in range(5):  # a1's chain: five sessions, a list longer than the cache holds
+        await tracker.track_request(f"r{k}", agent_id="a1")
+        await tracker.update_request_session(f"r{k}", f"S{k}")
+    await tracker.track_request("b", agent_id="a2")
+    await tracker.update_request_session("b", "T")
+    hops = count_hops(tracker, monkeypatch)
+    assert [len(await tracker.get_chain("a1")) for _ in range(2)] == [5, 5]
+    assert hops == [2]  # not kept
+    assert [len(await tracker.get_chain("a2")) for _ in range(2)] == [1, 1]
+    assert hops == [3]  # kept: a list of one counts two rows
+    rows_held = []
+    for k in range(5):
+        await tracker.get_request(f"r{k}")
+        rows_held.append(tracker._cache._rows)
+    assert rows_held == [3, 4, 1, 2, 3]  # full at the third: started again empty
+    await tracker.get_chain("a2")
+    assert hops == [9]  # forgotten with the rest
 
 
 async def test_own_writes_are_seen_at_once(tracker: Tracker) -> None:

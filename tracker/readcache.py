@@ -34,7 +34,9 @@ from typing import Any
 
 from tracker import readonly
 
-MAX_ENTRIES = 100_000
+# Rows held at most, a list counting its items: a cached Request or Session takes about
+# 1 KB, so about 20 MB. Full, the cache starts again empty; a longer list is not kept.
+MAX_ROWS = 20_000
 _MISSING = object()
 _HEADER = 48  # one copy of the wal-index header
 _WAL_INDEX_VERSION = (3007000).to_bytes(4, sys.byteorder)  # its iVersion field
@@ -52,6 +54,7 @@ class VerifiedCache:
         self._header = None if address is None else _copies(address)
         self._version: object = None
         self._entries: dict[Hashable, Any] = {}
+        self._rows = 0
 
     def version(self) -> object:
         """A value that changes whenever anything is committed to the database."""
@@ -67,7 +70,7 @@ class VerifiedCache:
         version = self.version()
         if version != self._version:
             self._version = version
-            self._entries.clear()
+            self._forget()
         return version
 
     async def get(self, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
@@ -78,10 +81,21 @@ class VerifiedCache:
             return value
         value = await load()
         if self._current() == before:
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[key] = value
+            self._keep(key, value)
         return value
+
+    def _keep(self, key: Hashable, value: Any) -> None:
+        rows = len(value) + 1 if isinstance(value, list) else 1
+        if rows > MAX_ROWS:
+            return
+        if self._rows + rows > MAX_ROWS:
+            self._forget()
+        self._entries[key] = value
+        self._rows += rows
+
+    def _forget(self) -> None:
+        self._entries.clear()
+        self._rows = 0
 
     def close(self) -> None:
         self._header = None  # the mapping may go with the probe
