@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from tests.helpers import event_count, rows, run_python, tamper
-from tracker import IntegrityError, InvalidInput, ManualClock, StoredEvent, Tracker
+from tracker import IntegrityError, InvalidInput, ManualClock, StoredEvent, Tracker, maintenance
 from tracker.schema import SCHEMA_VERSION
 
 
@@ -183,6 +183,16 @@ async def test_rebuild_gives_identical_projections(tracker: Tracker, db_path: Pa
     assert verified.head_hash == (await anext(tracker.events(since=report.events - 1))).hash
     await tracker.track_request("after-rebuild", agent_id="a0")  # the write model reloaded
     assert (await tracker.verify()).ok
+
+
+async def test_a_rebuild_builds_the_lookup_indexes_aside_before_the_swap(
+    tracker: Tracker, db_path: Path, tmp_path: Path
+) -> None:
+    """The swap copies tables and indexes unparsed only if both sides have the same."""
+    await conversation(tracker)
+    indexes = "SELECT name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
+    maintenance.build_scratch(db_path, tmp_path / "scratch.db")
+    assert rows(tmp_path / "scratch.db", indexes) == rows(db_path, indexes)
 
 
 async def test_verify_finds_projections_that_drifted_from_the_log(

@@ -117,7 +117,7 @@ async def test_a_rebuild_while_another_process_appends_loses_nothing(db_path: Pa
         )
         rebuilds = 0
         while child.poll() is None or rebuilds < 2:
-            await t.rebuild()  # its swap rebuilds the indexes under the child's statements
+            await t.rebuild()  # each swap replaces every row the child reads and writes
             rebuilds += 1
         out, err = child.communicate(timeout=60)
         assert child.returncode == 0, err
