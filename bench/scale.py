@@ -2,8 +2,9 @@
 
 Times the operator's commands as real subprocesses (``tracker stats``,
 ``tracker chain``, ``tracker events --agent``: interpreter start included) and
-the API calls in process, as medians of 5; then W1 alternately on an empty
-database and on a copy of the big one (which stays as it was), ``--runs`` times.
+the API calls in process, as medians of 5, and ``rebuild()`` on a copy (how long
+writers wait for its swap); then W1 alternately on an empty database and on a
+copy of the big one (which stays as it was), ``--runs`` times.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ async def api_latency(path: Path, agents: list[str]) -> dict[str, float]:
         return out
 
 
+async def rebuild_times(path: Path, runs: int) -> list[Figures]:
+    """``rebuild()`` ``runs`` times: its time, and its swap's (the write lock held: every
+    writer waits)."""
+    async with Tracker.open(path, create=False) as t:
+        reports = [await t.rebuild() for _ in range(runs)]
+    return [{"seconds": r.seconds, "swap_seconds": r.swap_seconds} for r in reports]
+
+
 async def _drain(t: Tracker, agent: str) -> int:
     return len([e async for e in t.events(agent_id=agent)])
 
@@ -103,14 +112,20 @@ def report(db: Path | None, events: int, runs: int, agents: int, turns: int) -> 
     with tempfile.TemporaryDirectory(prefix="tracker-scale-") as tmp:
         path = db or Path(tmp) / "scale.db"
         total = anyio.run(prefill, path, events, agents, turns)
-        agent = f"round0-agent-{min(7, agents - 1)}"
+        readers = [f"round0-agent-{n % agents}" for n in range(7, 12)]
+        agent = readers[0]
         rows = [
             [f"tracker {' '.join(c)}", f"{time_command(*c, '--db', str(path)) * 1000:,.0f}"]
             for c in (["stats"], ["chain", agent], ["events", "--agent", agent])
         ]
-        readers = [f"round0-agent-{n % agents}" for n in range(7, 12)]
         latency = anyio.run(api_latency, path, readers)
         rows += [[f"API {name}", f"{s * 1000:,.1f}"] for name, s in latency.items()]
+        copy = Path(tmp) / "rebuilt.db"  # the big database stays as it was
+        shutil.copyfile(path, copy)
+        rebuilds = anyio.run(rebuild_times, copy, min(runs, 3))
+        copy.unlink()
+        for label, key in (("rebuild()", "seconds"), ("rebuild(): its swap", "swap_seconds")):
+            rows.append([f"API {label}", f"{median(rebuilds, key) * 1000:,.0f}"])
         empty, full = w1_empty_and_full(path, Path(tmp), runs, agents, turns)
         print(f"\nW4 on {total:,} events ({path.stat().st_size / 1e6:,.0f} MB)")
         print(table(["operation", "median ms"], rows))

@@ -65,6 +65,7 @@ def test_the_scale_benchmark_leaves_the_big_database_as_it_was(tmp_path: Path) -
     out = _run("bench.scale", "--db", str(big), *args)  # reuses it: W1 ran on copies
     assert rows(big, contents) == before
     assert "tracker stats" in out
+    assert "API rebuild(): its swap" in out  # how long writers wait
     assert "ratio of medians" in out
     assert "peak RSS MB" in out  # each W1 in its own process: memory as the log grows
 

@@ -134,6 +134,7 @@ def test_replay_rebuilds_and_writes_a_point_in_time_copy(
     before = _snapshot(db)
     code, out, _ = run("replay", "--db", str(db))
     assert (code, out.startswith("rebuilt the projections from 32 events")) == (0, True)
+    assert "s for the swap)" in out  # how long writers waited
     assert _snapshot(db) == before
     target = tmp_path / "then.db"
     assert run("replay", "--until", "5", "--into", str(target), "--db", str(db))[0] == 0

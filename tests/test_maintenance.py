@@ -174,6 +174,7 @@ async def test_rebuild_gives_identical_projections(tracker: Tracker, db_path: Pa
     before_schema = rows(db_path, schema)
     report = await tracker.rebuild()
     assert report.events == event_count(db_path)
+    assert 0 < report.swap_seconds < report.seconds  # the swap is the part writers wait for
     after = {t: rows(db_path, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables}
     assert after == before
     assert rows(db_path, schema) == before_schema  # the scratch file goes without indexes

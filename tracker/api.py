@@ -512,10 +512,17 @@ class Tracker:
             built = await db.in_thread(
                 self.path, maintenance.build_scratch, self.path, scratch, progress
             )
-            caught_up = await self._store.run_exclusive(
-                lambda conn: maintenance.swap_in(conn, scratch, built)
-            )
-        return RebuildReport(events=built + caught_up, seconds=time.perf_counter() - started)
+
+            def swap(conn: sqlite3.Connection) -> tuple[int, float]:
+                begun = time.perf_counter()
+                return maintenance.swap_in(conn, scratch, built), time.perf_counter() - begun
+
+            caught_up, swap_seconds = await self._store.run_exclusive(swap)
+        return RebuildReport(
+            events=built + caught_up,
+            seconds=time.perf_counter() - started,
+            swap_seconds=swap_seconds,
+        )
 
     async def replay_into(
         self,

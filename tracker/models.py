@@ -210,10 +210,12 @@ class VerifyReport(_Result, frozen=True):
 
 
 class RebuildReport(_Result, frozen=True):
-    """How many events a rebuild replayed, and how long it took."""
+    """How many events a rebuild replayed, how long it took, and how long of that the
+    swap held the write lock (every writer, in any process, waited for it)."""
 
     events: int
     seconds: float
+    swap_seconds: float
 
 
 R = TypeVar("R", bound=_Result)

@@ -278,7 +278,8 @@ async def cmd_replay(args: argparse.Namespace) -> int:
     _say(
         args,
         report,
-        f"rebuilt the projections from {report.events:,} events in {report.seconds:.2f} s",
+        f"rebuilt the projections from {report.events:,} events in {report.seconds:.2f} s "
+        f"(writers waited {report.swap_seconds:.2f} s for the swap)",
     )
     return 0
 
