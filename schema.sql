@@ -1,4 +1,4 @@
--- Session tracker database, schema version 3.
+-- Session tracker database, schema version 4.
 --
 -- One file holds everything: the append-only event log, the projections
 -- derived from it (droppable, rebuilt identically by replay), their
@@ -23,7 +23,7 @@
 -- payload).
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT    NOT NULL,               -- event id: UUIDv7 layout (hex), see below
+    id          TEXT    NOT NULL,               -- event id: UUIDv7 layout, see below
     type        TEXT    NOT NULL,               -- e.g. RequestTracked
     version     INTEGER NOT NULL,               -- payload schema version
     at          TEXT    NOT NULL,               -- UTC, non-decreasing with seq
@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS events (
 -- The event id is unique by construction (48-bit ms time + 75 random bits, one
 -- random draw per transaction plus a counter) and nothing looks events up by
 -- it, so it has no index: a UNIQUE index cost 46 bytes and one B-tree per event.
+-- Since schema 4 it is stored as its 16 bytes (a BLOB: lower(hex(id)) is the
+-- id the API shows), 16 bytes an event fewer than its 32 hex digits; ids
+-- written before stay text, and the hash chain covers the hex text either way.
 --
 -- The key indexes lead with the seq bucket (seq >> 12: 4,096 events), so an append
 -- only touches the current bucket's few index pages, however long the log. Keyed
@@ -63,6 +66,23 @@ CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+
+-- The lock history, read from the log (a scan: for audits, not dashboards). Since
+-- schema 4 a lock event's payload leaves out what its key columns give: the lock is
+-- the session's if session_id is set (a request without an agent), else the agent's,
+-- and the holder is the request when request_id is set and it is the holder. This view
+-- puts them back (codec._lock_fields does the same for the tracker). A lock's
+-- fencing token is the seq of its LockAcquired.
+CREATE VIEW IF NOT EXISTS lock_events AS
+SELECT seq, at, type,
+       coalesce(json_extract(payload, '$.scope'),
+                CASE WHEN session_id IS NOT NULL THEN 'session' ELSE 'agent' END) AS scope,
+       coalesce(json_extract(payload, '$.target'), session_id, agent_id) AS target,
+       coalesce(json_extract(payload, '$.holder'), request_id) AS holder,
+       CASE type WHEN 'LockAcquired' THEN seq ELSE json_extract(payload, '$.token') END AS token,
+       json_extract(payload, '$.expires_at') AS expires_at,
+       request_id, agent_id
+FROM events WHERE type IN ('LockAcquired', 'LockRenewed', 'LockReleased', 'LockExpired');
 
 -----------------------------------------------------------------------------
 -- 2. Projections (written in the same transaction as the events they apply)
@@ -273,4 +293,4 @@ SELECT agent_id, SUM(lock_acquisitions) AS acquisitions, SUM(lock_waits) AS wait
        SUM(lock_wait_ms) AS wait_ms, SUM(lock_expiries) AS expiries
 FROM usage_daily GROUP BY agent_id;
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

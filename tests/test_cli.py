@@ -190,6 +190,17 @@ def test_query_reads(run: Run, db: Path) -> None:
     assert json.loads(out) == {"n": 32}
 
 
+def test_query_shows_blobs_as_hex_like_the_events_command(run: Run, db: Path) -> None:
+    event = json.loads(run("events", "--until", "1", "--db", str(db), "--json")[1])
+    sql = "SELECT id, hash FROM events WHERE seq = 1"
+    assert run("query", sql, "--db", str(db))[1].splitlines()[2].split() == [
+        event["id"],
+        event["hash"],
+    ]
+    shown = json.loads(run("query", sql, "--db", str(db), "--json")[1])
+    assert shown == {"id": event["id"], "hash": event["hash"]}
+
+
 def test_health(run: Run, db: Path) -> None:
     code, out, _ = run("health", "--db", str(db))
     assert (code, "integrity        ok" in out) == (0, True)
@@ -304,6 +315,29 @@ def rechained(lines: list[str]) -> list[str]:
         prev = chain.link(prev, *head, keys, payload)
         out.append(json.dumps({**line, "hash": prev.hex()}, separators=(",", ":")))
     return out
+
+
+def test_an_import_stores_the_ids_the_tracker_mints_as_bytes_and_others_as_text(
+    run: Run, db: Path, tmp_path: Path
+) -> None:
+    dump = tmp_path / "log.jsonl"
+    run("export", "--out", str(dump), "--db", str(db))
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    lines[0]["id"] = "evt-1"  # another tool's ids, and the tracker's in capitals
+    lines[1]["id"] = lines[1]["id"].upper()
+    forged = rechained([json.dumps(line) for line in lines])
+    dump.write_text("\n".join(forged) + "\n")
+    copy = tmp_path / "copy.db"
+    assert run("import", str(dump), "--db", str(copy))[0] == 0
+    stored = [i for (i,) in rows(copy, "SELECT id FROM events ORDER BY seq")]
+    assert stored[:2] == ["evt-1", lines[1]["id"]]
+    assert all(isinstance(i, bytes) and len(i) == 16 for i in stored[2:])
+    assert run("verify", "--db", str(copy))[0] == 0
+    again = tmp_path / "again.jsonl"
+    run("export", "--out", str(again), "--db", str(copy))
+    assert [json.loads(line) for line in again.read_text().splitlines()] == [
+        json.loads(line) for line in forged
+    ]
 
 
 def test_importing_an_export_with_an_unknown_event_is_refused(

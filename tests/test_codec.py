@@ -17,6 +17,7 @@ from tracker.events import (
     AgentReset,
     Event,
     LockAcquired,
+    LockEvent,
     LockExpired,
     LockReleased,
     LockRenewed,
@@ -109,6 +110,12 @@ def test_keys_that_need_escaping_round_trip(key: str) -> None:
     event = SessionAssigned(request_id=key, session_id=key + "s", agent_id=key + "a")
     payload = codec.encode(event).decode()
     assert codec.decode("SessionAssigned", 1, payload, codec.keys_of(event)) == event
+    lock = LockReleased(
+        scope="agent", target=key + "a", holder=key, token=1, agent_id=key + "a", request_id=key
+    )
+    payload = codec.encode(lock).decode()
+    assert payload == '{"token":1}'
+    assert codec.decode("LockReleased", 1, payload, codec.keys_of(lock)) == lock
 
 
 def test_a_payload_written_before_schema_3_is_decoded_as_stored() -> None:
@@ -173,3 +180,43 @@ def test_defaults_tag_and_keys_are_left_out_to_keep_the_log_small() -> None:
     assigned = SessionAssigned(request_id="r1", session_id="s1", parent_session_id="s0")
     assert codec.encode(assigned) == b'{"parent_session_id":"s0"}'
     assert codec.encode(AgentReset(agent_id="a1", reason="x")) == b'{"reason":"x"}'
+
+
+def test_a_lock_event_leaves_out_what_its_keys_say() -> None:
+    taken = LockAcquired(
+        scope="agent", target="a1", holder="r1", expires_at=WHEN, agent_id="a1", request_id="r1"
+    )
+    assert codec.encode(taken) == b'{"expires_at":"2026-11-21T07:30:00.123456Z"}'
+    released = LockReleased(
+        scope="session", target="s1", holder="r1", token=5, session_id="s1", request_id="r1"
+    )
+    assert codec.encode(released) == b'{"token":5}'
+    renewed = LockRenewed(scope="agent", target="a1", holder="r1", token=5, expires_at=WHEN)
+    assert b'"holder":"r1"' in codec.encode(renewed)  # no request_id column to say it
+
+
+UNDERIVABLE = [  # fields the key columns do not give: kept, and they win at decode
+    LockAcquired(scope="agent", target="a1", holder="h", expires_at=WHEN, agent_id="a2"),
+    LockReleased(scope="agent", target="a1", holder="h", token=1, agent_id="a1", session_id="s1"),
+    LockExpired(scope="session", target="s1", holder="r1", token=1, agent_id="a1"),
+    LockReleased(scope="agent", target="a1", holder='x","scope":"session', token=1, agent_id="a1"),
+    LockAcquired(
+        scope="agent", target="a1", holder="h", expires_at=WHEN, agent_id="a1", request_id="r1"
+    ),
+]
+
+
+@pytest.mark.parametrize("event", UNDERIVABLE, ids=repr)
+def test_lock_fields_the_keys_do_not_give_are_kept(event: LockEvent) -> None:
+    payload = codec.encode(event).decode()
+    assert codec.decode(tag_of(event), event.VERSION, payload, codec.keys_of(event)) == event
+
+
+def test_a_lock_payload_written_before_schema_4_decodes_as_stored() -> None:
+    v3 = '{"scope":"agent","target":"a1","holder":"h9","token":5}'
+    event = codec.decode("LockReleased", 1, v3, ("r1", "a1", None))
+    assert event == LockReleased(
+        scope="agent", target="a1", holder="h9", token=5, agent_id="a1", request_id="r1"
+    )
+    whole = codec._whole("LockReleased", v3, ("r1", "a1", None))
+    assert [whole.count(f'"{field}"') for field in ("scope", "target", "holder")] == [1, 1, 1]

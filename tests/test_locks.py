@@ -8,8 +8,10 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import event_count
+from tests.helpers import event_count, rows
 from tracker import LockHeld, LockNotHeld, ManualClock, Tracker
+from tracker.clock import from_iso
+from tracker.events import LockAcquired, LockEvent, LockExpired, LockReleased, LockRenewed
 
 
 async def test_a_second_holder_is_refused_while_the_lock_is_held(
@@ -203,3 +205,58 @@ async def test_concurrent_requests_of_one_agent_contend(tracker: Tracker) -> Non
             tg.start_soon(attempt, i)
     assert len(winners) == 1
     assert len(losers) == 19
+
+
+async def _lock_history(tracker: Tracker) -> list[tuple[Any, ...]]:
+    """Every lock event as the tracker decodes it, in the columns of the lock_events view."""
+    history = []
+    async for stored in tracker.events():
+        event = stored.event
+        if isinstance(event, LockEvent):
+            token = event.token if isinstance(event, Ended | LockRenewed) else stored.seq
+            expires = event.expires_at if isinstance(event, LockAcquired | LockRenewed) else None
+            lock = (event.scope, event.target, event.holder, token, expires)
+            history.append((stored.seq, stored.type, *lock, stored.request_id, stored.agent_id))
+    return history
+
+
+Ended = LockReleased | LockExpired
+
+
+async def test_lock_payloads_leave_out_what_the_keys_say_and_the_view_puts_it_back(
+    tracker: Tracker, clock: ManualClock, db_path: Path
+) -> None:
+    await tracker.track_request("r1", agent_id="a1", lock=True, lock_ttl=10)  # holder: r1
+    await tracker.update_request_session("r1", "S1")
+    await tracker.track_request("r5")  # no agent: its conversation is locked by session
+    await tracker.update_request_session("r5", "S5")
+    await tracker.complete_request("r5")
+    await tracker.acquire_lock(session_id="S5", holder="worker-1", ttl=5)
+    await tracker.renew_lock(session_id="S5", holder="worker-1", ttl=5)
+    clock.advance(11)
+    await tracker.acquire_lock(agent_id="a1", holder="h2")  # r1's lock expires
+    await tracker.complete_request("r1")
+    await tracker.track_request("r9", session_id="S5", lock=True)  # worker-1's expires
+    await tracker.fail_request("r9", error="boom")
+    history = await _lock_history(tracker)
+    assert {row[1] for row in history} == {
+        "LockAcquired",
+        "LockRenewed",
+        "LockReleased",
+        "LockExpired",
+    }
+    assert {(row[2], row[4]) for row in history} == {
+        ("agent", "r1"),
+        ("agent", "h2"),
+        ("session", "worker-1"),
+        ("session", "r9"),
+    }
+    view = "SELECT seq, type, scope, target, holder, token, expires_at, request_id, agent_id"
+    in_view = rows(db_path, f"{view} FROM lock_events ORDER BY seq")
+    assert [(*r[:6], r[6] and from_iso(r[6]), *r[7:]) for r in in_view] == history
+    stored = rows(db_path, "SELECT type, payload FROM events WHERE type LIKE 'Lock%'")
+    assert not any('"scope"' in p or '"target"' in p for _, p in stored)  # the keys say it
+    # Not a request: kept in its acquisition, renewal and expiry.
+    assert sum('"holder":"worker-1"' in p for _, p in stored) == 3
+    # A request holding the lock is the request_id column, but in a LockExpired (none).
+    assert {t for t, p in stored if '"holder":"r' in p} == {"LockExpired"}

@@ -14,6 +14,8 @@ import pytest
 
 from tests.helpers import ROOT, rows, run_unprivileged
 from tracker import Tracker, chain, codec
+from tracker.events import KEYS as EVENT_KEYS
+from tracker.events import LockEvent
 from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
 
 # Analysts query these: renaming or dropping a column breaks their SQL.
@@ -173,6 +175,18 @@ PINNED: dict[str, list[str]] = {
     ],
     "idle_sessions": ["session_id", "agent_id", "last_activity", "request_count", "idle_seconds"],
     "request_latency": ["agent_id", "bucket", "requests", "min_ms", "max_ms", "avg_ms"],
+    "lock_events": [
+        "seq",
+        "at",
+        "type",
+        "scope",
+        "target",
+        "holder",
+        "token",
+        "expires_at",
+        "request_id",
+        "agent_id",
+    ],
     "lock_contention": ["agent_id", "acquisitions", "waits", "wait_rate", "wait_ms", "expiries"],
     "expired_locks": [
         "scope",
@@ -264,7 +278,10 @@ def make_version_2(path: Path) -> None:
     for seq, id_, type_, version, at, *keys, stored, _ in log:
         event = codec.decode(type_, version, stored, (keys[0], keys[1], keys[2]))
         payload = msgspec.json.encode(event)
-        prev = chain.link(prev, seq, id_, type_, version, at, (keys[0], keys[1], keys[2]), payload)
+        event_id = chain.id_text(id_)
+        prev = chain.link(
+            prev, seq, event_id, type_, version, at, (keys[0], keys[1], keys[2]), payload
+        )
         conn.execute(
             "UPDATE events SET payload = ?, hash = ? WHERE seq = ?", (payload.decode(), prev, seq)
         )
@@ -295,6 +312,60 @@ async def test_a_version_2_file_keeps_its_tagged_payloads_and_still_replays(
     after = rows(old, "SELECT * FROM events ORDER BY seq")
     assert after[: len(log)] == log
     assert not any(row[8].startswith('{"type":') for row in after[len(log) :])
+
+
+def make_version_3(path: Path) -> None:
+    """Give a file what schema version 3 wrote: event ids as text, and lock payloads
+    with their scope, target and holder (the hash chain recomputed over them)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
+    conn.execute("DROP TRIGGER events_no_update")  # schema.sql puts it back at the upgrade
+    prev = chain.GENESIS
+    for seq, id_, type_, version, at, *keys, stored, _ in log:
+        event = codec.decode(type_, version, stored, (keys[0], keys[1], keys[2]))
+        payload = stored.encode()
+        if isinstance(event, LockEvent):
+            fields = msgspec.to_builtins(event)
+            payload = msgspec.json.encode({k: fields[k] for k in fields if k not in LEFT_OUT})
+        event_id = chain.id_text(id_)
+        prev = chain.link(
+            prev, seq, event_id, type_, version, at, (keys[0], keys[1], keys[2]), payload
+        )
+        conn.execute(
+            "UPDATE events SET id = ?, payload = ?, hash = ? WHERE seq = ?",
+            (event_id, payload.decode(), prev, seq),
+        )
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+
+
+LEFT_OUT = ("type", *EVENT_KEYS)  # by every payload since schema 3
+
+
+async def test_a_version_3_file_keeps_its_text_ids_and_whole_lock_payloads(
+    tmp_path: Path,
+) -> None:
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    async with Tracker.open(old) as t:
+        await track_one(t, "r1")
+        events = [(e.id, e.event) async for e in t.events()]
+    async with Tracker.open(new):
+        pass
+    make_version_3(old)
+    log = rows(old, "SELECT * FROM events ORDER BY seq")
+    assert all(isinstance(row[1], str) for row in log)
+    assert sum('"holder":"r1"' in row[8] for row in log) == 2
+    async with Tracker.open(old) as t:
+        assert [(e.id, e.event) async for e in t.events()] == events
+        await track_one(t, "r2")
+        assert (await t.verify()).ok  # the chain over both forms, and a replay of both
+        assert (await t.rebuild()).events == 2 * len(log)
+    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert layout(old) == layout(new)
+    after = rows(old, "SELECT * FROM events ORDER BY seq")
+    assert after[: len(log)] == log
+    assert all(isinstance(row[1], bytes) for row in after[len(log) :])
+    assert not any('"holder"' in row[8] for row in after[len(log) :])
 
 
 UPGRADE_CHILD = """
@@ -336,6 +407,15 @@ async def test_the_readme_way_to_read_a_payload_with_json_extract(db_path: Path)
         "FROM events WHERE type = 'RequestCompleted'"
     )
     assert rows(db_path, sql) == [("r1", 1200, None, None)]  # keys and type: the columns
+
+
+async def test_the_readme_way_to_read_an_event_id(db_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`lower(hex(id))` is the id the\nAPI shows" in readme
+    async with Tracker.open(db_path) as t:
+        await track_one(t, "r1")
+        ids = [e.id async for e in t.events()]
+    assert [i for (i,) in rows(db_path, "SELECT lower(hex(id)) FROM events ORDER BY seq")] == ids
 
 
 async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:

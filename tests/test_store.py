@@ -389,8 +389,12 @@ async def test_event_ids_are_unique_and_time_ordered(db_path: Path) -> None:
     async with EventStore.open(db_path, NoProjections()) as store, anyio.create_task_group() as tg:
         for i in range(100):
             tg.start_soon(store.append, batch(20, f"agent{i}"))
-    ids = [i for (i,) in rows(db_path, "SELECT id FROM events ORDER BY seq")]
+    stored = [i for (i,) in rows(db_path, "SELECT id FROM events ORDER BY seq")]
+    assert all(isinstance(i, bytes) and len(i) == 16 for i in stored)  # 16 bytes, not 32 digits
+    ids = [i.hex() for i in stored]
     assert len(set(ids)) == len(ids) == 2000
-    assert all(len(i) == 32 and i[12] == "7" for i in ids)  # UUIDv7 layout, as hex
+    assert all(i[12] == "7" for i in ids)  # UUIDv7 layout
+    async with EventStore.open(db_path, NoProjections()) as store:
+        assert [e.id for e in await store.read(limit=2000)] == ids  # the API shows hex
     stamps = [int(i[:12], 16) for i in ids]
     assert stamps == sorted(stamps)  # the millisecond prefix never goes back

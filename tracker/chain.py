@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 
 import msgspec
 
 GENESIS = bytes(16)
-Row = tuple[int, str, str, int, str, str | None, str | None, str | None, str, bytes]
+Row = tuple[int, str | bytes, str, int, str, str | None, str | None, str | None, str, bytes]
 _envelope = msgspec.json.Encoder()
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def id_text(stored: str | bytes) -> str:
+    """An event id as the API, exports and the chain see it: the log stores the ids the
+    tracker mints (32 hex digits) as their 16 bytes, and keeps any other id as text."""
+    return stored if isinstance(stored, str) else stored.hex()
+
+
+def stored_id(text: str) -> str | bytes:
+    """The form the log stores the event id ``text`` in (``id_text`` reads it back)."""
+    return bytes.fromhex(text) if _HEX_ID.fullmatch(text) else text
 
 
 def link(
@@ -56,7 +69,7 @@ class Checker:
             seq,
             self.expected,
             self.prev,
-            event_id,
+            id_text(event_id),
             type_,
             version,
             at,

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from tracker.errors import IntegrityError, SchemaVersionError
-from tracker.events import BY_TAG, EVENT_TYPES, KEYS, AnyEvent, Event
+from tracker.events import BY_TAG, EVENT_TYPES, KEYS, AnyEvent, Event, LockEvent
 
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
@@ -41,6 +41,8 @@ _TAG_LENGTH = {
 }
 
 
+_LOCK_TAGS = frozenset(tag for tag, cls in BY_TAG.items() if issubclass(cls, LockEvent))
+
 Keys = tuple[str | None, str | None, str | None]  # request_id, agent_id, session_id
 
 
@@ -55,11 +57,57 @@ def keys_of(event: Event) -> Keys:
 
 def encode(event: Event) -> bytes:
     """Return the stored payload of ``event``: a JSON object of its fields but its tag and
-    keys, which the log keeps in columns (``decode`` puts them back)."""
+    keys, which the log keeps in columns, and what a lock event's keys say (``decode``
+    puts them back)."""
     cls = type(event)
-    data = _encoder.encode(msgspec.structs.replace(event, **_UNKEYED[cls]))
+    left_out = _lock_left_out(event) if isinstance(event, LockEvent) else _UNKEYED[cls]
+    data = _encoder.encode(msgspec.structs.replace(event, **left_out))
     cut = _TAG_LENGTH[cls] + 1  # past the tag and the ',' or '}' after it
     return b"{" + data[cut:] if len(data) > cut else b"{}"
+
+
+def _lock_left_out(event: LockEvent) -> dict[str, Any]:
+    """What ``encode`` leaves out of a lock event: its keys, its scope and target when
+    they are its session's (a lock taken for a request without an agent) or else its
+    agent's (``LockKey.fields``), and its holder when that is its request."""
+    request_id, agent_id, session_id = keys_of(event)
+    if session_id is not None:
+        named = event.scope == "session" and event.target == session_id
+    else:
+        named = event.scope == "agent" and event.target == agent_id
+    held = request_id is not None and event.holder == request_id
+    return _LOCK_LEFT_OUT[type(event), named, held]
+
+
+_LOCK_LEFT_OUT = {
+    (cls, named, held): {
+        **_UNKEYED[cls],
+        **dict.fromkeys(("scope", "target") if named else (), msgspec.UNSET),
+        **dict.fromkeys(("holder",) if held else (), msgspec.UNSET),
+    }
+    for cls in EVENT_TYPES
+    if issubclass(cls, LockEvent)
+    for named in (False, True)
+    for held in (False, True)
+}
+
+
+def _lock_fields(payload: str, r: str, a: str, s: str) -> str:
+    """The members a lock event's payload left out (``encode``), from its keys as JSON
+    (``"..."`` or ``null``), each led by a comma.
+
+    A lock payload holds no nested object and its strings escape every quote, so
+    '"scope":' occurs in it only as that key.
+    """
+    fields = ""
+    if '"scope":' not in payload:
+        if s != "null":
+            fields = f',"scope":"session","target":{s}'
+        elif a != "null":
+            fields = f',"scope":"agent","target":{a}'
+    if r != "null" and '"holder":' not in payload:
+        fields += f',"holder":{r}'
+    return fields
 
 
 def encode_value(value: Any) -> bytes:
@@ -85,25 +133,22 @@ def decode(type_: str, version: int, payload: str, keys: Keys) -> AnyEvent:
 
 def _whole(type_: str, payload: str, keys: Keys) -> str:
     """The event's JSON with its tag and keys put back: every key, null when its column
-    is (a type without such a field ignores it). A payload written before schema 3
-    holds them already."""
+    is (a type without such a field ignores it), and what a lock payload left out. A
+    payload written before schema 3 holds them already."""
     if payload.startswith('{"type":'):
         return payload
     r, a, s = keys
     text = f"{r}{a}{s}"
     if '"' in text or "\\" in text or not text.isprintable():  # not in ids the API accepts
-        return _whole_escaped(type_, payload, keys)
-    r = "null" if r is None else f'"{r}"'  # inline, not a function: replay's hot path
-    a = "null" if a is None else f'"{a}"'
-    s = "null" if s is None else f'"{s}"'
+        r, a, s = (_encoder.encode(key).decode() for key in keys)
+    else:
+        r = "null" if r is None else f'"{r}"'  # inline, not a function: replay's hot path
+        a = "null" if a is None else f'"{a}"'
+        s = "null" if s is None else f'"{s}"'
     rest = "}" if payload == "{}" else f",{payload[1:]}"
+    if type_ in _LOCK_TAGS:
+        rest = _lock_fields(payload, r, a, s) + rest
     return f'{{"type":"{type_}","request_id":{r},"agent_id":{a},"session_id":{s}{rest}'
-
-
-def _whole_escaped(type_: str, payload: str, keys: Keys) -> str:
-    data = dict(zip(KEYS, keys, strict=True))
-    head = _encoder.encode({"type": type_, **data}).decode()  # ends with '}'
-    return head if payload == "{}" else f"{head[:-1]},{payload[1:]}"
 
 
 def _upcast(cls: type[Event], type_: str, version: int, payload: str) -> AnyEvent:

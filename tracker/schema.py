@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # What brings a file of an older version to the next one, before schema.sql (whose
 # statements are idempotent) completes it; one transaction, at open.
 UPGRADES: dict[int, tuple[str, ...]] = {
@@ -19,6 +19,9 @@ UPGRADES: dict[int, tuple[str, ...]] = {
     # 2 -> 3: new payloads leave out the tag and keys, which are columns already; older
     # payloads stay as stored, and still decode.
     2: (),
+    # 3 -> 4: new event ids are stored as 16 bytes, and lock events leave out the
+    # fields their key columns give (codec.encode); older rows stay as stored.
+    3: (),
 }
 # Events per bucket of the key indexes, as a shift: seq >> KEY_BUCKET_BITS (schema.sql).
 KEY_BUCKET_BITS = 12

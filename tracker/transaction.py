@@ -91,11 +91,12 @@ class Transaction(Generic[H]):
 
     def _append_one(self, event: AnyEvent) -> None:
         head, type_ = self.head, tag_of(event)
-        seq, event_id, payload = head.seq + 1, self._ids.next(), codec.encode(event)
+        seq, payload = head.seq + 1, codec.encode(event)
+        event_id, stored_id = self._ids.next()
         keys = codec.keys_of(event)
         digest = chain.link(head.hash, seq, event_id, type_, event.VERSION, self.at, keys, payload)
         self.rows.append(
-            (seq, event_id, type_, event.VERSION, self.at, *keys, payload.decode(), digest)
+            (seq, stored_id, type_, event.VERSION, self.at, *keys, payload.decode(), digest)
         )
         self.head = Head(seq, digest, self.at)
         self.hook.apply(seq, self.at, event)
@@ -106,7 +107,7 @@ def stored_event(row: Sequence[Any], event: AnyEvent | None = None) -> StoredEve
     seq, event_id, type_, version, at, rid, aid, sid, payload, digest = row
     return StoredEvent(
         seq=seq,
-        id=event_id,
+        id=chain.id_text(event_id),
         type=type_,
         version=version,
         at=from_iso(at),
@@ -121,20 +122,19 @@ def stored_event(row: Sequence[Any], event: AnyEvent | None = None) -> StoredEve
 
 
 class EventIds:
-    """Unique, time-ordered event ids in the UUIDv7 layout (48-bit ms time, then random).
-
-    Ordered ids append at the end of the unique index instead of landing on a
-    random page; one ``urandom`` call serves a whole transaction.
-    """
+    """Unique, time-ordered event ids in the UUIDv7 layout (48-bit ms time, version 7,
+    then 75 random bits); one ``urandom`` call serves a whole transaction."""
 
     def __init__(self, now: datetime) -> None:
-        self._prefix = f"{int(now.timestamp() * 1000) & 0xFFFFFFFFFFFF:012x}7"
+        self._high = (int(now.timestamp() * 1000) & 0xFFFFFFFFFFFF) << 80 | 7 << 76
         self._random = int.from_bytes(os.urandom(10), "big") >> 5  # 75 random bits
         self._count = 0
 
-    def next(self) -> str:
+    def next(self) -> tuple[str, bytes]:
+        """The next id, as text (32 hex digits) and as the 16 bytes the log stores."""
         self._count += 1
-        return f"{self._prefix}{(self._random + self._count) & (1 << 75) - 1:019x}"
+        value = self._high | (self._random + self._count) & (1 << 75) - 1
+        return f"{value:032x}", value.to_bytes(16, "big")
 
 
 Job = Callable[[Transaction[H]], T]

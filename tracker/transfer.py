@@ -74,7 +74,7 @@ def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> i
                 _encoder.encode(
                     Line(
                         seq=seq,
-                        id=id_,
+                        id=chain.id_text(id_),
                         type=type_,
                         version=version,
                         at=at,
@@ -135,7 +135,7 @@ def _insert(conn: sqlite3.Connection, source: Iterable[bytes], progress: Progres
         rows.append(
             (
                 line.seq,
-                line.id,
+                chain.stored_id(line.id),
                 line.type,
                 line.version,
                 line.at,

@@ -367,7 +367,8 @@ async def cmd_import(args: argparse.Namespace) -> int:
 
 
 async def cmd_query(args: argparse.Namespace) -> int:
-    columns, rows = await anyio.to_thread.run_sync(readonly.run, database(args), args.sql)
+    columns, found = await anyio.to_thread.run_sync(readonly.run, database(args), args.sql)
+    rows = [[v.hex() if isinstance(v, bytes) else v for v in row] for row in found]  # ids, hashes
     if args.json:
         for row in rows:
             emit(dict(zip(columns, row, strict=True)))
