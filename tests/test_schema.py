@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from tests.helpers import ROOT, rows, run_unprivileged
 from tracker import Tracker, chain, codec
 from tracker.events import KEYS as EVENT_KEYS
-from tracker.events import LockEvent
+from tracker.events import AnyEvent, LockEvent
 from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
 
 # Analysts query these: renaming or dropping a column breaks their SQL.
@@ -268,104 +269,87 @@ async def test_a_version_1_file_is_upgraded_at_open_keeping_its_log(tmp_path: Pa
     assert rows(old, "SELECT * FROM events ORDER BY seq")[: len(log)] == log
 
 
-def make_version_2(path: Path) -> None:
-    """Give a file what schema version 2 wrote: each payload the whole tagged event,
-    keys included (the hash chain recomputed over them)."""
+# How an older schema version stored an event: from its stored payload and the event
+# it decodes to, the payload that version wrote.
+OldPayload = Callable[[str, AnyEvent], bytes]
+Log = list[tuple[Any, ...]]
+
+
+def rewrite_log(path: Path, version: int, old_payload: OldPayload) -> None:
+    """Give every event of ``path`` the form schema ``version`` wrote (ids as text, as
+    before schema 4, and ``old_payload``), recompute the hash chain, and mark the file
+    with that version."""
     conn = sqlite3.connect(path, isolation_level=None)
     log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
     conn.execute("DROP TRIGGER events_no_update")  # schema.sql puts it back at the upgrade
     prev = chain.GENESIS
-    for seq, id_, type_, version, at, *keys, stored, _ in log:
-        event = codec.decode(type_, version, stored, (keys[0], keys[1], keys[2]))
-        payload = msgspec.json.encode(event)
-        event_id = chain.id_text(id_)
-        prev = chain.link(
-            prev, seq, event_id, type_, version, at, (keys[0], keys[1], keys[2]), payload
-        )
-        conn.execute(
-            "UPDATE events SET payload = ?, hash = ? WHERE seq = ?", (payload.decode(), prev, seq)
-        )
-    conn.execute("PRAGMA user_version = 2")
-    conn.close()
-
-
-async def test_a_version_2_file_keeps_its_tagged_payloads_and_still_replays(
-    tmp_path: Path,
-) -> None:
-    old, new = tmp_path / "old.db", tmp_path / "new.db"
-    async with Tracker.open(old) as t:
-        await track_one(t, "r1")
-        events = [e.event async for e in t.events()]
-    async with Tracker.open(new):
-        pass
-    make_version_2(old)
-    log = rows(old, "SELECT * FROM events ORDER BY seq")
-    assert all(row[8].startswith('{"type":') for row in log)
-    async with Tracker.open(old) as t:
-        assert [e.event async for e in t.events()] == events
-        assert [e.event async for e in t.events(agent_id="a1")] == events
-        await track_one(t, "r2")
-        assert (await t.verify()).ok  # the chain over both forms, and a replay of both
-        assert (await t.rebuild()).events == 2 * len(log)
-    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert layout(old) == layout(new)
-    after = rows(old, "SELECT * FROM events ORDER BY seq")
-    assert after[: len(log)] == log
-    assert not any(row[8].startswith('{"type":') for row in after[len(log) :])
-
-
-def make_version_3(path: Path) -> None:
-    """Give a file what schema version 3 wrote: event ids as text, and lock payloads
-    with their scope, target and holder (the hash chain recomputed over them)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
-    conn.execute("DROP TRIGGER events_no_update")  # schema.sql puts it back at the upgrade
-    prev = chain.GENESIS
-    for seq, id_, type_, version, at, *keys, stored, _ in log:
-        event = codec.decode(type_, version, stored, (keys[0], keys[1], keys[2]))
-        payload = stored.encode()
-        if isinstance(event, LockEvent):
-            fields = msgspec.to_builtins(event)
-            payload = msgspec.json.encode({k: fields[k] for k in fields if k not in LEFT_OUT})
-        event_id = chain.id_text(id_)
-        prev = chain.link(
-            prev, seq, event_id, type_, version, at, (keys[0], keys[1], keys[2]), payload
-        )
+    for seq, id_, type_, stored_version, at, rid, aid, sid, stored, _ in log:
+        event = codec.decode(type_, stored_version, stored, (rid, aid, sid))
+        payload, event_id = old_payload(stored, event), chain.id_text(id_)
+        prev = chain.link(prev, seq, event_id, type_, stored_version, at, (rid, aid, sid), payload)
         conn.execute(
             "UPDATE events SET id = ?, payload = ?, hash = ? WHERE seq = ?",
             (event_id, payload.decode(), prev, seq),
         )
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
 
 
-LEFT_OUT = ("type", *EVENT_KEYS)  # by every payload since schema 3
+def version_2_payload(stored: str, event: AnyEvent) -> bytes:
+    """Schema 2 stored the whole tagged event, keys included."""
+    return msgspec.json.encode(event)
 
 
-async def test_a_version_3_file_keeps_its_text_ids_and_whole_lock_payloads(
-    tmp_path: Path,
-) -> None:
+def version_3_payload(stored: str, event: AnyEvent) -> bytes:
+    """Schema 3 left out the tag and keys, but kept a lock event's scope, target and
+    holder."""
+    if not isinstance(event, LockEvent):
+        return stored.encode()
+    fields = msgspec.to_builtins(event)
+    return msgspec.json.encode({k: v for k, v in fields.items() if k not in ("type", *EVENT_KEYS)})
+
+
+async def upgrade_and_use(tmp_path: Path, version: int, old_payload: OldPayload) -> tuple[Log, Log]:
+    """Write a request, rewrite the log as schema ``version`` had it, then open the file
+    (the upgrade), read it, write a request more, verify and rebuild; return the rows
+    the old version left and those written after the upgrade."""
     old, new = tmp_path / "old.db", tmp_path / "new.db"
     async with Tracker.open(old) as t:
         await track_one(t, "r1")
         events = [(e.id, e.event) async for e in t.events()]
     async with Tracker.open(new):
         pass
-    make_version_3(old)
+    rewrite_log(old, version, old_payload)
     log = rows(old, "SELECT * FROM events ORDER BY seq")
-    assert all(isinstance(row[1], str) for row in log)
-    assert sum('"holder":"r1"' in row[8] for row in log) == 2
     async with Tracker.open(old) as t:
         assert [(e.id, e.event) async for e in t.events()] == events
+        assert [(e.id, e.event) async for e in t.events(agent_id="a1")] == events
         await track_one(t, "r2")
         assert (await t.verify()).ok  # the chain over both forms, and a replay of both
         assert (await t.rebuild()).events == 2 * len(log)
     assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert layout(old) == layout(new)
+    assert layout(old) == layout(new)  # exactly what a new file has
     after = rows(old, "SELECT * FROM events ORDER BY seq")
-    assert after[: len(log)] == log
-    assert all(isinstance(row[1], bytes) for row in after[len(log) :])
-    assert not any('"holder"' in row[8] for row in after[len(log) :])
+    assert after[: len(log)] == log  # nothing rewritten
+    return log, after[len(log) :]
+
+
+async def test_a_version_2_file_keeps_its_tagged_payloads_and_still_replays(
+    tmp_path: Path,
+) -> None:
+    old, new = await upgrade_and_use(tmp_path, 2, version_2_payload)
+    assert all(row[8].startswith('{"type":') for row in old)
+    assert not any(row[8].startswith('{"type":') for row in new)
+
+
+async def test_a_version_3_file_keeps_its_text_ids_and_whole_lock_payloads(
+    tmp_path: Path,
+) -> None:
+    old, new = await upgrade_and_use(tmp_path, 3, version_3_payload)
+    assert all(isinstance(row[1], str) for row in old)
+    assert sum('"holder":"r1"' in row[8] for row in old) == 2
+    assert all(isinstance(row[1], bytes) for row in new)
+    assert not any('"holder"' in row[8] for row in new)
 
 
 UPGRADE_CHILD = """
