@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import Check, Figures, median, scale, summary, targets_table
+from bench import Check, Figures, disk, median, scale, summary, targets_table
 from bench.one import in_subprocess
 from tracker.render import table
 
@@ -55,6 +55,8 @@ def main() -> None:
             ]
             for label, name, *rest in plan:
                 results.setdefault(label, []).append(in_subprocess(name, *rest))
+                if rest[0] == w1_db and name == "w1":  # before W2 rebuilds its projections
+                    results[label][-1].update(disk.by_object(Path(w1_db)))
     print_report(results)
     if args.scale_events:
         print(f"\nW4 scale: filling a log of {args.scale_events:,} events ...", file=sys.stderr)
@@ -87,6 +89,8 @@ def print_report(results: dict[str, list[Figures]]) -> None:
     print(
         table(["workload", "median", "min", "max", "unit", "x C0 / x C1", "also (medians)"], rows)
     )
+    print()
+    print(disk.report(results["W1 append (content=none)"]))
     print()
     print(targets_table(checks(results, c1)))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import scale
+from bench import disk, scale
 from bench.__main__ import checks as main_checks
 from bench.one import in_subprocess
 from bench.workloads import POINT_READS
@@ -32,6 +32,19 @@ def test_make_bench_prints_every_workload_with_its_ratios() -> None:
     for w4 in ("W4 on ", "API get_chain(agent)", "ratio of medians", "W4: stats() < 100 ms"):
         assert w4 in out, out
     assert "W1 >= 1/3 of C1" in out  # the targets, judged
+    assert "W1: table or index" in out  # where the bytes go
+
+
+def test_the_bytes_of_each_table_and_index_add_up_to_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "w1.db"
+    in_subprocess("w1", str(db), "3", "4")
+    space = disk.by_object(db)
+    assert {"bytes_in:events", "bytes_in:events_by_agent", "bytes_in:requests"} <= set(space)
+    events = rows(db, "SELECT count(*) FROM events")[0][0]
+    pages, free, size = (
+        rows(db, f"PRAGMA {name}")[0][0] for name in ("page_count", "freelist_count", "page_size")
+    )
+    assert round(sum(space.values()) * events) + free * size == pages * size
 
 
 def test_each_target_is_judged_in_its_own_direction() -> None:
