@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 import pytest
 
 from tracker import codec
@@ -220,3 +221,21 @@ def test_a_lock_payload_written_before_schema_4_decodes_as_stored() -> None:
     )
     whole = codec._whole("LockReleased", v3, ("r1", "a1", None))
     assert [whole.count(f'"{field}"') for field in ("scope", "target", "holder")] == [1, 1, 1]
+
+
+FLAT = (mi.StrType, mi.IntType, mi.FloatType, mi.BoolType, mi.DateTimeType, mi.NoneType)
+
+
+def _flat(kind: mi.Type) -> bool:
+    if isinstance(kind, mi.UnionType):
+        return all(_flat(member) for member in kind.types)
+    return isinstance(kind, FLAT)
+
+
+@pytest.mark.parametrize("cls", [c for c in EVENT_TYPES if issubclass(c, LockEvent)])
+def test_a_lock_payload_holds_no_nested_object(cls: type[Event]) -> None:
+    """codec._lock_fields tells a left-out field by its key in the payload's text: right
+    only while no lock field can hold an object with keys of its own."""
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    assert [f.name for f in info.fields if not _flat(f.type)] == []
