@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, rows
-from tracker import Tracker
+from tests.helpers import ROOT, rows, run_python
+from tracker import SchemaVersionError, Tracker
+from tracker.schema import SCHEMA_VERSION
 
 READER = """
 import sys, anyio
@@ -164,3 +165,26 @@ def _assert_one_holder_at_a_time(db_path: Path, acquisitions: int = 4 * 5 * 20) 
         )
     ]
     assert in_sections == tokens  # each critical section ran under the newest token
+
+
+NEWER_RELEASE = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute(f"PRAGMA user_version = {int(sys.argv[2])}")  # what its upgrade commits
+conn.close()
+"""
+
+
+async def test_a_writer_stops_when_another_process_upgrades_the_file(db_path: Path) -> None:
+    async with Tracker.open(db_path) as t:
+        await t.track_request("r1", agent_id="a1")
+        done = run_python(NEWER_RELEASE, str(db_path), str(SCHEMA_VERSION + 1))
+        assert done.returncode == 0, done.stderr
+        before = rows(db_path, "SELECT count(*) FROM events")
+        with pytest.raises(
+            SchemaVersionError, match=f"upgraded to schema version {SCHEMA_VERSION + 1}"
+        ):
+            await t.track_request("r2", agent_id="a1")
+        with pytest.raises(SchemaVersionError):  # and it stays stopped
+            await t.update_request_session("r1", "s1")
+    assert rows(db_path, "SELECT count(*) FROM events") == before

@@ -148,6 +148,19 @@ def check_schema(conn: sqlite3.Connection, path: Path, *, create: bool) -> None:
     create_schema(conn)
 
 
+def check_still_ours(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse to go on writing a file that another process has upgraded, since this one
+    opened it, to a schema version this tracker does not know (its events and tables
+    may mean something else now)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        raise errors.SchemaVersionError(
+            f"{str(path)!r} was upgraded to schema version {version} by another process "
+            f"while this tracker (version {SCHEMA_VERSION}) had it open: restart with the "
+            f"release that upgraded it"
+        )
+
+
 def _has_events(conn: sqlite3.Connection) -> bool:
     sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
     return conn.execute(sql).fetchone() is not None

@@ -347,6 +347,7 @@ class EventStore(Generic[H]):
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._data_version:
             return False
+        db.check_still_ours(conn, self.path)  # that commit may have been an upgrade
         self._data_version = version
         self._read_head(conn)
         return True
