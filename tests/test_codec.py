@@ -213,6 +213,13 @@ def test_lock_fields_the_keys_do_not_give_are_kept(event: LockEvent) -> None:
     assert codec.decode(tag_of(event), event.VERSION, payload, codec.keys_of(event)) == event
 
 
+def test_lock_payloads_are_version_2_and_a_later_one_is_refused() -> None:
+    assert {c.VERSION for c in EVENT_TYPES if issubclass(c, LockEvent)} == {2}
+    assert ("LockReleased", 1) in codec._AS_IS  # version 1 reads as 2: no dict, no convert
+    with pytest.raises(SchemaVersionError, match="LockReleased payload version 3"):
+        codec.decode("LockReleased", 3, '{"token":1}', ("r1", "a1", None))
+
+
 def test_a_lock_payload_written_before_schema_4_decodes_as_stored() -> None:
     v3 = '{"scope":"agent","target":"a1","holder":"h9","token":5}'
     event = codec.decode("LockReleased", 1, v3, ("r1", "a1", None))

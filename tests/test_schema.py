@@ -276,9 +276,9 @@ Log = list[tuple[Any, ...]]
 
 
 def rewrite_log(path: Path, version: int, old_payload: OldPayload) -> None:
-    """Give every event of ``path`` the form schema ``version`` wrote (ids as text, as
-    before schema 4, and ``old_payload``), recompute the hash chain, and mark the file
-    with that version."""
+    """Give every event of ``path`` the form schema ``version`` wrote (as before schema
+    4: ids as text, lock events of payload version 1; and ``old_payload``), recompute the
+    hash chain, and mark the file with that version."""
     conn = sqlite3.connect(path, isolation_level=None)
     log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
     conn.execute("DROP TRIGGER events_no_update")  # schema.sql puts it back at the upgrade
@@ -286,10 +286,11 @@ def rewrite_log(path: Path, version: int, old_payload: OldPayload) -> None:
     for seq, id_, type_, stored_version, at, rid, aid, sid, stored, _ in log:
         event = codec.decode(type_, stored_version, stored, (rid, aid, sid))
         payload, event_id = old_payload(stored, event), chain.id_text(id_)
-        prev = chain.link(prev, seq, event_id, type_, stored_version, at, (rid, aid, sid), payload)
+        old_version = 1 if isinstance(event, LockEvent) else stored_version
+        prev = chain.link(prev, seq, event_id, type_, old_version, at, (rid, aid, sid), payload)
         conn.execute(
-            "UPDATE events SET id = ?, payload = ?, hash = ? WHERE seq = ?",
-            (event_id, payload.decode(), prev, seq),
+            "UPDATE events SET id = ?, version = ?, payload = ?, hash = ? WHERE seq = ?",
+            (event_id, old_version, payload.decode(), prev, seq),
         )
     conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
@@ -347,9 +348,10 @@ async def test_a_version_3_file_keeps_its_text_ids_and_whole_lock_payloads(
 ) -> None:
     old, new = await upgrade_and_use(tmp_path, 3, version_3_payload)
     assert all(isinstance(row[1], str) for row in old)
-    assert sum('"holder":"r1"' in row[8] for row in old) == 2
+    assert [row[3] for row in old if '"holder":"r1"' in row[8]] == [1, 1]  # payload version 1
     assert all(isinstance(row[1], bytes) for row in new)
     assert not any('"holder"' in row[8] for row in new)
+    assert {row[3] for row in new if row[2].startswith("Lock")} == {2}
 
 
 UPGRADE_CHILD = """

@@ -25,10 +25,26 @@ def _request_tracked_v1(data: Payload) -> Payload:
     return data
 
 
-# (type, version it reads) -> function producing version + 1.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {
+# (type, version it reads) -> function producing version + 1, or None when a payload of
+# that version reads as the next one unchanged (the next only allows more to be left out).
+UPCASTERS: dict[tuple[str, int], Upcaster | None] = {
     ("RequestTracked", 1): _request_tracked_v1,
+    **{
+        (str(cls.__struct_config__.tag), 1): None
+        for cls in EVENT_TYPES
+        if issubclass(cls, LockEvent)
+    },
 }
+# (type, version) whose payloads the current struct reads as they are: no step changes them.
+_AS_IS = frozenset(
+    (tag, version)
+    for tag, cls in BY_TAG.items()
+    for version in range(1, cls.VERSION + 1)
+    if all(
+        (tag, step) in UPCASTERS and UPCASTERS[(tag, step)] is None
+        for step in range(version, cls.VERSION)
+    )
+)
 
 
 # Per event type: its key fields set to UNSET (left out when encoding), and the length
@@ -123,7 +139,7 @@ def decode(type_: str, version: int, payload: str, keys: Keys) -> AnyEvent:
         raise IntegrityError(f"unknown event type {type_!r} in the log")
     try:
         whole = _whole(type_, payload, keys)
-        if version == cls.VERSION:
+        if (type_, version) in _AS_IS:
             event: AnyEvent = _decoder.decode(whole)
             return event
         return _upcast(cls, type_, version, whole)
@@ -159,6 +175,7 @@ def _upcast(cls: type[Event], type_: str, version: int, payload: str) -> AnyEven
         )
     data: Payload = msgspec.json.decode(payload)  # an object: _whole made or checked it
     for step in range(version, cls.VERSION):
-        data = UPCASTERS[(type_, step)](data)
+        upcast = UPCASTERS[(type_, step)]
+        data = upcast(data) if upcast else data
     event: AnyEvent = msgspec.convert(data, AnyEvent)
     return event

@@ -113,7 +113,13 @@ class LockEvent(Event, frozen=True, kw_only=True):
 
     ``agent_id``/``session_id`` repeat the target as envelope keys, so an
     agent's lock events are found with its other events.
+
+    Version 2: the stored payload leaves out the scope, target and holder when
+    the key columns give them (the codec puts them back); a version 1 payload
+    holds them all, and reads as version 2 unchanged.
     """
+
+    VERSION: ClassVar[int] = 2
 
     scope: str  # "agent" or "session"
     target: str
