@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -11,6 +11,7 @@ from tracker.errors import IntegrityError, SchemaVersionError
 from tracker.events import BY_TAG, EVENT_TYPES, KEYS, AnyEvent, Event, LockEvent
 
 Payload = dict[str, Any]
+T = TypeVar("T")
 Upcaster = Callable[[Payload], Payload]
 
 _encoder = msgspec.json.Encoder()
@@ -71,28 +72,32 @@ def keys_of(event: Event) -> Keys:
     )
 
 
-def encode(event: Event) -> bytes:
-    """Return the stored payload of ``event``: a JSON object of its fields but its tag and
-    keys, which the log keeps in columns, and what a lock event's keys say (``decode``
-    puts them back)."""
+def encode(event: Event, keys: Keys) -> bytes:
+    """Return the stored payload of ``event``, whose key columns are ``keys``
+    (``keys_of``): a JSON object of its fields, leaving out its tag, its keys and what a
+    lock event's keys say (``decode`` puts them back)."""
     cls = type(event)
-    left_out = _lock_left_out(event) if isinstance(event, LockEvent) else _UNKEYED[cls]
+    left_out = _lock_left_out(event, keys) if isinstance(event, LockEvent) else _UNKEYED[cls]
     data = _encoder.encode(msgspec.structs.replace(event, **left_out))
     cut = _TAG_LENGTH[cls] + 1  # past the tag and the ',' or '}' after it
     return b"{" + data[cut:] if len(data) > cut else b"{}"
 
 
-def _lock_left_out(event: LockEvent) -> dict[str, Any]:
+def _lock_left_out(event: LockEvent, keys: Keys) -> dict[str, Any]:
     """What ``encode`` leaves out of a lock event: its keys, its scope and target when
-    they are its session's (a lock taken for a request without an agent) or else its
-    agent's (``LockKey.fields``), and its holder when that is its request."""
-    request_id, agent_id, session_id = keys_of(event)
-    if session_id is not None:
-        named = event.scope == "session" and event.target == session_id
-    else:
-        named = event.scope == "agent" and event.target == agent_id
+    its keys name its lock (``_lock_of``), and its holder when that is its request."""
+    request_id, agent_id, session_id = keys
+    named = (event.scope, event.target) == _lock_of(agent_id, session_id, None)
     held = request_id is not None and event.holder == request_id
     return _LOCK_LEFT_OUT[type(event), named, held]
+
+
+def _lock_of(agent: T, session: T, absent: T) -> tuple[str, T]:
+    """The lock a lock event's key columns name (``absent``: a column without a value):
+    its session's if it has one (a lock taken for a request without an agent), else its
+    agent's, as ``LockKey.fields`` sets them. The same rule reads raw keys (encode) and
+    keys already JSON (decode), and the lock_events view spells it in SQL."""
+    return ("session", session) if session != absent else ("agent", agent)
 
 
 _LOCK_LEFT_OUT = {
@@ -116,11 +121,9 @@ def _lock_fields(payload: str, r: str, a: str, s: str) -> str:
     '"scope":' occurs in it only as that key.
     """
     fields = ""
-    if '"scope":' not in payload:
-        if s != "null":
-            fields = f',"scope":"session","target":{s}'
-        elif a != "null":
-            fields = f',"scope":"agent","target":{a}'
+    scope, target = _lock_of(a, s, "null")
+    if '"scope":' not in payload and target != "null":
+        fields = f',"scope":"{scope}","target":{target}'
     if r != "null" and '"holder":' not in payload:
         fields += f',"holder":{r}'
     return fields

@@ -91,9 +91,9 @@ class Transaction(Generic[H]):
 
     def _append_one(self, event: AnyEvent) -> None:
         head, type_ = self.head, tag_of(event)
-        seq, payload = head.seq + 1, codec.encode(event)
-        event_id, stored_id = self._ids.next()
         keys = codec.keys_of(event)
+        seq, payload = head.seq + 1, codec.encode(event, keys)
+        event_id, stored_id = self._ids.next()
         digest = chain.link(head.hash, seq, event_id, type_, event.VERSION, self.at, keys, payload)
         self.rows.append(
             (seq, stored_id, type_, event.VERSION, self.at, *keys, payload.decode(), digest)
