@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from bench import Figures, median
+from tracker import readonly
 from tracker.render import table
 
 PREFIX = "bytes_in:"  # W1's figures of the bytes per event of each table and index
@@ -16,7 +17,7 @@ def by_object(path: Path) -> Figures:
     """The bytes per event of each table and index of ``path`` (its B-tree pages, used
     or not), as figures named PREFIX + object; none when SQLite was built without the
     dbstat table."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = readonly.connect(path, guard=False)
     try:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         sizes = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
