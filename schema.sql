@@ -69,11 +69,10 @@ BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
 
 -- The lock history, read from the log (a scan: for audits, not dashboards). Since
 -- schema 4 (payload version 2) a lock event's payload leaves out what its key columns
--- give: the lock is
--- the session's if session_id is set (a request without an agent), else the agent's,
--- and the holder is the request when request_id is set and it is the holder. This view
--- puts them back (codec._lock_fields does the same for the tracker). A lock's
--- fencing token is the seq of its LockAcquired.
+-- give: the lock is the session's if session_id is set (a request without an agent),
+-- else the agent's, and the holder is the request when request_id is set and it is
+-- the holder. This view puts them back (codec._lock_of and codec._lock_fields do the
+-- same for the tracker). A lock's fencing token is the seq of its LockAcquired.
 CREATE VIEW IF NOT EXISTS lock_events AS
 SELECT seq, at, type,
        coalesce(json_extract(payload, '$.scope'),

@@ -355,6 +355,23 @@ def test_importing_an_export_with_an_unknown_event_is_refused(
     assert not copy.exists()
 
 
+def test_importing_an_export_from_a_newer_release_says_so(
+    run: Run, db: Path, tmp_path: Path
+) -> None:
+    """What the README says of going down a version: the import stops with what to do."""
+    dump = tmp_path / "log.jsonl"
+    run("export", "--out", str(dump), "--db", str(db))
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    lines[1]["version"] = 99  # a payload version this release does not read yet
+    dump.write_text("\n".join(rechained([json.dumps(line) for line in lines])) + "\n")
+    copy = tmp_path / "copy.db"
+    code, _, err = run("import", str(dump), "--db", str(copy))
+    assert (code, err.count("\n")) == (1, 1), err
+    assert "payload version 99 is newer than this tracker reads" in err, err
+    assert "upgrade the tracker package" in err, err
+    assert not copy.exists()
+
+
 def test_bad_arguments_are_usage_errors(run: Run) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["stats", "--by", "week"])
