@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -304,52 +305,57 @@ def test_importing_a_tampered_export_is_refused(run: Run, db: Path, tmp_path: Pa
     assert not copy.exists()
 
 
-def rechained(lines: list[str]) -> list[str]:
-    """Exported lines with every hash recomputed: a forged export the chain accepts."""
-    prev, out = chain.GENESIS, []
-    for text in lines:
-        line = json.loads(text)
+Line = dict[str, Any]  # one exported event, parsed
+
+
+def import_forged(
+    run: Run, db: Path, tmp_path: Path, forge: Callable[[list[Line]], object]
+) -> tuple[int, str, Path, list[Line]]:
+    """Export ``db``, change its lines with ``forge``, recompute every hash (a forged
+    export the chain accepts) and import it into a new file; return the import's exit
+    code and stderr, the new file, and the lines it was given."""
+    dump = tmp_path / "log.jsonl"
+    run("export", "--out", str(dump), "--db", str(db))
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    forge(lines)
+    prev = chain.GENESIS
+    for line in lines:
         keys = (line["request_id"], line["agent_id"], line["session_id"])
         payload = json.dumps(line["payload"], separators=(",", ":")).encode()
         head = (line["seq"], line["id"], line["type"], line["version"], line["at"])
         prev = chain.link(prev, *head, keys, payload)
-        out.append(json.dumps({**line, "hash": prev.hex()}, separators=(",", ":")))
-    return out
+        line["hash"] = prev.hex()
+    dump.write_text("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+    copy = tmp_path / "copy.db"
+    code, _, err = run("import", str(dump), "--db", str(copy))
+    return code, err, copy, lines
 
 
 def test_an_import_stores_the_ids_the_tracker_mints_as_bytes_and_others_as_text(
     run: Run, db: Path, tmp_path: Path
 ) -> None:
-    dump = tmp_path / "log.jsonl"
-    run("export", "--out", str(dump), "--db", str(db))
-    lines = [json.loads(line) for line in dump.read_text().splitlines()]
-    lines[0]["id"] = "evt-1"  # another tool's ids, and the tracker's in capitals
-    lines[1]["id"] = lines[1]["id"].upper()
-    forged = rechained([json.dumps(line) for line in lines])
-    dump.write_text("\n".join(forged) + "\n")
-    copy = tmp_path / "copy.db"
-    assert run("import", str(dump), "--db", str(copy))[0] == 0
+    def other_ids(lines: list[Line]) -> None:
+        lines[0]["id"] = "evt-1"  # another tool's ids, and the tracker's in capitals
+        lines[1]["id"] = lines[1]["id"].upper()
+
+    code, err, copy, lines = import_forged(run, db, tmp_path, other_ids)
+    assert code == 0, err
     stored = [i for (i,) in rows(copy, "SELECT id FROM events ORDER BY seq")]
     assert stored[:2] == ["evt-1", lines[1]["id"]]
     assert all(isinstance(i, bytes) and len(i) == 16 for i in stored[2:])
     assert run("verify", "--db", str(copy))[0] == 0
     again = tmp_path / "again.jsonl"
     run("export", "--out", str(again), "--db", str(copy))
-    assert [json.loads(line) for line in again.read_text().splitlines()] == [
-        json.loads(line) for line in forged
-    ]
+    assert [json.loads(line) for line in again.read_text().splitlines()] == lines
 
 
 def test_importing_an_export_with_an_unknown_event_is_refused(
     run: Run, db: Path, tmp_path: Path
 ) -> None:
-    dump = tmp_path / "log.jsonl"
-    run("export", "--out", str(dump), "--db", str(db))
-    lines = dump.read_text().splitlines()
-    lines[3] = lines[3].replace('"type":"', '"type":"Unknown', 1)
-    dump.write_text("\n".join(rechained(lines)) + "\n")
-    copy = tmp_path / "copy.db"
-    code, _, err = run("import", str(dump), "--db", str(copy))
+    def unknown(lines: list[Line]) -> None:
+        lines[3]["type"] = "Unknown" + lines[3]["type"]
+
+    code, err, copy, _ = import_forged(run, db, tmp_path, unknown)
     assert (code, err.count("\n")) == (1, 1), err
     assert "replay stopped at seq 4: unknown event type 'Unknown" in err, err
     assert not copy.exists()
@@ -359,13 +365,11 @@ def test_importing_an_export_from_a_newer_release_says_so(
     run: Run, db: Path, tmp_path: Path
 ) -> None:
     """What the README says of going down a version: the import stops with what to do."""
-    dump = tmp_path / "log.jsonl"
-    run("export", "--out", str(dump), "--db", str(db))
-    lines = [json.loads(line) for line in dump.read_text().splitlines()]
-    lines[1]["version"] = 99  # a payload version this release does not read yet
-    dump.write_text("\n".join(rechained([json.dumps(line) for line in lines])) + "\n")
-    copy = tmp_path / "copy.db"
-    code, _, err = run("import", str(dump), "--db", str(copy))
+
+    def newer(lines: list[Line]) -> None:
+        lines[1]["version"] = 99  # a payload version this release does not read yet
+
+    code, err, copy, _ = import_forged(run, db, tmp_path, newer)
     assert (code, err.count("\n")) == (1, 1), err
     assert "payload version 99 is newer than this tracker reads" in err, err
     assert "upgrade the tracker package" in err, err
