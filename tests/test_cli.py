@@ -95,6 +95,36 @@ def test_events_table_filters_and_json(run: Run, db: Path) -> None:
     assert run("events", "--db", str(db), "--limit", "2")[1].count("\n") == 4  # header + 2
 
 
+def test_events_last_shows_the_newest_matching_ones_in_every_form(run: Run, db: Path) -> None:
+    everything = [
+        json.loads(line)["seq"] for line in run("events", "--db", str(db), "--json")[1].splitlines()
+    ]
+    code, out, _ = run("events", "--db", str(db), "--json", "--last", "3")
+    assert (code, [json.loads(line)["seq"] for line in out.splitlines()]) == (0, everything[-3:])
+    code, out, _ = run(
+        "events", "--db", str(db), "--last", "2", "--agent", "a1", "--type", "LockReleased"
+    )
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()[2:]] == [
+        str(e["seq"]) for e in _events(run, db, "a1") if e["type"] == "LockReleased"
+    ][-2:]
+    assert run("events", "--db", str(db), "--last", "0")[1].count("\n") == 2  # the header only
+
+
+def _events(run: Run, db: Path, agent: str) -> list[dict[str, Any]]:
+    out = run("events", "--db", str(db), "--json", "--agent", agent)[1]
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_stats_of_one_agent_count_its_events(run: Run, db: Path) -> None:
+    code, out, _ = run("stats", "--db", str(db), "--json", "--agent", "a2")
+    assert code == 0
+    assert json.loads(out)["events"] == len(_events(run, db, "a2"))
+    assert json.loads(run("stats", "--db", str(db), "--json")[1])["events"] == len(
+        run("events", "--db", str(db), "--json")[1].splitlines()
+    )
+
+
 def test_audit_shows_state_and_timeline(run: Run, db: Path) -> None:
     code, out, _ = run("audit", "request", "a1-r1", "--db", str(db))
     assert code == 0
@@ -265,6 +295,13 @@ MISTAKES = [
     (["query", "SELECT * FROM no_such_table"], "no such table"),
     (["import", "{dir}/missing.jsonl"], "no file"),
     (["stats", "--agent", ""], "agent_id must not be empty"),
+    (["stats", "--agent", "nope"], "no agent 'nope'"),
+    (["stats", "--by", "day", "--agent", "nope"], "no agent 'nope'"),
+    (["replay", "--until", "-5", "--into", "{dir}/x.db"], "until must not be negative, got -5"),
+    (["events", "--last", "-2"], "last must not be negative, got -2"),
+    (["events", "--since", "-1"], "since must not be negative, got -1"),
+    (["events", "--type", "RequestFialed"], "unknown event type 'RequestFialed': one of"),
+    (["events", "--follow", "--until", "5"], "takes no until (5)"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -19,6 +20,7 @@ from tracker import (
     UnknownSession,
     Usage,
 )
+from tracker.events import StoredEvent
 
 USAGE = {
     "input_tokens": 1200,
@@ -33,6 +35,12 @@ async def turn(t: Tracker, rid: str, agent: str, answer: str) -> None:
     await t.track_request(rid, agent_id=agent, session_id=await t.get_agent_session(agent))
     await t.update_request_session(rid, answer)
     await t.complete_request(rid, response="ok", usage=USAGE, cost_usd=0.0042, duration_ms=1500)
+
+
+async def first(events: AsyncIterator[StoredEvent]) -> StoredEvent | None:
+    async for event in events:
+        return event
+    return None
 
 
 async def types(t: Tracker, **where: str) -> list[str]:
@@ -374,6 +382,15 @@ async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: Manual
         (lambda t: t.acquire_lock(holder="h"), "exactly one"),
         (lambda t: t.acquire_lock(agent_id="a", holder="h", ttl=10**9), "ttl"),
         (lambda t: t.cleanup(idle_for="soon"), "idle_for"),
+        (lambda t: first(t.events(since=-1)), "since must not be negative, got -1"),
+        (lambda t: first(t.events(since=True)), "since must be a whole number, got True"),
+        (lambda t: first(t.events(until=2.5)), "until must be a whole number, got 2.5"),
+        (lambda t: first(t.events(last=-3)), "last must not be negative, got -3"),
+        (lambda t: first(t.events(types=["RequestTracked", "Nope"])), "unknown event type 'Nope'"),
+        (lambda t: first(t.events(types=7)), "types must be event type names, got 7"),
+        (lambda t: first(t.events(follow=True, poll=0)), "poll must be more than 0"),
+        (lambda t: first(t.events(follow=True, until=3)), "takes no until"),
+        (lambda t: t.replay_into("elsewhere.db", until=-5), "until must not be negative"),
     ],
 )
 async def test_bad_input_is_a_clear_typed_error(

@@ -137,6 +137,26 @@ async def test_follow_sees_events_of_this_process(tracker: Tracker) -> None:
     assert [e.type for e in seen] == ["RequestTracked", "SessionAssigned"]
 
 
+async def test_follow_from_the_last_n_then_the_new_ones(tracker: Tracker) -> None:
+    for k in range(4):
+        await tracker.track_request(f"r{k}", agent_id="a1")
+        await tracker.track_request(f"x{k}", agent_id="other")
+    seen: list[str | None] = []
+
+    async def follower() -> None:
+        async for event in tracker.events(follow=True, last=2, agent_id="a1", poll=0.05):
+            seen.append(event.request_id)
+            if len(seen) == 3:
+                return
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower)
+            await anyio.sleep(0.05)
+            await tracker.track_request("r4", agent_id="a1")
+    assert seen == ["r2", "r3", "r4"]
+
+
 APPEND_FROM_CHILD = """
 import sys, anyio
 from tracker import Tracker

@@ -26,7 +26,7 @@ from tracker.errors import (
     NotATrackerDatabase,
     SchemaVersionError,
 )
-from tracker.events import AgentReset, AnyEvent, RequestTracked, SessionAssigned
+from tracker.events import KEYS, AgentReset, AnyEvent, RequestTracked, SessionAssigned, StoredEvent
 from tracker.store import EventStore, Filter, NoProjections
 
 Appender = Callable[[Path, list[AnyEvent]], Awaitable[list[int]]]
@@ -118,6 +118,20 @@ KEY_FILTERS = [
 ]
 
 
+SPANS = ((0, None), (4000, None), (100, 9000), (5000, 5000))
+
+
+def matching(events: list[StoredEvent], where: Filter, since: int, until: int | None) -> list[int]:
+    """The seqs of ``events`` that ``where`` selects in ``since < seq <= until``, by a scan."""
+    return [
+        e.seq
+        for e in events
+        if since < e.seq <= (until or events[-1].seq)
+        and all(getattr(where, k) in (None, getattr(e, k)) for k in KEYS)
+        and (not where.types or e.type in where.types)
+    ]
+
+
 @pytest.mark.parametrize("where", KEY_FILTERS, ids=repr)
 async def test_key_filters_over_many_buckets_match_a_scan(db_path: Path, where: Filter) -> None:
     n = 3 * 4096 + 500  # four buckets of the key indexes
@@ -127,17 +141,8 @@ async def test_key_filters_over_many_buckets_match_a_scan(db_path: Path, where: 
             await store.append(log[start : start + 2000])
         everything = await store.read(0, limit=n)
         buckets_seen: set[int] = set()
-        for since, until in ((0, None), (4000, None), (100, 9000), (5000, 5000)):
-            expected = [
-                e.seq
-                for e in everything
-                if since < e.seq <= (until or n)
-                and all(
-                    getattr(where, k) in (None, getattr(e, k))
-                    for k in ("agent_id", "request_id", "session_id")
-                )
-                and (not where.types or e.type in where.types)
-            ]
+        for since, until in SPANS:
+            expected = matching(everything, where, since, until)
             got, last = [], since
             while page := await store.read(last, until=until, where=where, limit=100):
                 got += [e.seq for e in page]
@@ -147,15 +152,36 @@ async def test_key_filters_over_many_buckets_match_a_scan(db_path: Path, where: 
         assert len(buckets_seen) == 4  # the reads crossed every bucket boundary
 
 
+@pytest.mark.parametrize("where", [*KEY_FILTERS, Filter(), Filter(types=("AgentReset",))], ids=repr)
+async def test_the_last_n_and_the_count_match_a_scan(db_path: Path, where: Filter) -> None:
+    n = 3 * 4096 + 500
+    async with EventStore.open(db_path, NoProjections()) as store:
+        await store.append(spread_events(n))
+        everything = await store.read(0, limit=n)
+        for since, until in SPANS:
+            expected = matching(everything, where, since, until)
+            count_sql, params = where.select_count(since, until)
+            assert await store.read_sql(lambda r: r[0][0], count_sql, params) == len(expected)
+            for last in (0, 1, 7, max(0, len(expected) - 1), len(expected), n):
+                start = await store.start_of_last(last, since, until=until, where=where)
+                got = [e.seq for e in await store.read(start, until=until, where=where, limit=n)]
+                assert got == expected[max(0, len(expected) - last) :], (since, until, last)
+
+
 @pytest.mark.parametrize("where", KEY_FILTERS, ids=repr)
 def test_key_filters_seek_their_index_without_sorting(db_path: Path, where: Filter) -> None:
     conn = sqlite3.connect(db_path)
     db.create_schema(conn)
-    sql, params = where.select(10, 9000, 100)
-    plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
-    assert "SEARCH events USING INDEX events_by_" in plan, plan
-    assert "(<expr>=? AND" in plan, plan  # a seek on bucket and key, not a range scan
-    assert "TEMP B-TREE" not in plan, plan
+    for sql, params in (
+        where.select(10, 9000, 100),
+        where.select_from_end(10, 9000, 5),
+        where.select_count(10, 9000),
+    ):
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "SEARCH events USING " in plan, plan
+        assert "INDEX events_by_" in plan, plan
+        assert "(<expr>=? AND" in plan, plan  # a seek on bucket and key, not a range scan
+        assert "TEMP B-TREE" not in plan, plan
 
 
 def wal_pages_by_owner(path: Path) -> dict[str, int]:

@@ -433,19 +433,29 @@ class Tracker:
         *,
         follow: bool = False,
         until: int | None = None,
+        last: int | None = None,
         agent_id: str | None = None,
         session_id: str | None = None,
         request_id: str | None = None,
         types: Iterable[str] = (),
         poll: float = 0.1,
     ) -> AsyncIterator[StoredEvent]:
-        """Yield stored events after ``since``, filtered; with ``follow``, wait for new ones."""
+        """Yield stored events with ``since < seq <= until``, filtered, in seq order;
+        ``last=N``: only the last N of them. With ``follow``, then wait for new ones."""
+        since = validate.count(since, "since")
+        until = validate.optional_count(until, "until")
+        last = validate.optional_count(last, "last")
+        poll = validate.poll(poll)
+        if follow and until is not None:
+            raise InvalidInput(f"follow waits for new events forever: it takes no until ({until})")
         where = Filter(
             request_id=validate.optional_ident(request_id, "request_id"),
             agent_id=validate.optional_ident(agent_id, "agent_id"),
             session_id=validate.optional_ident(session_id, "session_id"),
-            types=tuple(types),
+            types=validate.event_types(types),
         )
+        if last is not None:
+            since = await self._store.start_of_last(last, since, until=until, where=where)
         if follow:
             async for event in self._store.follow(since, where=where, poll=poll):
                 yield event
@@ -534,8 +544,7 @@ class Tracker:
     ) -> int:
         """Write a new database with the log up to ``until`` (seq) or ``at`` (time) and
         the projections as of that point; return its last seq."""
-        if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
-            raise InvalidInput(f"until must be an event seq (int), got {until!r}")
+        until = validate.optional_count(until, "until")
         moment = iso(at) if at is not None else None
         return await db.in_thread(
             self.path, maintenance.replay_into, self.path, Path(target), until, moment, progress

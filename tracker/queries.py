@@ -29,6 +29,7 @@ from tracker.models import (
     request_from_row,
     session_from_row,
 )
+from tracker.store import Filter
 
 _TABLES = State(1)
 _BY_REQUEST = _TABLES.requests.select_sql + " WHERE request_id = ?"
@@ -141,8 +142,14 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
         lock_waits=waits,
         lock_wait_ms=wait_ms,
         lock_expiries=expiries,
-        events=conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0],
+        events=_event_count(conn, agent_id),
     )
+
+
+def _event_count(conn: sqlite3.Connection, agent_id: str | None) -> int:
+    if agent_id is None:  # seq is gapless
+        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+    return int(conn.execute(*Filter(agent_id=agent_id).select_count()).fetchone()[0])
 
 
 _GROUPS = {

@@ -58,6 +58,11 @@ class Filter:
     session_id: str | None = None
     types: tuple[str, ...] = ()
 
+    @property
+    def keyed(self) -> bool:
+        """Whether it names a request, agent or session (read through their indexes)."""
+        return any(getattr(self, key) is not None for key in KEYS)
+
     def select(self, since: int, until: int | None, limit: int) -> tuple[str, list[Any]]:
         """The query for matching events with ``since < seq <= until``, in seq order.
 
@@ -66,10 +71,27 @@ class Filter:
         the rows come in seq order without a sort.
         """
         where, params = self._where(since, until)
-        if all(getattr(self, key) is None for key in KEYS):
+        if not self.keyed:
             sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?"
             return sql, [*params, limit]
         return _BY_KEY.format(where=where), [since, until, *params, limit]
+
+    def select_count(self, since: int = 0, until: int | None = None) -> tuple[str, list[Any]]:
+        """The query for the number of matching events with ``since < seq <= until``."""
+        where, params = self._where(since, until)
+        if not self.keyed:
+            return f"SELECT count(*) FROM events WHERE {where}", params
+        return _COUNT_BY_KEY.format(where=where), [since, until, *params]
+
+    def select_from_end(self, since: int, until: int | None, count: int) -> tuple[str, list[Any]]:
+        """The query for the seq of the ``count``-th matching event from the end (1: the
+        last) with ``since < seq <= until``: no row when fewer match. A key filter seeks
+        its index bucket by bucket from the last one down, an index read only."""
+        where, params = self._where(since, until)
+        if not self.keyed:
+            sql = f"SELECT seq FROM events WHERE {where} ORDER BY seq DESC LIMIT 1 OFFSET ?"
+            return sql, [*params, count - 1]
+        return _BY_KEY_FROM_END.format(where=where), [until, since, *params, count - 1]
 
     def _where(self, since: int, until: int | None) -> tuple[str, list[Any]]:
         clauses, params = ["seq > ?"], list[Any]([since])
@@ -86,15 +108,29 @@ class Filter:
         return " AND ".join(clauses), params
 
 
-# Events of a key: its index seeks one bucket after the other (parameters: since,
-# until or None, then the WHERE clause's, then the limit).
+# Events of a key: its index seeks one bucket after the other (parameters: since and
+# until or None for the buckets, then the WHERE clause's, then the limit if any).
 _BUCKET = f"seq >> {KEY_BUCKET_BITS}"
-_BY_KEY = (
+_BUCKETS_UP = (
     "WITH RECURSIVE bucket(n) AS ("
     f"SELECT ? >> {KEY_BUCKET_BITS} UNION ALL SELECT n + 1 FROM bucket "
     f"WHERE n < coalesce(?, (SELECT max(seq) FROM events)) >> {KEY_BUCKET_BITS}) "
-    f"SELECT {EVENT_COLUMNS} FROM events WHERE ({_BUCKET}) IN bucket AND {{where}} "
-    f"ORDER BY {_BUCKET}, seq LIMIT ?"
+)
+_BY_KEY = (
+    f"{_BUCKETS_UP}SELECT {EVENT_COLUMNS} FROM events WHERE ({_BUCKET}) IN bucket AND "
+    f"{{where}} ORDER BY {_BUCKET}, seq LIMIT ?"
+)
+_COUNT_BY_KEY = (
+    f"{_BUCKETS_UP}SELECT count(*) FROM events WHERE ({_BUCKET}) IN bucket AND {{where}}"
+)
+# The same from the end, newest first (parameters: until or None, since, the WHERE
+# clause's, then the offset).
+_BY_KEY_FROM_END = (
+    "WITH RECURSIVE bucket(n) AS ("
+    f"SELECT coalesce(?, (SELECT max(seq) FROM events)) >> {KEY_BUCKET_BITS} "
+    f"UNION ALL SELECT n - 1 FROM bucket WHERE n > ? >> {KEY_BUCKET_BITS}) "
+    f"SELECT seq FROM events WHERE ({_BUCKET}) IN bucket AND {{where}} "
+    f"ORDER BY {_BUCKET} DESC, seq DESC LIMIT 1 OFFSET ?"
 )
 
 
@@ -376,6 +412,19 @@ class EventStore(Generic[H]):
         sql, params = where.select(since, until, limit)
         return await self.read_sql(_decode_rows, sql, params)
 
+    async def start_of_last(
+        self, count: int, since: int = 0, *, until: int | None = None, where: Filter = Filter()
+    ) -> int:
+        """Return where reading must start (a ``since``) to get only the last ``count``
+        events with ``since < seq <= until`` matching ``where``."""
+        if count == 0:  # none of the past ones: start at the end
+            head = int(
+                await self.read_sql(_first_value, "SELECT coalesce(max(seq), 0) FROM events")
+            )
+            return max(since, head if until is None else min(head, until))
+        first = await self.read_sql(_first_value, *where.select_from_end(since, until, count))
+        return since if first is None else int(first) - 1
+
     async def read_sql(
         self, convert: Callable[[list[Any]], T], sql: str, params: Sequence[Any] = ()
     ) -> T:
@@ -456,6 +505,10 @@ async def _connected(connector: Callable[[], sqlite3.Connection]) -> aiosqlite.C
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _first_value(rows: list[Any]) -> Any:
+    return rows[0][0] if rows else None
 
 
 def _decode_rows(rows: list[Any]) -> list[StoredEvent]:

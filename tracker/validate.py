@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ import msgspec
 
 from tracker.clock import seconds
 from tracker.errors import InvalidInput
-from tracker.events import NO_USAGE, Usage
+from tracker.events import BY_TAG, NO_USAGE, Usage
 
 MAX_ID_CHARS = 512
 MAX_TEXT_CHARS = 4_000_000
@@ -138,6 +138,33 @@ def duration_ms(value: Any) -> int | None:
     return round(value)
 
 
+def count(value: Any, name: str) -> int:
+    """Return a whole number that is not negative (an event seq, a number of events)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be a whole number, got {_show(value)}")
+    if value < 0:
+        raise InvalidInput(f"{name} must not be negative, got {value}")
+    return value
+
+
+def optional_count(value: Any, name: str) -> int | None:
+    """Return None or a whole number that is not negative."""
+    return None if value is None else count(value, name)
+
+
+def event_types(value: Any) -> tuple[str, ...]:
+    """Return event type names the catalogue knows (one name alone is one type)."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Iterable):
+        raise InvalidInput(f"types must be event type names, got {_show(value)}")
+    names = tuple(value)
+    for name in names:
+        if name not in BY_TAG:
+            raise InvalidInput(f"unknown event type {_show(name)}: one of {', '.join(BY_TAG)}")
+    return names
+
+
 def ttl(value: Any, name: str = "ttl") -> float:
     """Return a lock TTL in seconds: more than 0, at most 7 days."""
     result = _duration(value, name)
@@ -153,6 +180,14 @@ def wait(value: Any, name: str = "wait") -> float:
     result = _duration(value, name)
     if not 0 <= result <= 86400:
         raise InvalidInput(f"{name} must be between 0 and 86400 s, got {value!r}")
+    return result
+
+
+def poll(value: Any) -> float:
+    """Return a polling interval in seconds: more than 0, at most 1 hour."""
+    result = _duration(value, "poll")
+    if not 0 < result <= 3600:
+        raise InvalidInput(f"poll must be more than 0 and at most 3600 s, got {value!r}")
     return result
 
 

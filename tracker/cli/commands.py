@@ -21,7 +21,7 @@ import msgspec
 from tracker import db, readonly, transfer
 from tracker.api import Tracker
 from tracker.clock import parse_time
-from tracker.errors import DatabaseNotFound, InvalidInput
+from tracker.errors import DatabaseNotFound, InvalidInput, UnknownAgent
 from tracker.events import StoredEvent
 from tracker.models import Session
 from tracker.progress import Progress
@@ -79,17 +79,17 @@ async def cmd_events(args: argparse.Namespace) -> int:
             args.since,
             follow=args.follow,
             until=args.until,
+            last=args.last,
             agent_id=args.agent,
             session_id=args.session,
             request_id=args.request,
             types=args.type or (),
         )
         if not args.json and not args.follow:
-            shown = [e async for e in stream][-args.limit if args.limit else None :]
             print(
                 table(
                     ["seq", "at", "type", "request", "agent", "session", "detail"],
-                    [_event_row(e) for e in shown],
+                    [_event_row(e) async for e in stream],
                 )
             )
             return 0
@@ -142,10 +142,14 @@ async def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _known_agent(t: Tracker, agent_id: str) -> None:
+    if await t.get_agent(agent_id) is None:
+        raise UnknownAgent(f"no agent {agent_id!r}")
+
+
 async def cmd_chain(args: argparse.Namespace) -> int:
     async with existing(args) as t:
-        if await t.get_agent(args.agent) is None:
-            raise InvalidInput(f"no agent {args.agent!r}")
+        await _known_agent(t, args.agent)
         chain = await t.get_chain(args.agent)
         current = await t.get_agent_session(args.agent)
     if args.json:
@@ -196,6 +200,8 @@ def _label(s: Session, current: str | None) -> str:
 
 async def cmd_stats(args: argparse.Namespace) -> int:
     async with existing(args) as t:
+        if args.agent is not None:
+            await _known_agent(t, args.agent)
         if args.by:
             groups = await t.usage_by(args.by, args.agent)
             if args.json:

@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "events": (
         c.cmd_events,
         "the log, filtered; --follow tails new events live",
-        "tracker events --agent a1 --type RequestFailed\n  tracker events --follow",
+        "tracker events --agent a1 --type RequestFailed\n  tracker events --last 20 --follow",
     ),
     "audit": (
         c.cmd_audit,
@@ -85,13 +85,19 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name == "events":
-        p.add_argument("--since", type=int, default=0, metavar="SEQ")
-        p.add_argument("--until", type=int, metavar="SEQ")
+        p.add_argument("--since", type=int, default=0, metavar="SEQ", help="after this seq")
+        p.add_argument("--until", type=int, metavar="SEQ", help="up to this seq")
         p.add_argument("--agent")
         p.add_argument("--session")
         p.add_argument("--request")
         p.add_argument("--type", action="append", metavar="TYPE", help="repeatable")
-        p.add_argument("--limit", type=int, metavar="N", help="only the last N")
+        p.add_argument(
+            "--last",
+            "--limit",
+            type=int,
+            metavar="N",
+            help="only the last N (then the new ones, with --follow)",
+        )
         p.add_argument("--follow", action="store_true", help="keep printing new events")
     elif name == "audit":
         p.add_argument("kind", choices=["request", "session", "agent"])
