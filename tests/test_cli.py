@@ -221,6 +221,40 @@ def test_query_reads(run: Run, db: Path) -> None:
     assert json.loads(out) == {"n": 32}
 
 
+COUNT_TO = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < {}) "
+
+
+def test_query_streams_many_rows_in_blocks(run: Run, db: Path) -> None:
+    sql = COUNT_TO.format(2500) + "SELECT x, 'row ' || x AS label FROM n"
+    code, out, _ = run("query", sql, "--db", str(db))
+    lines = out.splitlines()
+    assert (code, len(lines), lines[0].split()) == (0, 2 + 2500, ["x", "label"])
+    assert [line.split() for line in lines[2:]] == [
+        [f"{x:,}", "row", str(x)] for x in range(1, 2501)
+    ]
+    out = run("query", sql, "--db", str(db), "--json")[1]
+    assert [json.loads(line)["x"] for line in out.splitlines()] == list(range(1, 2501))
+
+
+def test_a_query_failing_after_some_rows_ends_with_one_line(run: Run, db: Path) -> None:
+    overflow = "abs(-9223372036854775807 - 1)"
+    sql = COUNT_TO.format(3000) + f"SELECT CASE WHEN x > 2500 THEN {overflow} ELSE x END FROM n"
+    code, out, err = run("query", sql, "--db", str(db))
+    assert (code, err) == (1, "tracker: query refused: integer overflow\n")
+    assert 0 < len(out.splitlines()) <= 2 + 2500
+
+
+def test_the_events_table_streams_in_blocks(
+    run: Run, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = run("events", "--db", str(db))[1].splitlines()
+    monkeypatch.setattr("tracker.cli.commands.BLOCK", 5)
+    streamed = run("events", "--db", str(db))[1].splitlines()
+    assert streamed[0].split() == whole[0].split()
+    assert [line.split() for line in streamed[2:]] == [line.split() for line in whole[2:]]
+    assert len(streamed) == 2 + 32  # one header
+
+
 def test_query_shows_blobs_as_hex_like_the_events_command(run: Run, db: Path) -> None:
     event = json.loads(run("events", "--until", "1", "--db", str(db), "--json")[1])
     sql = "SELECT id, hash FROM events WHERE seq = 1"

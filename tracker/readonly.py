@@ -9,7 +9,10 @@ writing PRAGMAs, temporary tables and extension loading are refused.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tracker.errors import DatabaseNotFound, InvalidInput
 
@@ -72,17 +75,32 @@ def connect(path: Path, *, guard: bool = True) -> sqlite3.Connection:
     return conn
 
 
-def run(path: Path, sql: str) -> tuple[list[str], list[tuple[object, ...]]]:
-    """Run one read-only statement; return its column names and rows."""
+@contextmanager
+def query(path: Path, sql: str) -> Iterator[tuple[list[str], Iterator[tuple[Any, ...]]]]:
+    """Run one read-only statement; give its column names and its rows, fetched as
+    they are iterated (inside the block). A statement that may not run, or fails,
+    is InvalidInput."""
     conn = connect(path)
     try:
-        cursor = conn.execute(sql)
-        columns = [d[0] for d in cursor.description or ()]
-        return columns, cursor.fetchall()
+        with _refused():
+            cursor = conn.execute(sql)
+        yield [d[0] for d in cursor.description or ()], _fetched(cursor)
+    finally:
+        conn.close()
+
+
+def _fetched(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
+    with _refused():
+        while chunk := cursor.fetchmany(1000):
+            yield from chunk
+
+
+@contextmanager
+def _refused() -> Iterator[None]:
+    try:
+        yield
     except sqlite3.DatabaseError as exc:
         reason = "only reading is allowed" if "not authorized" in str(exc) else str(exc)
         raise InvalidInput(f"query refused: {reason}") from None
     except sqlite3.ProgrammingError as exc:
         raise InvalidInput(f"query refused: {exc}") from None
-    finally:
-        conn.close()

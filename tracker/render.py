@@ -2,29 +2,68 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+BLOCK = 1000  # rows a streamed table holds at a time
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Aligned columns; numbers right-aligned, None shown as '-'."""
-    cells = [[cell(v) for v in row] for row in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
-    ]
-    numeric = [all(_is_number(row[i]) for row in rows) and bool(rows) for i in range(len(headers))]
-    lines = [
-        "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
-        "  ".join("-" * w for w in widths),
-    ]
-    for row in cells:
+    return "\n".join(table_lines(headers, rows, block=max(len(rows), 1)))
+
+
+def table_lines(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, block: int = BLOCK
+) -> Iterator[str]:
+    """The lines of ``table``, streamed: ``block`` rows at a time, so memory stays flat
+    however many rows come. Widths are those of the rows seen so far (a later block
+    may widen a column); a column is numeric if it is in the first block."""
+    aligned = Aligned(headers)
+    for chunk in _chunks(rows, block):
+        yield from aligned.lines(chunk)
+    yield from aligned.lines([])
+
+
+class Aligned:
+    """Aligned columns, block after block; the header comes with the first block."""
+
+    def __init__(self, headers: Sequence[str]) -> None:
+        self.headers = list(headers)
+        self.widths = [len(h) for h in headers]
+        self.numeric: list[bool] | None = None
+
+    def lines(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+        """The lines of ``rows``, after the header if this is the first block."""
+        cells = [[cell(v) for v in row] for row in rows]
+        self.widths = [max([w, *(len(r[i]) for r in cells)]) for i, w in enumerate(self.widths)]
+        lines = []
+        if self.numeric is None:
+            self.numeric = [
+                bool(rows) and all(_is_number(r[i]) for r in rows) for i in range(len(self.widths))
+            ]
+            text = [False] * len(self.widths)
+            lines += [
+                self._join(self.headers, text),
+                self._join(["-" * w for w in self.widths], text),
+            ]
+        return lines + [self._join(row, self.numeric) for row in cells]
+
+    def _join(self, values: Sequence[str], numeric: Sequence[bool]) -> str:
         parts = [
             v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(row, widths, numeric, strict=True)
+            for v, w, num in zip(values, self.widths, numeric, strict=True)
         ]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
+        return "  ".join(parts).rstrip()
+
+
+def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 def _is_number(value: Any) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from tracker.errors import DatabaseNotFound, InvalidInput, UnknownAgent
 from tracker.events import StoredEvent
 from tracker.models import Session
 from tracker.progress import Progress
-from tracker.render import cell, dollars, duration, table, tree, when
+from tracker.render import BLOCK, Aligned, cell, dollars, duration, table, table_lines, tree, when
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 _json = msgspec.json.Encoder()
@@ -86,17 +86,25 @@ async def cmd_events(args: argparse.Namespace) -> int:
             types=args.type or (),
         )
         if not args.json and not args.follow:
-            print(
-                table(
-                    ["seq", "at", "type", "request", "agent", "session", "detail"],
-                    [_event_row(e) async for e in stream],
-                )
-            )
+            headers = ["seq", "at", "type", "request", "agent", "session", "detail"]
+            await _print_table(headers, (_event_row(e) async for e in stream))
             return 0
         async for event in stream:
             emit(event) if args.json else print("  ".join(cell(v) for v in _event_row(event)))
             sys.stdout.flush()
     return 0
+
+
+async def _print_table(headers: list[str], rows: AsyncIterator[list[Any]]) -> None:
+    """Print ``rows`` as a table a block at a time (memory stays flat however many)."""
+    aligned, block = Aligned(headers), list[list[Any]]()
+    async for row in rows:
+        block.append(row)
+        if len(block) == BLOCK:
+            print("\n".join(aligned.lines(block)))
+            block = []
+    if lines := aligned.lines(block):
+        print("\n".join(lines))
 
 
 def _event_row(e: StoredEvent) -> list[Any]:
@@ -373,14 +381,20 @@ async def cmd_import(args: argparse.Namespace) -> int:
 
 
 async def cmd_query(args: argparse.Namespace) -> int:
-    columns, found = await anyio.to_thread.run_sync(readonly.run, database(args), args.sql)
-    rows = [[v.hex() if isinstance(v, bytes) else v for v in row] for row in found]  # ids, hashes
-    if args.json:
-        for row in rows:
-            emit(dict(zip(columns, row, strict=True)))
-    else:
-        print(table(columns, rows))
+    await anyio.to_thread.run_sync(_print_query, database(args), args.sql, args.json)
     return 0
+
+
+def _print_query(path: Path, sql: str, as_json: bool) -> None:
+    """Run ``sql`` read-only and print its rows as they come (ids and hashes in hex)."""
+    with readonly.query(path, sql) as (columns, found):
+        rows = ([v.hex() if isinstance(v, bytes) else v for v in row] for row in found)
+        if as_json:
+            for row in rows:
+                emit(dict(zip(columns, row, strict=True)))
+        else:
+            for line in table_lines(columns, rows):
+                print(line)
 
 
 async def cmd_health(args: argparse.Namespace) -> int:

@@ -1,0 +1,44 @@
+"""Plain-text tables: aligned, and streamed a block at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+from tracker.render import table, table_lines
+
+HEADERS = ["n", "name", "cost"]
+ROWS: list[list[Any]] = [[1, "a", 0.5], [22, "bbbb", None], [333, "cc", 12.25]]
+
+
+def test_a_table_aligns_text_left_and_numbers_right() -> None:
+    assert table(HEADERS, ROWS).splitlines() == [
+        "n    name  cost",
+        "---  ----  -----",
+        "  1  a       0.5",
+        " 22  bbbb      -",
+        "333  cc    12.25",
+    ]
+    assert table(HEADERS, []).splitlines() == ["n  name  cost", "-  ----  ----"]
+
+
+def test_streamed_blocks_show_the_same_cells_with_the_widths_seen_so_far() -> None:
+    lines = list(table_lines(HEADERS, ROWS, block=2))
+    whole = table(HEADERS, ROWS).splitlines()
+    assert [line.split() for line in lines[2:]] == [line.split() for line in whole[2:]]
+    assert lines[:4] == ["n   name  cost", "--  ----  ----", " 1  a      0.5", "22  bbbb     -"]
+    assert lines[4] == "333  cc    12.25"  # a later block widens its columns
+
+
+def test_a_streamed_table_reads_one_block_ahead_at_most() -> None:
+    read = []
+
+    def rows() -> Iterator[list[Any]]:
+        for n in range(10_000):
+            read.append(n)
+            yield [n, "x"]
+
+    first = list(islice(table_lines(["n", "x"], rows(), block=100), 2 + 150))
+    assert first[-1].split() == ["149", "x"]
+    assert len(read) == 200  # two blocks, not the 10,000 rows
