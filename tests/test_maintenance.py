@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -118,22 +120,34 @@ async def test_background_maintenance_runs_cleanup(db_path: Path, clock: ManualC
 # -- events and follow ---------------------------------------------------------------
 
 
-async def test_follow_sees_events_of_this_process(tracker: Tracker) -> None:
+async def followed(
+    tracker: Tracker, count: int, writes: Callable[[], Awaitable[object]], **options: Any
+) -> list[StoredEvent]:
+    """The first ``count`` events ``tracker.events(follow=True, **options)`` yields while
+    ``writes()`` runs."""
     seen: list[StoredEvent] = []
 
     async def follower() -> None:
-        async for event in tracker.events(follow=True, agent_id="a1", poll=0.05):
+        async for event in tracker.events(follow=True, poll=0.05, **options):
             seen.append(event)
-            if len(seen) == 2:
+            if len(seen) == count:
                 return
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(follower)
             await anyio.sleep(0.05)
-            await tracker.track_request("r1", agent_id="a1")
-            await tracker.track_request("x", agent_id="other")
-            await tracker.update_request_session("r1", "S1")
+            await writes()
+    return seen
+
+
+async def test_follow_sees_events_of_this_process(tracker: Tracker) -> None:
+    async def writes() -> None:
+        await tracker.track_request("r1", agent_id="a1")
+        await tracker.track_request("x", agent_id="other")
+        await tracker.update_request_session("r1", "S1")
+
+    seen = await followed(tracker, 2, writes, agent_id="a1")
     assert [e.type for e in seen] == ["RequestTracked", "SessionAssigned"]
 
 
@@ -141,20 +155,10 @@ async def test_follow_from_the_last_n_then_the_new_ones(tracker: Tracker) -> Non
     for k in range(4):
         await tracker.track_request(f"r{k}", agent_id="a1")
         await tracker.track_request(f"x{k}", agent_id="other")
-    seen: list[str | None] = []
-
-    async def follower() -> None:
-        async for event in tracker.events(follow=True, last=2, agent_id="a1", poll=0.05):
-            seen.append(event.request_id)
-            if len(seen) == 3:
-                return
-
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(follower)
-            await anyio.sleep(0.05)
-            await tracker.track_request("r4", agent_id="a1")
-    assert seen == ["r2", "r3", "r4"]
+    seen = await followed(
+        tracker, 3, lambda: tracker.track_request("r4", agent_id="a1"), last=2, agent_id="a1"
+    )
+    assert [e.request_id for e in seen] == ["r2", "r3", "r4"]
 
 
 APPEND_FROM_CHILD = """
