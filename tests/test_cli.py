@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -486,33 +487,34 @@ def test_python_dash_m_tracker_runs_the_cli(db: Path) -> None:
 # -- follow across processes -------------------------------------------------------
 
 
-def test_events_follow_sees_another_process(db: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "first_lines"),
+    [(["--json", "--since", "32"], 0), (["--last", "1"], 3)],  # table: header, rule, row 32
+    ids=["json", "table"],
+)
+def test_events_follow_sees_another_process(db: Path, options: list[str], first_lines: int) -> None:
     with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tracker",
-            "events",
-            "--follow",
-            "--json",
-            "--since",
-            "32",
-            "--db",
-            str(db),
-        ],
+        [sys.executable, "-m", "tracker", "events", "--follow", *options, "--db", str(db)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},  # it must flush
     ) as follower:
+        watchdog = threading.Timer(20, follower.kill)  # a line never shown fails, not hangs
+        watchdog.start()
         try:
+            assert follower.stdout is not None
+            shown = [follower.stdout.readline() for _ in range(first_lines)]  # flushed at once
+            assert first_lines == 0 or shown[2].split()[0] == "32"
             time.sleep(1.0)  # the follower is tailing
             anyio.run(_append_one, db)
-            assert follower.stdout is not None
             line = follower.stdout.readline()
-            assert json.loads(line)["request_id"] == "from-another-process"
+            assert "from-another-process" in (
+                line if first_lines else json.loads(line)["request_id"]
+            )
         finally:
+            watchdog.cancel()
             follower.kill()
 
 

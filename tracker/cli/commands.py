@@ -85,23 +85,24 @@ async def cmd_events(args: argparse.Namespace) -> int:
             request_id=args.request,
             types=args.type or (),
         )
-        if not args.json and not args.follow:
-            headers = ["seq", "at", "type", "request", "agent", "session", "detail"]
-            await _print_table(headers, (_event_row(e) async for e in stream))
+        if args.json:
+            async for event in stream:
+                emit(event)
+                sys.stdout.flush()
             return 0
-        async for event in stream:
-            emit(event) if args.json else print("  ".join(cell(v) for v in _event_row(event)))
-            sys.stdout.flush()
+        headers = ["seq", "at", "type", "request", "agent", "session", "detail"]
+        rows = (_event_row(e) async for e in stream)
+        await _print_table(headers, rows, 1 if args.follow else BLOCK)  # follow: each at once
     return 0
 
 
-async def _print_table(headers: list[str], rows: AsyncIterator[list[Any]]) -> None:
-    """Print ``rows`` as a table a block at a time (memory stays flat however many)."""
+async def _print_table(headers: list[str], rows: AsyncIterator[list[Any]], size: int) -> None:
+    """Print ``rows`` as a table, ``size`` rows at a time (memory stays flat)."""
     aligned, block = Aligned(headers), list[list[Any]]()
     async for row in rows:
         block.append(row)
-        if len(block) == BLOCK:
-            print("\n".join(aligned.lines(block)))
+        if len(block) == size:
+            print("\n".join(aligned.lines(block)), flush=True)
             block = []
     if lines := aligned.lines(block):
         print("\n".join(lines))
