@@ -195,6 +195,23 @@ def test_cleanup_dry_run_then_real(run: Run, db: Path) -> None:
     assert report["abandoned_requests"] == ["stuck"]
 
 
+def test_cleanup_names_twenty_and_counts_the_rest(run: Run, tmp_path: Path) -> None:
+    async def sessions(path: Path) -> None:
+        async with Tracker.open(path) as t:
+            for k in range(25):
+                await t.track_request(f"r{k}", agent_id=f"a{k}")
+                await t.update_request_session(f"r{k}", f"s{k}")
+                await t.complete_request(f"r{k}")
+
+    path = tmp_path / "many.db"
+    anyio.run(sessions, path)
+    out = run("cleanup", "--idle", "0s", "--dry-run", "--db", str(path))[1].splitlines()
+    assert out[0] == "would retire: 0 stuck requests, 25 idle sessions, 0 locks"
+    assert out[1].startswith("  sessions: s")
+    assert out[1].endswith(" ... and 5 more")
+    assert out[1].count(", ") == 19
+
+
 def test_export_import_gives_an_identical_database(run: Run, db: Path, tmp_path: Path) -> None:
     dump = tmp_path / "log.jsonl"
     assert run("export", "--out", str(dump), "--db", str(db))[0] == 0

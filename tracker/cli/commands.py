@@ -340,8 +340,8 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
         return 0
     verb = "would retire" if report.dry_run else "retired"
     print(
-        f"{verb}: {len(report.abandoned_requests)} stuck requests, "
-        f"{len(report.expired_sessions)} idle sessions, {len(report.expired_locks)} locks"
+        f"{verb}: {len(report.abandoned_requests):,} stuck requests, "
+        f"{len(report.expired_sessions):,} idle sessions, {len(report.expired_locks):,} locks"
     )
     for name, items in (
         ("requests", report.abandoned_requests),
@@ -349,7 +349,8 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
         ("locks", report.expired_locks),
     ):
         if items:
-            print(f"  {name}: {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}")
+            more = f" ... and {len(items) - 20:,} more" if len(items) > 20 else ""
+            print(f"  {name}: {', '.join(items[:20])}{more}")
     return 0
 
 
