@@ -88,7 +88,8 @@ async def cmd_events(args: argparse.Namespace) -> int:
         if args.json:
             async for event in stream:
                 emit(event)
-                sys.stdout.flush()
+                if args.follow:
+                    sys.stdout.flush()
             return 0
         headers = ["seq", "at", "type", "request", "agent", "session", "detail"]
         rows = (_event_row(e) async for e in stream)
