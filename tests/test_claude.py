@@ -361,8 +361,11 @@ def test_validate_reports_a_session(tmp_path: Path) -> None:
     assert (missing.ok, missing.exists) == (False, False)
     bad = tmp_path / "p" / "bad.jsonl"
     bad.parent.mkdir()
-    bad.write_text('{"type": "user"}\nnot json\n{"type": "user"}\n')
-    assert validate("bad", None, tmp_path).valid_jsonl is False
+    bad.write_text('{"type": "user"}\n\nnot json\n{"type": "user"}\n')
+    report = validate("bad", None, tmp_path)
+    assert (report.valid_jsonl, report.problems) == (False, ["line 3 is not JSON"])
+    bad.write_text('{"type": "user"}\nnot json\n{"type": "user"}\n{oops\n{"type": "user"}')
+    assert validate("bad", None, tmp_path).problems == ["2 lines are not JSON, the first is line 2"]
 
 
 # -- import ----------------------------------------------------------------------------

@@ -79,6 +79,7 @@ class Summary(msgspec.Struct, kw_only=True):
     assistant_messages: int = 0
     api_calls: int = 0
     bad_lines: int = 0
+    first_bad_line: int | None = None  # its number in the file, from 1
     torn_last_line: bool = False
     skipped_long_lines: int = 0
     first_timestamp: str | None = None
@@ -161,7 +162,7 @@ def summarize(path: Path) -> Summary:
 
 def _read(path: Path, reader: _Reader, *, own: bool) -> None:
     with path.open("rb") as stream:
-        for line, complete in _lines(stream, reader.s if own else None):
+        for number, line, complete in _lines(stream, reader.s if own else None):
             if own:
                 reader.s.lines += 1
             try:
@@ -171,11 +172,15 @@ def _read(path: Path, reader: _Reader, *, own: bool) -> None:
                     reader.s.torn_last_line = reader.s.torn_last_line or own
                 elif own:
                     reader.s.bad_lines += 1
+                    reader.s.first_bad_line = reader.s.first_bad_line or number
 
 
-def _lines(stream: BinaryIO, summary: Summary | None) -> Iterator[tuple[bytes, bool]]:
-    """(line, ends with a newline) pairs; lines over MAX_LINE are skipped in chunks."""
+def _lines(stream: BinaryIO, summary: Summary | None) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, line, ends with a newline) for each line that is not blank; lines
+    over MAX_LINE are skipped in chunks."""
+    number = 0
     while line := stream.readline(MAX_LINE):
+        number += 1
         if len(line) == MAX_LINE and not line.endswith(b"\n"):
             while (rest := stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
                 pass
@@ -183,7 +188,7 @@ def _lines(stream: BinaryIO, summary: Summary | None) -> Iterator[tuple[bytes, b
                 summary.skipped_long_lines += 1
             continue
         if line.strip():
-            yield line, line.endswith(b"\n")
+            yield number, line, line.endswith(b"\n")
 
 
 class Validation(msgspec.Struct, kw_only=True):
@@ -202,6 +207,12 @@ class Validation(msgspec.Struct, kw_only=True):
     problems: list[str] = []
 
 
+def _bad_lines(count: int, first: int | None) -> str:
+    if count == 1:
+        return f"line {first} is not JSON"
+    return f"{count:,} lines are not JSON, the first is line {first}"
+
+
 def validate(session_id: str, cwd: str | None = None, root: Path | None = None) -> Validation:
     """Check that a session's transcript exists, is readable and is valid JSON lines."""
     path = find_session(session_id, cwd, root)
@@ -215,7 +226,7 @@ def validate(session_id: str, cwd: str | None = None, root: Path | None = None) 
         return Validation(
             session_id=session_id, ok=False, path=str(path), exists=True, problems=[str(exc)]
         )
-    problems = [f"{summary.bad_lines} lines are not JSON"] if summary.bad_lines else []
+    problems = [_bad_lines(summary.bad_lines, summary.first_bad_line)] if summary.bad_lines else []
     if summary.torn_last_line:
         problems.append("the last line is torn (tolerated: the CLI was writing)")
     valid = not summary.bad_lines
