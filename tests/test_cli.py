@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import ROOT, rows, tamper
+from tests.helpers import ROOT, rows, run_python, tamper
 from tracker import ManualClock, Tracker, chain
 from tracker.cli import COMMANDS, main
 from tracker.schema import SCHEMA_VERSION
@@ -212,6 +212,33 @@ def test_cleanup_names_twenty_and_counts_the_rest(run: Run, tmp_path: Path) -> N
     assert out[1].count(", ") == 19
 
 
+EXPORT_WITHIN = """
+import resource, signal, sys
+from tracker.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]),) * 2)
+sys.exit(main(["export", "--db", sys.argv[1], "--out", sys.argv[2]]))
+"""
+
+
+def test_an_export_that_fails_midway_leaves_the_previous_file(tmp_path: Path) -> None:
+    async def fill(path: Path) -> None:
+        async with Tracker.open(path) as t:
+            for k in range(300):
+                await t.track_request(f"r{k}", agent_id=f"a{k % 9}", prompt="p" * 500)
+
+    path, out = tmp_path / "big.db", tmp_path / "log.jsonl"
+    anyio.run(fill, path)
+    out.write_text("the previous export\n")
+    done = run_python(EXPORT_WITHIN, str(path), str(out), str(100_000))  # the log: ~300 kB
+    assert (done.returncode, done.stderr.count("\n")) == (1, 1), done.stderr
+    assert f"cannot write the export to {str(out)!r}: File too large" in done.stderr
+    assert out.read_text() == "the previous export\n"
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
+    assert run_python(EXPORT_WITHIN, str(path), str(out), str(10**9)).returncode == 0
+    assert len(out.read_text().splitlines()) == 300
+
+
 def test_export_import_gives_an_identical_database(run: Run, db: Path, tmp_path: Path) -> None:
     dump = tmp_path / "log.jsonl"
     assert run("export", "--out", str(dump), "--db", str(db))[0] == 0
@@ -354,6 +381,9 @@ MISTAKES = [
     (["events", "--since", "-1"], "since must not be negative, got -1"),
     (["events", "--type", "RequestFialed"], "unknown event type 'RequestFialed': one of"),
     (["events", "--follow", "--until", "5"], "takes no until (5)"),
+    (["export", "--out", "{dir}/no/such/dir/x.jsonl"], "No such file or directory"),
+    (["export", "--out", "{dir}"], "cannot write the export to"),
+    (["replay", "--until", "3", "--into", "{dir}/no/x.db"], "cannot create database"),
 ]
 
 

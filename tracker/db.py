@@ -44,16 +44,22 @@ def raw(conn: aiosqlite.Connection) -> sqlite3.Connection:
     return conn._conn
 
 
-def create_file(path: Path) -> None:
-    """Create an empty database file readable by its owner only (0600)."""
+def create_file(path: Path, *, named: Path | None = None) -> None:
+    """Create an empty database file readable by its owner only (0600); an error
+    names ``named`` (the file ``path`` will become), else ``path``."""
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
         pass
     except OSError as exc:
         raise errors.ReadOnlyDatabase(
-            f"cannot create database {str(path)!r}: {exc.strerror}"
+            f"cannot create database {str(named or path)!r}: {exc.strerror}"
         ) from exc
+
+
+def partial_beside(target: Path) -> Path:
+    """The temporary name a file is written under before it appears at ``target``."""
+    return target.with_name(f".{target.name}.partial-{os.getpid()}")
 
 
 def prepare(path: Path, create: bool) -> None:
@@ -81,8 +87,8 @@ def new_database(target: Path, purpose: str) -> Iterator[sqlite3.Connection]:
     """
     if target.exists():
         raise errors.InvalidInput(f"{str(target)!r} exists: {purpose} writes a new database")
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    create_file(partial)
+    partial = partial_beside(target)
+    create_file(partial, named=target)
     conn = sqlite3.connect(partial, isolation_level=None, check_same_thread=False)
     try:
         create_schema(conn)

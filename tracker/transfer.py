@@ -7,6 +7,7 @@ projections.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -43,9 +44,23 @@ _decoder = msgspec.json.Decoder(Line)
 
 
 def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
-    """Export the log of ``path`` into the file ``out``; return the count."""
-    with out.open("wb") as stream:
-        return export_log(path, stream, progress)
+    """Export the log of ``path`` into the file ``out``; return the count.
+
+    It is written beside ``out`` and renamed over it once complete and synced, so an
+    export that fails (or a crash) leaves ``out`` as it was.
+    """
+    partial = db.partial_beside(out)
+    try:
+        with partial.open("wb") as stream:
+            count = export_log(path, stream, progress)
+            stream.flush()
+            os.fsync(stream.fileno())
+        partial.replace(out)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the export to {str(out)!r}: {exc.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
 
 
 def count_lines(source: Path) -> int:
