@@ -138,6 +138,15 @@ def test_audit_shows_state_and_timeline(run: Run, db: Path) -> None:
     assert run("audit", "session", "a2-S1", "--db", str(db))[0] == 0
 
 
+def test_a_session_is_named_by_the_start_of_its_id(run: Run, db: Path) -> None:
+    code, out, _ = run("audit", "session", "a3", "--db", str(db))
+    assert (code, out.splitlines()[0]) == (0, "session a3-S0")
+    code, out, _ = run("events", "--session", "a2-S", "--db", str(db), "--json")
+    assert code == 1  # a2-S0 and a2-S1
+    shown = run("events", "--session", "a2-S1", "--db", str(db), "--json")[1].splitlines()
+    assert {json.loads(line)["session_id"] for line in shown} == {"a2-S1"}
+
+
 def test_chain_as_table_and_tree(run: Run, db: Path) -> None:
     code, out, _ = run("chain", "a1", "--db", str(db))
     assert code == 0
@@ -375,6 +384,8 @@ MISTAKES = [
     (["import", "{dir}/missing.jsonl"], "no file"),
     (["stats", "--agent", ""], "agent_id must not be empty"),
     (["stats", "--agent", "nope"], "no agent 'nope'"),
+    (["audit", "session", "a1-S"], "'a1-S' starts several sessions: a1-S0, a1-S1"),
+    (["audit", "session", "b"], "no session 'b'"),
     (["stats", "--by", "day", "--agent", "nope"], "no agent 'nope'"),
     (["replay", "--until", "-5", "--into", "{dir}/x.db"], "until must not be negative, got -5"),
     (["events", "--last", "-2"], "last must not be negative, got -2"),

@@ -123,6 +123,20 @@ async def test_two_resumes_answering_different_ids_make_a_fork(tracker: Tracker)
     assert await tracker.get_agent_session("a1") == "S3"  # the latest answer wins
 
 
+async def test_sessions_are_found_by_the_start_of_their_id(tracker: Tracker) -> None:
+    for k, answer in enumerate(["4f1c-aa", "4f1c-ab", "4f2", "x%_", "x%_y"]):
+        await tracker.track_request(f"r{k}", agent_id=f"a{k}")
+        await tracker.update_request_session(f"r{k}", answer)
+    assert await tracker.find_sessions("4f1") == ["4f1c-aa", "4f1c-ab"]
+    assert await tracker.find_sessions("4f", limit=2) == ["4f1c-aa", "4f1c-ab"]
+    assert await tracker.find_sessions("4f1c-ab") == ["4f1c-ab"]
+    assert await tracker.find_sessions("x%_") == ["x%_", "x%_y"]  # no LIKE wildcards
+    assert await tracker.find_sessions("x%_y") == ["x%_y"]
+    assert await tracker.find_sessions("5") == []
+    with pytest.raises(InvalidInput, match="prefix"):
+        await tracker.find_sessions("")
+
+
 async def test_session_none_is_never_a_session(tracker: Tracker) -> None:
     await tracker.track_request("r1", agent_id="a1", session_id=None)
     stats = await tracker.stats()

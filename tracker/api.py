@@ -389,6 +389,13 @@ class Tracker:
         )
         return None if found is None else _own_metadata(found)
 
+    async def find_sessions(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """The ids of sessions that start with ``prefix``, in order, at most ``limit``
+        (the CLI's ids are long: a few characters name one)."""
+        prefix = validate.ident(prefix, "prefix")
+        limit = validate.count(limit, "limit")
+        return await self._store.read_with(lambda c: queries.session_ids_from(c, prefix, limit))
+
     async def get_agent(self, agent_id: str) -> Agent | None:
         agent_id = validate.ident(agent_id, "agent_id")
         return await self._cached(("agent", agent_id), lambda c: queries.agent(c, agent_id))

@@ -75,6 +75,15 @@ def session(conn: sqlite3.Connection, session_id: str) -> Session | None:
     return session_from_row(found, _session_lock(conn, found))
 
 
+def session_ids_from(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` session ids starting with ``prefix``, in order (an index range)."""
+    sql = (
+        "SELECT session_id FROM sessions WHERE session_id >= ?1 "
+        "AND session_id < ?1 || char(1114111) ORDER BY session_id LIMIT ?2"
+    )
+    return [found for (found,) in conn.execute(sql, (prefix, limit))]
+
+
 def _session_lock(conn: sqlite3.Connection, row: SessionRow) -> Lock | None:
     """The held lock on a session: its own, or its agent's if it is the agent's current one."""
     own = lock(conn, "session", row.session_id)

@@ -75,13 +75,14 @@ async def cmd_init(args: argparse.Namespace) -> int:
 
 async def cmd_events(args: argparse.Namespace) -> int:
     async with existing(args) as t:
+        session = None if args.session is None else await _session_named(t, args.session)
         stream = t.events(
             args.since,
             follow=args.follow,
             until=args.until,
             last=args.last,
             agent_id=args.agent,
-            session_id=args.session,
+            session_id=session,
             request_id=args.request,
             types=args.type or (),
         )
@@ -132,6 +133,8 @@ def _detail(e: StoredEvent) -> str:
 
 async def cmd_audit(args: argparse.Namespace) -> int:
     async with existing(args) as t:
+        if args.kind == "session":
+            args.id = await _session_named(t, args.id)
         getter = {"request": t.get_request, "session": t.get_session, "agent": t.get_agent}
         state = await getter[args.kind](args.id)
         if state is None:
@@ -150,6 +153,18 @@ async def cmd_audit(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+async def _session_named(t: Tracker, given: str) -> str:
+    """The session id ``given``, or the one it is the start of (as the demo shows them);
+    an unknown one comes back as it is."""
+    if await t.get_session(given) is not None:
+        return given
+    found = await t.find_sessions(given, limit=6)
+    if len(found) > 1:
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise InvalidInput(f"{given!r} starts several sessions: {shown}")
+    return found[0] if found else given
 
 
 async def _known_agent(t: Tracker, agent_id: str) -> None:
