@@ -246,6 +246,7 @@ def test_an_export_that_fails_midway_leaves_the_previous_file(tmp_path: Path) ->
     assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
     assert run_python(EXPORT_WITHIN, str(path), str(out), str(10**9)).returncode == 0
     assert len(out.read_text().splitlines()) == 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.db", "log.jsonl"]  # no WAL left
 
 
 def test_export_import_gives_an_identical_database(run: Run, db: Path, tmp_path: Path) -> None:

@@ -372,16 +372,16 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
 
 async def cmd_export(args: argparse.Namespace) -> int:
     path = database(args)
-    async with existing(args) as t:
+    async with existing(args) as t:  # open throughout: its close, the last, tidies the WAL
         total = (await t.stats()).events
-    if args.out:
-        bar = Progress("export", total)
-        count = await db.in_thread(path, transfer.export_file, path, Path(args.out), bar)
-        bar.close()
-        print(f"exported {count:,} events to {args.out}", file=sys.stderr)
-    else:
-        await db.in_thread(path, transfer.export_log, path, sys.stdout.buffer, None)
-        sys.stdout.flush()
+        if args.out:
+            bar = Progress("export", total)
+            count = await db.in_thread(path, transfer.export_file, path, Path(args.out), bar)
+            bar.close()
+            print(f"exported {count:,} events to {args.out}", file=sys.stderr)
+        else:
+            await db.in_thread(path, transfer.export_log, path, sys.stdout.buffer, None)
+            sys.stdout.flush()
     return 0
 
 
