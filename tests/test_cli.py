@@ -152,7 +152,8 @@ def test_chain_as_table_and_tree(run: Run, db: Path) -> None:
     assert code == 0
     assert "a1-S1 *" in out
     code, out, _ = run("chain", "a1", "--tree", "--db", str(db))
-    assert out.splitlines()[1].startswith("    └── a1-S1 *")
+    assert out.splitlines()[0].startswith("└── a1-S0  active, 2 requests, $1.0000")
+    assert out.splitlines()[1].startswith("    a1-S1 *  active, 1 request, $0.5000")  # only child
 
 
 def test_stats_overall_by_group_and_json(run: Run, db: Path) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
-from tracker.render import table, table_lines
+from tracker.render import table, table_lines, tree
 
 HEADERS = ["n", "name", "cost"]
 ROWS: list[list[Any]] = [[1, "a", 0.5], [22, "bbbb", None], [333, "cc", 12.25]]
@@ -42,3 +42,22 @@ def test_a_streamed_table_reads_one_block_ahead_at_most() -> None:
     first = list(islice(table_lines(["n", "x"], rows(), block=100), 2 + 150))
     assert first[-1].split() == ["149", "x"]
     assert len(read) == 200  # two blocks, not the 10,000 rows
+
+
+def test_a_tree_branches_at_forks_and_runs_on_in_a_column() -> None:
+    nodes = [("a", None, "a"), ("b", "a", "b"), ("c", "b", "c"), ("d", "b", "d")]
+    nodes += [("e", "d", "e"), ("r", "gone", "r")]  # r's parent is unknown: a root
+    assert tree(nodes).splitlines() == [
+        "├── a",
+        "│   b",
+        "│   ├── c",
+        "│   └── d",
+        "│       e",
+        "└── r",
+    ]
+
+
+def test_a_chain_of_thousands_is_a_column() -> None:
+    chain = [(f"s{k}", f"s{k - 1}" if k else None, f"s{k}") for k in range(5000)]
+    lines = tree(chain).splitlines()  # no recursion: no RecursionError
+    assert (len(lines), lines[0], lines[-1]) == (5000, "└── s0", "    s4999")

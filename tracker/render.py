@@ -101,19 +101,33 @@ def duration(ms: float | None) -> str:
 
 
 def tree(nodes: Sequence[tuple[str, str | None, str]]) -> str:
-    """Draw (id, parent, label) nodes as a tree; roots are nodes without a known parent."""
+    """Draw (id, parent, label) nodes as a tree; roots are nodes without a known parent.
+
+    Branches are drawn where there is a choice (several roots, a fork); an only child
+    goes on in its parent's column, so a long chain stays a column, not a staircase.
+    """
     known = {node_id for node_id, _, _ in nodes}
     children: dict[str | None, list[tuple[str, str]]] = {}
     for node_id, parent, label in nodes:
         children.setdefault(parent if parent in known else None, []).append((node_id, label))
     lines: list[str] = []
-
-    def walk(parent: str | None, prefix: str) -> None:
-        kids = children.get(parent, [])
-        for i, (node_id, label) in enumerate(kids):
-            last = i == len(kids) - 1
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{label}")
-            walk(node_id, prefix + ("    " if last else "│   "))
-
-    walk(None, "")
+    todo = _branches(children.get(None, []), "")  # a stack, not recursion: chains run long
+    while todo:
+        node_id, label, lead, below = todo.pop()
+        lines.append(f"{lead}{label}")
+        kids = children.get(node_id, [])
+        if len(kids) == 1:
+            todo.append((*kids[0], below, below))
+        else:
+            todo += _branches(kids, below)
     return "\n".join(lines)
+
+
+def _branches(kids: list[tuple[str, str]], indent: str) -> list[tuple[str, str, str, str]]:
+    """(id, label, its line's lead, its children's indent) of each kid, last kid first."""
+    drawn = []
+    for i, (node_id, label) in enumerate(kids):
+        last = i == len(kids) - 1
+        lead, below = ("└── ", "    ") if last else ("├── ", "│   ")
+        drawn.append((node_id, label, indent + lead, indent + below))
+    return drawn[::-1]

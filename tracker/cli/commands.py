@@ -218,7 +218,8 @@ def _mark(s: Session, current: str | None) -> str:
 
 def _label(s: Session, current: str | None) -> str:
     return (
-        f"{_mark(s, current)}  {s.status}, {s.request_count} requests, "
+        f"{_mark(s, current)}  {s.status}, {s.request_count} "
+        f"request{'' if s.request_count == 1 else 's'}, "
         f"{dollars(s.cost_usd)}, last {when(s.last_activity)}"
     )
 
