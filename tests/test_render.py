@@ -61,3 +61,9 @@ def test_a_chain_of_thousands_is_a_column() -> None:
     chain = [(f"s{k}", f"s{k - 1}" if k else None, f"s{k}") for k in range(5000)]
     lines = tree(chain).splitlines()  # no recursion: no RecursionError
     assert (len(lines), lines[0], lines[-1]) == (5000, "└── s0", "    s4999")
+
+
+def test_a_column_of_nones_alone_is_not_taken_for_numbers() -> None:
+    rows: list[list[Any]] = [[1, None], [2, None], [3, "abc"]]
+    lines = list(table_lines(["n", "session"], rows, block=2))
+    assert lines[2:] == ["1  -", "2  -", "3  abc"]  # text, left-aligned

@@ -42,9 +42,7 @@ class Aligned:
         self.widths = [max([w, *(len(r[i]) for r in cells)]) for i, w in enumerate(self.widths)]
         lines = []
         if self.numeric is None:
-            self.numeric = [
-                bool(rows) and all(_is_number(r[i]) for r in rows) for i in range(len(self.widths))
-            ]
+            self.numeric = [_numeric([r[i] for r in rows]) for i in range(len(self.widths))]
             text = [False] * len(self.widths)
             lines += [
                 self._join(self.headers, text),
@@ -66,8 +64,15 @@ def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def _numeric(column: list[Any]) -> bool:
+    """Right-align a column of numbers (None allowed), if it holds any: a column of
+    Nones alone says nothing (a later block may bring text)."""
+    numbers = [v for v in column if v is not None]
+    return bool(numbers) and all(_is_number(v) for v in numbers)
+
+
 def _is_number(value: Any) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def cell(value: Any) -> str:
