@@ -167,12 +167,7 @@ def event_types(value: Any) -> tuple[str, ...]:
 
 def ttl(value: Any, name: str = "ttl") -> float:
     """Return a lock TTL in seconds: more than 0, at most 7 days."""
-    result = _duration(value, name)
-    if not 0 < result <= MAX_TTL_S:
-        raise InvalidInput(
-            f"{name} must be more than 0 and at most {MAX_TTL_S:.0f} s, got {value!r}"
-        )
-    return result
+    return _positive(value, name, MAX_TTL_S)
 
 
 def wait(value: Any, name: str = "wait") -> float:
@@ -185,9 +180,13 @@ def wait(value: Any, name: str = "wait") -> float:
 
 def poll(value: Any) -> float:
     """Return a polling interval in seconds: more than 0, at most 1 hour."""
-    result = _duration(value, "poll")
-    if not 0 < result <= 3600:
-        raise InvalidInput(f"poll must be more than 0 and at most 3600 s, got {value!r}")
+    return _positive(value, "poll", 3600)
+
+
+def _positive(value: Any, name: str, most: float) -> float:
+    result = _duration(value, name)
+    if not 0 < result <= most:
+        raise InvalidInput(f"{name} must be more than 0 and at most {most:.0f} s, got {value!r}")
     return result
 
 
