@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
 BLOCK = 1000  # rows a streamed table holds at a time
 
 
@@ -19,25 +17,36 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def table_lines(
     headers: Sequence[str], rows: Iterable[Sequence[Any]], *, block: int = BLOCK
 ) -> Iterator[str]:
-    """The lines of ``table``, streamed: ``block`` rows at a time, so memory stays flat
-    however many rows come. Widths are those of the rows seen so far (a later block
-    may widen a column); a column is numeric if it is in the first block."""
-    aligned = Aligned(headers)
-    for chunk in _chunks(rows, block):
-        yield from aligned.lines(chunk)
-    yield from aligned.lines([])
+    """The lines of ``table``, streamed ``block`` rows at a time (see ``Aligned``)."""
+    aligned = Aligned(headers, block)
+    for row in rows:
+        yield from aligned.add(row)
+    yield from aligned.end()
 
 
 class Aligned:
-    """Aligned columns, block after block; the header comes with the first block."""
+    """Aligned columns given a block of rows at a time, so memory stays flat however
+    many rows come; the header comes with the first block. Widths are those of the
+    rows seen so far (a later block may widen a column); a column is numeric if the
+    first block's values in it are numbers (Nones aside)."""
 
-    def __init__(self, headers: Sequence[str]) -> None:
-        self.headers = list(headers)
+    def __init__(self, headers: Sequence[str], block: int = BLOCK) -> None:
+        self.headers, self.block = list(headers), block
         self.widths = [len(h) for h in headers]
         self.numeric: list[bool] | None = None
+        self._held: list[Sequence[Any]] = []
 
-    def lines(self, rows: Sequence[Sequence[Any]]) -> list[str]:
-        """The lines of ``rows``, after the header if this is the first block."""
+    def add(self, row: Sequence[Any]) -> list[str]:
+        """Take one row; return the lines of a block it completes, else []."""
+        self._held.append(row)
+        return self._lines() if len(self._held) >= self.block else []
+
+    def end(self) -> list[str]:
+        """The lines of the rows still held (the header alone when no row ever came)."""
+        return self._lines() if self._held or self.numeric is None else []
+
+    def _lines(self) -> list[str]:
+        rows, self._held = self._held, []
         cells = [[cell(v) for v in row] for row in rows]
         self.widths = [max([w, *(len(r[i]) for r in cells)]) for i, w in enumerate(self.widths)]
         lines = []
@@ -56,12 +65,6 @@ class Aligned:
             for v, w, num in zip(values, self.widths, numeric, strict=True)
         ]
         return "  ".join(parts).rstrip()
-
-
-def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(rows)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def _numeric(column: list[Any]) -> bool:

@@ -98,15 +98,13 @@ async def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _print_table(headers: list[str], rows: AsyncIterator[list[Any]], size: int) -> None:
-    """Print ``rows`` as a table, ``size`` rows at a time (memory stays flat)."""
-    aligned, block = Aligned(headers), list[list[Any]]()
+async def _print_table(headers: list[str], rows: AsyncIterator[list[Any]], block: int) -> None:
+    """Print ``rows`` as a table as they come, ``block`` rows at a time (``Aligned``)."""
+    aligned = Aligned(headers, block)
     async for row in rows:
-        block.append(row)
-        if len(block) == size:
-            print("\n".join(aligned.lines(block)), flush=True)
-            block = []
-    if lines := aligned.lines(block):
+        if lines := aligned.add(row):
+            print("\n".join(lines), flush=True)
+    if lines := aligned.end():
         print("\n".join(lines))
 
 
