@@ -300,15 +300,20 @@ def test_a_query_failing_after_some_rows_ends_with_one_line(run: Run, db: Path) 
     assert 0 < len(out.splitlines()) <= 2 + 2500
 
 
-def test_the_events_table_streams_in_blocks(
-    run: Run, db: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    whole = run("events", "--db", str(db))[1].splitlines()
-    monkeypatch.setattr("tracker.cli.commands.BLOCK", 5)
-    streamed = run("events", "--db", str(db))[1].splitlines()
-    assert streamed[0].split() == whole[0].split()
-    assert [line.split() for line in streamed[2:]] == [line.split() for line in whole[2:]]
-    assert len(streamed) == 2 + 32  # one header
+def test_the_events_table_prints_what_it_read_before_a_bad_event(run: Run, tmp_path: Path) -> None:
+    async def fill(path: Path) -> None:
+        async with Tracker.open(path) as t:
+            for k in range(1100):
+                await t.track_request(f"r{k}")
+
+    path = tmp_path / "long.db"
+    anyio.run(fill, path)
+    tamper(path, "UPDATE events SET payload = 'not json' WHERE seq = 1050")
+    code, out, err = run("events", "--db", str(path))
+    assert (code, err.count("\n")) == (1, 1), err
+    assert "undecodable RequestTracked" in err
+    lines = out.splitlines()  # printed as they were read: the first block, then the error
+    assert (len(lines), lines[0].split()[0], lines[-1].split()[0]) == (2 + 1000, "seq", "1,000")
 
 
 def test_query_shows_blobs_as_hex_like_the_events_command(run: Run, db: Path) -> None:
