@@ -242,11 +242,12 @@ def test_an_export_that_fails_midway_leaves_the_previous_file(tmp_path: Path) ->
     out.write_text("the previous export\n")
     done = run_python(EXPORT_WITHIN, str(path), str(out), str(100_000))  # the log: ~300 kB
     assert (done.returncode, done.stderr.count("\n")) == (1, 1), done.stderr
-    assert f"cannot write the export to {str(out)!r}: File too large" in done.stderr
+    assert f"no room for the export {str(out)!r}: File too large" in done.stderr  # DiskFull
     assert out.read_text() == "the previous export\n"
     assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
     assert run_python(EXPORT_WITHIN, str(path), str(out), str(10**9)).returncode == 0
     assert len(out.read_text().splitlines()) == 300
+    assert out.stat().st_mode & 0o777 == 0o600  # owner only, like the database it copies
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.db", "log.jsonl"]  # no WAL left
 
 

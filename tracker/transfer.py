@@ -7,6 +7,7 @@ projections.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -16,7 +17,7 @@ from typing import BinaryIO
 import msgspec
 
 from tracker import chain, db, readonly
-from tracker.errors import IntegrityError, InvalidInput
+from tracker.errors import DiskFull, IntegrityError, InvalidInput
 from tracker.maintenance import replay_own_log
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
 
@@ -51,12 +52,15 @@ def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
     """
     partial = db.partial_beside(out)
     try:
-        with partial.open("wb") as stream:
-            count = export_log(path, stream, progress)
-            stream.flush()
-            os.fsync(stream.fileno())
+        # owner only, as the database: the export holds the same prompts and responses
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            count = export_log(path, f, progress)
+            f.flush()
+            os.fsync(f.fileno())
         partial.replace(out)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise DiskFull(f"no room for the export {str(out)!r}: {exc.strerror}") from None
         raise InvalidInput(f"cannot write the export to {str(out)!r}: {exc.strerror}") from None
     finally:
         partial.unlink(missing_ok=True)
