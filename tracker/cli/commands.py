@@ -131,17 +131,17 @@ def _detail(e: StoredEvent) -> str:
 
 async def cmd_audit(args: argparse.Namespace) -> int:
     async with existing(args) as t:
-        if args.kind == "session":
-            args.id = await _session_named(t, args.id)
+        named: str = await _session_named(t, args.id) if args.kind == "session" else args.id
         getter = {"request": t.get_request, "session": t.get_session, "agent": t.get_agent}
-        state = await getter[args.kind](args.id)
+        state = await getter[args.kind](named)
         if state is None:
-            raise InvalidInput(f"no {args.kind} {args.id!r}")
-        events = [e async for e in t.events(**{f"{args.kind}_id": args.id})]
+            raise InvalidInput(f"no {args.kind} {named!r}")
+        key: dict[str, Any] = {f"{args.kind}_id": named}  # request_id=, session_id=, ...
+        events = [e async for e in t.events(**key)]
     if args.json:
         emit({"state": state, "events": events})
         return 0
-    print(f"{args.kind} {args.id}\n")
+    print(f"{args.kind} {named}\n")
     print(key_values(list(msgspec.structs.asdict(state).items())))
     print(f"\ntimeline ({len(events)} events)")
     print(
