@@ -137,6 +137,40 @@ async def test_sessions_are_found_by_the_start_of_their_id(tracker: Tracker) -> 
         await tracker.find_sessions("")
 
 
+async def test_in_flight_lists_unfinished_requests_oldest_first(
+    db_path: Path, clock: ManualClock
+) -> None:
+    async with Tracker.open(db_path, clock=clock, owner="orch-1") as t:
+        await t.track_request("x1", agent_id="a")
+        clock.advance(1)
+        await t.track_request("b2", agent_id="b")
+        await t.update_request_session("b2", "s-b")
+        clock.advance(1)
+        await t.track_request("a3", agent_id="a")
+        await t.fail_request("a3", error="boom")
+    async with Tracker.open(db_path, clock=clock) as t:  # no owner: nothing abandoned
+        clock.advance(1)
+        await t.track_request("m4", agent_id="a")
+        await t.track_request("c5", agent_id="c")
+        await t.update_request_session("c5", "s-c")
+        await t.complete_request("c5")
+        assert [(r.request_id, r.status) for r in await t.in_flight()] == [
+            ("x1", "pending"),
+            ("b2", "active"),
+            ("m4", "pending"),
+        ]
+        assert [r.request_id for r in await t.in_flight(agent_id="a")] == ["x1", "m4"]
+        assert [r.request_id for r in await t.in_flight(owner="orch-1")] == ["x1", "b2"]
+        assert [r.request_id for r in await t.in_flight(agent_id="a", owner="orch-1")] == ["x1"]
+        assert [r.request_id for r in await t.in_flight(limit=2)] == ["x1", "b2"]
+        assert await t.in_flight(limit=0) == []
+        assert await t.in_flight(agent_id="nobody") == []
+        with pytest.raises(InvalidInput, match="limit must not be negative, got -1"):
+            await t.in_flight(limit=-1)
+        with pytest.raises(InvalidInput, match="owner"):
+            await t.in_flight(owner="")
+
+
 async def test_session_none_is_never_a_session(tracker: Tracker) -> None:
     await tracker.track_request("r1", agent_id="a1", session_id=None)
     stats = await tracker.stats()

@@ -382,6 +382,20 @@ class Tracker:
         )
         return None if found is None else _own_metadata(found)
 
+    async def in_flight(
+        self,
+        *,
+        agent_id: str | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+    ) -> list[Request]:
+        """The requests tracked and not yet finished (pending or active), oldest first;
+        of one agent, or of one owner (an orchestrator process), if given."""
+        agent_id = validate.optional_ident(agent_id, "agent_id")
+        owner = validate.optional_ident(owner, "owner")
+        limit = validate.optional_count(limit, "limit")
+        return await self._store.read_with(lambda c: queries.in_flight(c, agent_id, owner, limit))
+
     async def get_session(self, session_id: str) -> Session | None:
         session_id = validate.ident(session_id, "session_id")
         found = await self._cached(

@@ -45,6 +45,14 @@ SELECT coalesce(sum(requests), 0), coalesce(sum(completed), 0), coalesce(sum(fai
        coalesce(sum(lock_acquisitions), 0), coalesce(sum(lock_waits), 0),
        coalesce(sum(lock_wait_ms), 0), coalesce(sum(lock_expiries), 0)
 FROM usage_daily WHERE ?1 IS NULL OR agent_id = ?1"""
+# Unfinished requests, oldest first; ?1 an agent or NULL, ?2 an owner or NULL, ?3 a limit
+# (-1: none). The requests_unfinished index finds them; the filters scan only those.
+_IN_FLIGHT = (
+    _TABLES.requests.select_sql
+    + """ WHERE status IN ('pending', 'active')
+    AND (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR owner = ?2)
+    ORDER BY created_at, rowid LIMIT ?3"""
+)
 _UNFINISHED = """
 SELECT status, count(*) FROM requests
 WHERE status IN ('pending', 'active') AND (?1 IS NULL OR agent_id = ?1) GROUP BY status"""
@@ -53,6 +61,13 @@ WHERE status IN ('pending', 'active') AND (?1 IS NULL OR agent_id = ?1) GROUP BY
 def request(conn: sqlite3.Connection, request_id: str) -> Request | None:
     row = conn.execute(_BY_REQUEST, (request_id,)).fetchone()
     return request_from_row(RequestRow(*row)) if row else None
+
+
+def in_flight(
+    conn: sqlite3.Connection, agent_id: str | None, owner: str | None, limit: int | None
+) -> list[Request]:
+    rows = conn.execute(_IN_FLIGHT, (agent_id, owner, -1 if limit is None else limit))
+    return [request_from_row(RequestRow(*row)) for row in rows]
 
 
 def agent_session(conn: sqlite3.Connection, agent_id: str) -> str | None:
