@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 
-from bench import Figures, workloads
+from bench import Figures, regroup, workloads
 
 
 def in_subprocess(name: str, *args: str) -> Figures:
@@ -48,6 +48,8 @@ def main() -> None:
     name, *args = sys.argv[1:]
     if name == "c0":
         figures = workloads.c0(Path(args[0]), Path(args[1]))
+    elif name == "c2":
+        figures = regroup.c2(Path(args[0]), Path(args[1]))
     else:
         figures = anyio.run(run, name, args)
     print(json.dumps(figures))

@@ -3,7 +3,8 @@
 W1 lifecycle append through the public API; W2 rebuild; W3 point reads; the
 store alone (group commit, no projections); and the ceilings C0 (stdlib
 sqlite3 executemany in one transaction) and C1 (aiosqlite group-commit loop,
-no projections), fed the same event rows as W1.
+no projections), fed the same event rows as W1. W2's ceiling, C2, is in
+``bench.regroup``.
 """
 
 from __future__ import annotations

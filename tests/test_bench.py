@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +27,28 @@ def _run(*argv: str) -> str:
 def test_make_bench_prints_every_workload_with_its_ratios() -> None:
     tiny = ("--runs", "1", "--agents", "3", "--turns", "2", "--lookups", "50")
     out = _run("bench", *tiny, "--scale-events", "100")
-    for label in ("W1 append (content=none)", "C0 sqlite3", "C1 aiosqlite", "W2 rebuild", "W3"):
+    labels = ("W1 append (content=none)", "C0 sqlite3", "C1 aiosqlite", "C2 sqlite3", "W2 rebuild")
+    for label in (*labels, "W3"):
         assert label in out, out
     assert "x C0 / x C1" in out
+    assert re.search(r"W2 rebuild: \d+\.\d\d of C2, ", out), out
     for w4 in ("W4 on ", "API get_chain(agent)", "ratio of medians", "W4: stats() < 100 ms"):
         assert w4 in out, out
     assert "W1 >= 1/3 of C1" in out  # the targets, judged
     assert "W1: table or index" in out  # where the bytes go
+
+
+def test_the_rebuild_ceiling_writes_the_requests_the_tracker_wrote(tmp_path: Path) -> None:
+    w1, c2 = tmp_path / "w1.db", tmp_path / "c2.db"
+    in_subprocess("w1", str(w1), "3", "12")  # turn 9 of each agent fails
+    figures = in_subprocess("c2", str(w1), str(c2))
+    assert figures["events"] == rows(w1, "SELECT count(*) FROM events")[0][0] == 3 * 12 * 5
+    every_request = "SELECT * FROM requests ORDER BY request_id"
+    assert rows(c2, every_request) == rows(w1, every_request)
+    assert {status for (status,) in rows(c2, "SELECT status FROM requests")} == {
+        "completed",
+        "failed",
+    }
 
 
 def test_the_bytes_of_each_table_and_index_add_up_to_the_file(tmp_path: Path) -> None:

@@ -1,0 +1,84 @@
+"""C2, W2's ceiling: SQLite alone rebuilds one projection from W1's log.
+
+One ``INSERT ... SELECT ... GROUP BY request_id`` writes the ``requests`` table
+(the largest of the five) into a fresh file with the rebuild's settings
+(journal and sync off, lookup indexes built after the rows), reading every
+field out of the JSON payloads in SQL. No Python runs per event, so no rebuild
+of all five tables through SQLite can be faster on the same machine.
+W1's logs only: metadata is not merged, events are not upcast (the test checks
+the rows equal the tracker's own).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from bench import Figures
+from tracker import db
+
+_FINISH = "type IN ('RequestCompleted', 'RequestFailed')"
+
+
+def _of(types: str, value: str) -> str:
+    """The value from the request's one event of ``types`` (a SQL condition)."""
+    return f"max(CASE WHEN {types} THEN {value} END)"
+
+
+def _usage(name: str) -> str:
+    tokens = _of(_FINISH, f"json_extract(payload, '$.usage.{name}')")
+    return f"coalesce({tokens}, 0)"
+
+
+TRACKED, ASSIGNED = "type = 'RequestTracked'", "type = 'SessionAssigned'"
+REGROUP = f"""
+INSERT INTO main.requests
+SELECT request_id, max(agent_id),
+  {_of(TRACKED, "json_extract(payload, '$.resumed_session_id')")},
+  {_of(ASSIGNED, "session_id")},
+  coalesce({_of(_FINISH, "CASE type WHEN 'RequestFailed' THEN 'failed' ELSE 'completed' END")},
+           {_of(ASSIGNED, "'active'")}, 'pending'),
+  {_of(TRACKED, "json_extract(payload, '$.owner')")},
+  {_of(TRACKED, "at")}, {_of(ASSIGNED, "at")}, {_of(_FINISH, "at")},
+  {_of("type = 'RequestFailed'", "json_extract(payload, '$.error')")},
+  {_of("type = 'RequestFailed'", "json_extract(payload, '$.kind')")},
+  {_usage("input_tokens")}, {_usage("output_tokens")},
+  {_usage("cache_read_tokens")}, {_usage("cache_write_tokens")},
+  {_of(_FINISH, "json_extract(payload, '$.cost_usd')")},
+  {_of(_FINISH, "json_extract(payload, '$.duration_ms')")},
+  coalesce({_of(TRACKED, "json_extract(payload, '$.metadata')")}, '{{}}'),
+  {_of("type = 'LockAcquired'", "seq")},
+  {_of(TRACKED, "json_extract(payload, '$.digest')")},
+  {_of(_FINISH, "json_extract(payload, '$.digest')")},
+  max(seq)
+FROM log.events
+WHERE request_id IS NOT NULL
+  AND type IN ('RequestTracked', 'SessionAssigned', 'RequestCompleted', 'RequestFailed',
+               'LockAcquired')
+GROUP BY request_id ORDER BY min(seq)"""
+
+
+def c2(source: Path, path: Path) -> Figures:
+    """C2: the ``requests`` table rebuilt from ``source``'s log by SQLite alone, into ``path``."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    db.create_schema(conn)
+    lookups = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests' "
+        "AND sql IS NOT NULL"
+    ).fetchall()
+    conn.execute("ATTACH DATABASE ? AS log", (str(source),))
+    events = conn.execute("SELECT count(*) FROM log.events").fetchone()[0]
+    started = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    for name, _ in lookups:
+        conn.execute(f"DROP INDEX {name}")
+    conn.execute(REGROUP)
+    for _, sql in lookups:
+        conn.execute(sql)
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return {"events_per_s": events / elapsed, "seconds": elapsed, "events": events}
