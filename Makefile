@@ -42,8 +42,9 @@ bench: $(STAMP) ## run the benchmarks (prints figures and ratios to the SQLite c
 demo: $(STAMP) ## a simulated orchestrator drives many agents; shows what the tracker saw
 	$(BIN)/python -m tracker.demo --db demo.db
 
-stress: $(STAMP) ## the crash, multi-process and packaging tests, long (TRACKER_CRASH_TRIALS=200)
-	TRACKER_CRASH_TRIALS=$${TRACKER_CRASH_TRIALS:-200} $(BIN)/python -m pytest -q -m slow
+stress: $(STAMP) ## the crash, chaos, multi-process and packaging tests, long (200 crash trials, 60 s of chaos)
+	TRACKER_CRASH_TRIALS=$${TRACKER_CRASH_TRIALS:-200} TRACKER_CHAOS_SECONDS=$${TRACKER_CHAOS_SECONDS:-60} \
+		$(BIN)/python -m pytest -q -m slow
 
 clean: ## remove the virtualenv, caches and demo database
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo.db demo.db-wal demo.db-shm build *.egg-info

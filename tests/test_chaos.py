@@ -1,0 +1,148 @@
+"""Three processes share agents on one file while one of them is killed every few
+tenths of a second and started again: no acknowledged call is lost, a lock never
+has two holders, and the state still equals a replay.
+
+Its length is TRACKER_CHAOS_SECONDS (default 8; ``make stress`` runs a minute).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.helpers import ROOT, rows
+from tracker import Tracker
+from tracker.events import (
+    LockAcquired,
+    LockEvent,
+    LockExpired,
+    LockReleased,
+    LockRenewed,
+    StoredEvent,
+)
+
+SECONDS = float(os.environ.get("TRACKER_CHAOS_SECONDS", "8"))
+SEED = int(os.environ.get("TRACKER_CRASH_SEED", "20261121"))
+WORKER = str(ROOT / "tests" / "chaos_worker.py")
+LOCK_EVENTS = ("LockAcquired", "LockRenewed", "LockReleased", "LockExpired")
+
+
+class Worker:
+    """A running chaos worker and the acknowledgements it printed."""
+
+    def __init__(self, db: Path, name: str, extra: str, acks: list[list[str]]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, WORKER, str(db), name, "12", extra],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline() == "ready\n", self.proc.communicate()[1]
+        self.reader = threading.Thread(target=self._read, args=(acks,))
+        self.reader.start()
+
+    def _read(self, acks: list[list[str]]) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.endswith("\n"):  # the last line of a killed process may be torn
+                acks.append(line.split())
+
+    def kill(self) -> None:
+        assert self.proc.poll() is None, self.proc.communicate()[1]  # it ran until now
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.reader.join()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            assert stream is not None
+            stream.close()
+
+
+@pytest.mark.slow
+def test_killing_processes_that_share_agents_loses_nothing(db_path: Path) -> None:
+    anyio.run(_create, db_path)
+    rng, acks = random.Random(SEED), list[list[str]]()
+    extras = {"p1": "", "p2": "", "p3": "rebuild"}
+    workers = {name: Worker(db_path, name, extra, acks) for name, extra in extras.items()}
+    kills, deadline = 0, time.monotonic() + SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.1, 0.5))
+        name = rng.choice(sorted(workers))
+        workers[name].kill()
+        kills += 1
+        workers[name] = Worker(db_path, name, extras[name], acks)  # reopens as the same owner
+    for worker in workers.values():
+        worker.kill()
+
+    assert rows(db_path, "PRAGMA integrity_check") == [("ok",)]
+    tracked = {
+        r
+        for (r,) in rows(
+            db_path, "SELECT request_id FROM events WHERE type = ?", ("RequestTracked",)
+        )
+    }
+    finished = dict(
+        rows(
+            db_path,
+            "SELECT request_id, type FROM events "
+            "WHERE type IN ('RequestCompleted', 'RequestFailed')",
+        )
+    )
+    lost = [a for a in acks if a[0] == "T" and a[1] not in tracked]
+    lost += [a for a in acks if a[0] in "CF" and a[1] not in finished]
+    assert lost == []
+    assert {finished[a[1]] for a in acks if a[0] == "C"} <= {"RequestCompleted"}
+    assert sum(a[0] == "C" for a in acks) > 100  # they did work between kills
+    lock_events = anyio.run(_verified_lock_events, db_path)
+    _assert_one_holder_per_lock(lock_events)
+    # the chaos reached the paths it is for: a dead holder's lock taken over, and a
+    # dead process's requests abandoned
+    assert any(e.type == "LockExpired" for e in lock_events), kills
+    assert rows(db_path, "SELECT count(*) FROM requests WHERE error_kind = 'abandoned'")[0][0]
+
+
+async def _create(db_path: Path) -> None:
+    async with Tracker.open(db_path):
+        pass  # once, before the workers race to open it
+
+
+async def _verified_lock_events(db_path: Path) -> list[StoredEvent]:
+    """The lock events of the log, once ``verify`` found the state equal to a replay."""
+    async with Tracker.open(db_path, create=False) as t:
+        report = await t.verify()
+        assert report.ok, report
+        return [e async for e in t.events(types=LOCK_EVENTS)]
+
+
+def _assert_one_holder_per_lock(lock_events: list[StoredEvent]) -> None:
+    """On every lock, each event names the holder and token the one before left it with,
+    and a lock is taken from its holder only once its lease has run out."""
+    held: dict[tuple[str, str], tuple[str, int] | None] = {}
+    lease_ends: dict[tuple[str, str], datetime] = {}
+    for stored in lock_events:
+        event = stored.event
+        assert isinstance(event, LockEvent)
+        key, now = (event.scope, event.target), held.get((event.scope, event.target))
+        if isinstance(event, LockAcquired):
+            assert now is None, f"seq {stored.seq}: {event.holder} took {key} from {now}"
+            held[key], lease_ends[key] = (event.holder, stored.seq), event.expires_at
+            continue
+        assert isinstance(event, LockRenewed | LockReleased | LockExpired)
+        assert now == (event.holder, event.token), (stored.seq, now)
+        if isinstance(event, LockRenewed):
+            lease_ends[key] = event.expires_at
+            continue
+        if isinstance(event, LockExpired):
+            assert lease_ends[key] <= stored.at, f"seq {stored.seq}: {now} lost a live lease"
+        held[key] = None
