@@ -3,10 +3,10 @@
 One ``INSERT ... SELECT ... GROUP BY request_id`` writes the ``requests`` table
 (the largest of the five) into a fresh file with the rebuild's settings
 (journal and sync off, lookup indexes built after the rows), reading every
-field out of the JSON payloads in SQL. No Python runs per event, so no rebuild
-of all five tables through SQLite can be faster on the same machine.
-W1's logs only: metadata is not merged, events are not upcast (the test checks
-the rows equal the tracker's own).
+field out of the JSON payloads in SQL. It is a generous ceiling for W2: one
+table of five, and no Python per event (reading W1's rows into Python alone
+costs about a third of its time). W1's logs only: metadata is not merged,
+events are not upcast (a test checks the rows equal the tracker's own).
 """
 
 from __future__ import annotations
