@@ -21,6 +21,10 @@ from tracker.events import (
 if TYPE_CHECKING:
     from projections.state import Handlers, State
 
+# The requests not finished (``RequestRow.finished`` false), as SQL; the partial indexes
+# requests_unfinished and requests_by_owner (schema.sql) hold exactly these rows.
+UNFINISHED = "status IN ('pending', 'active')"
+
 
 class RequestRow(msgspec.Struct):
     """A row of ``requests`` (columns in this order)."""

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from tests.helpers import ROOT, rows, run_unprivileged
-from tracker import Tracker, chain, codec
+from tracker import Tracker, chain, cleanup, codec, queries
 from tracker.events import KEYS as EVENT_KEYS
 from tracker.events import AnyEvent, LockEvent
 from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
@@ -419,6 +419,23 @@ async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Pa
     assert by_key == conn.execute(plain).fetchall()
     assert len(by_key) > 3
     conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "index"),
+    [
+        (cleanup.STALE_REQUESTS, ("2030-01-01",), "requests_unfinished"),
+        (cleanup.OWNED_REQUESTS, ("orch-1",), "requests_by_owner"),
+        (queries._IN_FLIGHT, (None, None, -1), "requests_unfinished"),
+    ],
+)
+async def test_unfinished_requests_are_read_through_their_partial_indexes(
+    db_path: Path, sql: str, params: tuple[object, ...], index: str
+) -> None:
+    async with Tracker.open(db_path):
+        pass
+    plan = " | ".join(r[3] for r in rows(db_path, f"EXPLAIN QUERY PLAN {sql}", params))
+    assert f"USING INDEX {index} " in plan, plan  # UNFINISHED is the indexes' WHERE
 
 
 async def test_session_chains_roots_forks_and_depths(db_path: Path) -> None:

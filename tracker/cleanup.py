@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from projections.requests import UNFINISHED
 from tracker.clock import iso
 from tracker.commands import fail_events
 from tracker.events import AnyEvent, LockReleased, SessionExpired
 from tracker.locking import Tx, expired, lock_key
 from tracker.models import CleanupReport
 
-UNFINISHED = "status IN ('pending', 'active')"
 STALE_REQUESTS = f"SELECT request_id FROM requests WHERE {UNFINISHED} AND created_at < ?"
 OWNED_REQUESTS = f"SELECT request_id FROM requests WHERE {UNFINISHED} AND owner = ?"
 IDLE_SESSIONS = f"""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from projections.agents import AgentRow
 from projections.locks import LockRow
-from projections.requests import RequestRow
+from projections.requests import UNFINISHED, RequestRow
 from projections.sessions import SessionRow
 from projections.state import State
 from tracker.events import Usage
@@ -49,13 +49,13 @@ FROM usage_daily WHERE ?1 IS NULL OR agent_id = ?1"""
 # (-1: none). The requests_unfinished index finds them; the filters scan only those.
 _IN_FLIGHT = (
     _TABLES.requests.select_sql
-    + """ WHERE status IN ('pending', 'active')
+    + f""" WHERE {UNFINISHED}
     AND (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR owner = ?2)
     ORDER BY created_at, rowid LIMIT ?3"""
 )
-_UNFINISHED = """
+_UNFINISHED_BY_STATUS = f"""
 SELECT status, count(*) FROM requests
-WHERE status IN ('pending', 'active') AND (?1 IS NULL OR agent_id = ?1) GROUP BY status"""
+WHERE {UNFINISHED} AND (?1 IS NULL OR agent_id = ?1) GROUP BY status"""
 
 
 def request(conn: sqlite3.Connection, request_id: str) -> Request | None:
@@ -144,7 +144,7 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
         wait_ms,
         expiries,
     ) = conn.execute(_USAGE_SUMS, (agent_id,)).fetchone()
-    unfinished = dict(conn.execute(_UNFINISHED, (agent_id,)).fetchall())
+    unfinished = dict(conn.execute(_UNFINISHED_BY_STATUS, (agent_id,)).fetchall())
     finished = completed + failed
     return Stats(
         agents=_count(conn, "agents", agent_id),
