@@ -11,12 +11,12 @@ events are not upcast (a test checks the rows equal the tracker's own).
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 from bench import Figures
-from tracker import db
+from tracker import maintenance, readonly
 
 _FINISH = "type IN ('RequestCompleted', 'RequestFailed')"
 
@@ -52,7 +52,7 @@ SELECT request_id, max(agent_id),
   {_of(TRACKED, "json_extract(payload, '$.digest')")},
   {_of(_FINISH, "json_extract(payload, '$.digest')")},
   max(seq)
-FROM log.events
+FROM live.events
 WHERE request_id IS NOT NULL
   AND type IN ('RequestTracked', 'SessionAssigned', 'RequestCompleted', 'RequestFailed',
                'LockAcquired')
@@ -61,24 +61,10 @@ GROUP BY request_id ORDER BY min(seq)"""
 
 def c2(source: Path, path: Path) -> Figures:
     """C2: the ``requests`` table rebuilt from ``source``'s log by SQLite alone, into ``path``."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = OFF")
-    conn.execute("PRAGMA synchronous = OFF")
-    db.create_schema(conn)
-    lookups = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'requests' "
-        "AND sql IS NOT NULL"
-    ).fetchall()
-    conn.execute("ATTACH DATABASE ? AS log", (str(source),))
-    events = conn.execute("SELECT count(*) FROM log.events").fetchone()[0]
+    with closing(readonly.connect(source)) as log:
+        events = log.execute("SELECT count(*) FROM events").fetchone()[0]
     started = time.perf_counter()
-    conn.execute("BEGIN IMMEDIATE")
-    for name, _ in lookups:
-        conn.execute(f"DROP INDEX {name}")
-    conn.execute(REGROUP)
-    for _, sql in lookups:
-        conn.execute(sql)
-    conn.execute("COMMIT")
+    with maintenance.scratch_build(source, path) as conn:  # as the rebuild sets it up
+        conn.execute(REGROUP)
     elapsed = time.perf_counter() - started
-    conn.close()
     return {"events_per_s": events / elapsed, "seconds": elapsed, "events": events}

@@ -147,18 +147,26 @@ def swap_in(conn: sqlite3.Connection, scratch: Path, built_seq: int) -> int:
 
 def build_scratch(live: Path, scratch: Path, progress: Progress | None = None) -> int:
     """Build every projection of ``live`` into the file ``scratch``; return the last seq."""
+    with scratch_build(live, scratch) as conn:
+        return build(conn, progress=progress)
+
+
+@contextmanager
+def scratch_build(live: Path, scratch: Path) -> Iterator[sqlite3.Connection]:
+    """A new database at ``scratch`` to fill in one transaction, with ``live`` attached
+    read-only as ``live``: its projection tables have only their primary keys until the
+    block ends, then their lookup indexes are built from the rows."""
     conn = _scratch(scratch)
     try:
         conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
         with db.immediate(conn):
             lookups = _drop_lookup_indexes(conn)
-            last = build(conn, progress=progress)
+            yield conn
             # Built once from the rows, before the swap: with the same indexes on both
             # sides, SQLite copies a table and its indexes record by record, unparsed
             # (its transfer optimization), while writers wait.
             for sql in lookups:
                 conn.execute(sql)
-            return last
     finally:
         conn.close()
 
