@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tracker import Tracker
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,3 +64,36 @@ def run_unprivileged(code: str, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         check=False,
     )
+
+
+async def check_acknowledged(db: Path, acks: list[list[str]]) -> None:
+    """After workers were killed: the file opens, verifies, and holds every fact they
+    printed as acknowledged ("T rid" tracked with a lock, "A rid sid" assigned, "C rid"
+    completed, "F rid" failed; other lines are ignored); nothing is half-applied."""
+    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
+    async with Tracker.open(db, create=False) as t:
+        report = await t.verify()
+        assert report.ok, report
+        for kind, rid, *rest in (a for a in acks if a[0] in "TACF"):
+            request = await t.get_request(rid)
+            assert request is not None, f"acknowledged {kind} {rid} is lost"
+            if kind == "A":
+                assert request.session_id == rest[0]
+            elif kind == "C":
+                assert request.status == "completed"
+            elif kind == "F":
+                assert request.status == "failed"
+    tracked_without_lock = rows(
+        db,
+        """
+        SELECT request_id FROM events WHERE type = 'RequestTracked' EXCEPT
+        SELECT request_id FROM events WHERE type = 'LockAcquired'""",
+    )
+    assert tracked_without_lock == []  # track+lock is one transaction
+    finished_holding = rows(
+        db,
+        """
+        SELECT r.request_id FROM requests r JOIN locks l ON l.token = r.lock_token
+        WHERE r.status = 'completed' AND l.status = 'held'""",
+    )
+    assert finished_holding == []  # completion+release is one transaction

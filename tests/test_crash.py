@@ -17,8 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.helpers import ROOT, rows
-from tracker import Tracker
+from tests.helpers import ROOT, check_acknowledged, rows
 
 SEED = int(os.environ.get("TRACKER_CRASH_SEED", "20261121"))
 TRIALS = int(os.environ.get("TRACKER_CRASH_TRIALS", "20"))
@@ -42,37 +41,6 @@ def run_and_kill(db: Path, prefix: str, mode: str, rng: random.Random) -> list[l
     return [line.split() for line in lines]
 
 
-async def check(db: Path, acks: list[list[str]]) -> None:
-    """The file opens, verifies, and holds every acknowledged fact; nothing is half-applied."""
-    assert rows(db, "PRAGMA integrity_check") == [("ok",)]
-    async with Tracker.open(db, create=False) as t:
-        report = await t.verify()
-        assert report.ok, report
-        for kind, rid, *rest in (a for a in acks if a[0] in "TACF"):
-            request = await t.get_request(rid)
-            assert request is not None, f"acknowledged {kind} {rid} is lost"
-            if kind == "A":
-                assert request.session_id == rest[0]
-            elif kind == "C":
-                assert request.status == "completed"
-            elif kind == "F":
-                assert request.status == "failed"
-    tracked_without_lock = rows(
-        db,
-        """
-        SELECT request_id FROM events WHERE type = 'RequestTracked' EXCEPT
-        SELECT request_id FROM events WHERE type = 'LockAcquired'""",
-    )
-    assert tracked_without_lock == []  # track+lock is one transaction
-    finished_holding = rows(
-        db,
-        """
-        SELECT r.request_id FROM requests r JOIN locks l ON l.token = r.lock_token
-        WHERE r.status = 'completed' AND l.status = 'held'""",
-    )
-    assert finished_holding == []  # completion+release is one transaction
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "trials"),
@@ -85,7 +53,7 @@ def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, mode: str, trials: i
     for trial in range(trials):
         acks = run_and_kill(db, f"t{trial}", mode, rng)
         total += len(acks)
-        anyio.run(check, db, acks)
+        anyio.run(check_acknowledged, db, acks)
     assert total > trials, "the workers never got going"
 
 
