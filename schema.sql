@@ -1,4 +1,4 @@
--- Session tracker database, schema version 4.
+-- Session tracker database, schema version 5.
 --
 -- One file holds everything: the append-only event log, the projections
 -- derived from it (droppable, rebuilt identically by replay), their
@@ -13,32 +13,39 @@
 -- 1. The event log
 -----------------------------------------------------------------------------
 
--- seq is AUTOINCREMENT so a number is never reused; it is gapless and
--- strictly increasing in commit order. payload is a JSON object: the event's
--- fields but its tag and keys, which are the columns type, request_id, agent_id
--- and session_id (json_extract(payload, '$.usage.input_tokens') reads the rest).
--- Repeating them cost about 90 bytes an event; a payload written before schema 3
--- repeats them, and starts with its tag ('{"type":...'). hash chains each event
--- to the previous one (blake2b-128 over the previous hash, the envelope and
--- payload).
-CREATE TABLE IF NOT EXISTS events (
+-- The log is the table event_log; analysts read it through the view events below,
+-- which shows every column as the API does. seq is AUTOINCREMENT so a number is
+-- never reused; it is gapless and strictly increasing in commit order. payload is a
+-- JSON object: the event's fields but its tag and keys, which are the columns type,
+-- request_id, agent_id and session_id (json_extract(payload, '$.usage.input_tokens')
+-- reads the rest). Repeating them cost about 90 bytes an event; a payload written
+-- before schema 3 repeats them, and starts with its tag ('{"type":...'). hash chains
+-- each event to the previous one (blake2b-128 over the previous hash, the envelope
+-- as the view shows it, and the payload).
+--
+-- Since schema 5 three envelope columns are stored compactly (tracker/logrow.py),
+-- 36 bytes an event fewer than as text:
+--   id    the 16 bytes of the event id the tracker mints (UUIDv7 layout: 48-bit ms
+--         time + 75 random bits, one random draw per transaction plus a counter);
+--   type  a code, spelled out in the view events (1 = RequestTracked, ...);
+--   at    integer microseconds since 1970-01-01 UTC.
+-- A value in any other form (an id not minted here, a time not in the fixed-width
+-- form) is stored as its text, and the view shows it as it is. Those columns have no
+-- declared type (no affinity), so SQLite stores each value as given.
+CREATE TABLE IF NOT EXISTS event_log (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    id          TEXT    NOT NULL,               -- event id: UUIDv7 layout, see below
-    type        TEXT    NOT NULL,               -- e.g. RequestTracked
+    id                  NOT NULL,               -- 16 bytes, or text
+    type                NOT NULL,               -- code, or text
     version     INTEGER NOT NULL,               -- payload schema version
-    at          TEXT    NOT NULL,               -- UTC, non-decreasing with seq
+    at                  NOT NULL,               -- microseconds, or text; non-decreasing
     request_id  TEXT,
     agent_id    TEXT,
     session_id  TEXT,
     payload     TEXT    NOT NULL,               -- JSON object
     hash        BLOB    NOT NULL                -- 16 bytes
 );
--- The event id is unique by construction (48-bit ms time + 75 random bits, one
--- random draw per transaction plus a counter) and nothing looks events up by
--- it, so it has no index: a UNIQUE index cost 46 bytes and one B-tree per event.
--- Since schema 4 it is stored as its 16 bytes (a BLOB: lower(hex(id)) is the
--- id the API shows), 16 bytes an event fewer than its 32 hex digits; ids
--- written before stay text, and the hash chain covers the hex text either way.
+-- Nothing looks events up by id (unique by construction), so it has no index: a
+-- UNIQUE index cost 46 bytes and one B-tree per event.
 --
 -- The key indexes lead with the seq bucket (seq >> 12: 4,096 events), so an append
 -- only touches the current bucket's few index pages, however long the log. Keyed
@@ -51,21 +58,48 @@ CREATE TABLE IF NOT EXISTS events (
 --   SELECT * FROM events WHERE (seq >> 12) IN b AND agent_id = 'a1'
 --   ORDER BY seq >> 12, seq;
 -- A plain "WHERE agent_id = ?" stays correct and scans the smaller index instead.
-CREATE INDEX IF NOT EXISTS events_by_request ON events(seq >> 12, request_id)
+CREATE INDEX IF NOT EXISTS events_by_request ON event_log(seq >> 12, request_id)
     WHERE request_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_agent ON events(seq >> 12, agent_id)
+CREATE INDEX IF NOT EXISTS events_by_agent ON event_log(seq >> 12, agent_id)
     WHERE agent_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_session ON events(seq >> 12, session_id)
+CREATE INDEX IF NOT EXISTS events_by_session ON event_log(seq >> 12, session_id)
     WHERE session_id IS NOT NULL;
 -- No index on type or at: every index costs each append (its pages are rewritten in the
 -- WAL at every commit). A type filter is cheap next to the key filters, and at rises with
 -- seq, so time lookups are rare maintenance scans.
 
 -- The log is append-only: the database itself refuses changes.
-CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+CREATE TRIGGER IF NOT EXISTS event_log_no_update BEFORE UPDATE ON event_log
 BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
-CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+CREATE TRIGGER IF NOT EXISTS event_log_no_delete BEFORE DELETE ON event_log
 BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+
+-- The log as the API shows it: the event id as 32 hex digits, the type's name, the
+-- time as UTC text. A filter on seq, request_id, agent_id or session_id reads the
+-- indexes above through it.
+CREATE VIEW IF NOT EXISTS events AS
+SELECT seq,
+       CASE typeof(id) WHEN 'blob' THEN lower(hex(id)) ELSE id END AS id,
+       CASE type WHEN 1 THEN 'RequestTracked' WHEN 2 THEN 'SessionAssigned'
+                 WHEN 3 THEN 'RequestCompleted' WHEN 4 THEN 'RequestFailed'
+                 WHEN 5 THEN 'LockAcquired' WHEN 6 THEN 'LockRenewed'
+                 WHEN 7 THEN 'LockReleased' WHEN 8 THEN 'LockExpired'
+                 WHEN 9 THEN 'SessionMetadataUpdated' WHEN 10 THEN 'SessionExpired'
+                 WHEN 11 THEN 'SessionDeleted' WHEN 12 THEN 'AgentReset'
+                 ELSE type END AS type,
+       version,
+       CASE typeof(at) WHEN 'integer'
+            THEN strftime('%Y-%m-%dT%H:%M:%S', at / 1000000, 'unixepoch')
+                 || printf('.%06dZ', at % 1000000)
+            ELSE at END AS at,
+       request_id, agent_id, session_id, payload, hash
+FROM event_log;
+CREATE TRIGGER IF NOT EXISTS events_no_update INSTEAD OF UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete INSTEAD OF DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only: DELETE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_insert INSTEAD OF INSERT ON events
+BEGIN SELECT RAISE(ABORT, 'events are appended by the tracker only: INSERT refused'); END;
 
 -- The lock history, read from the log (a scan: for audits, not dashboards). Since
 -- schema 4 (payload version 2) a lock event's payload leaves out what its key columns
@@ -293,4 +327,4 @@ SELECT agent_id, SUM(lock_acquisitions) AS acquisitions, SUM(lock_waits) AS wait
        SUM(lock_wait_ms) AS wait_ms, SUM(lock_expiries) AS expiries
 FROM usage_daily GROUP BY agent_id;
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

@@ -19,7 +19,7 @@ def by_object(path: Path) -> Figures:
     dbstat table."""
     conn = readonly.connect(path, guard=False)
     try:
-        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM event_log").fetchone()[0]
         sizes = conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").fetchall()
     except sqlite3.OperationalError:  # no such table: dbstat
         return {}

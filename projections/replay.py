@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterable
 from projections.state import Projector, table_names
 from tracker import codec
 from tracker.errors import IntegrityError
+from tracker.logrow import at_text, type_text
 
-# seq, type, version, at, request_id, agent_id, session_id, payload (schema.EVENT_ROWS)
-EventRow = tuple[int, str, int, str, str | None, str | None, str | None, str]
+# seq, type, version, at, request_id, agent_id, session_id, payload, as stored
+# (schema.EVENT_ROWS; logrow reads type and at back)
+EventRow = tuple[int, int | str, int, int | str, str | None, str | None, str | None, str]
 FLUSH_EVERY = 20_000
 
 
@@ -45,8 +47,9 @@ def replay(
     last, count = 0, 0
     for seq, type_, version, at, request_id, agent_id, session_id, payload in rows:
         try:
-            event = codec.decode(type_, version, payload, (request_id, agent_id, session_id))
-            projector.apply(seq, at, event)
+            keys = (request_id, agent_id, session_id)
+            event = codec.decode(type_text(type_), version, payload, keys)
+            projector.apply(seq, at_text(at), event)
         except IntegrityError as exc:
             raise ReplayFailed(seq, exc) from exc
         last, count = seq, count + 1

@@ -31,8 +31,8 @@ def tamper(path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
     """Change the file the way an attacker would: without the append-only triggers."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute("DROP TRIGGER IF EXISTS events_no_update")
-        conn.execute("DROP TRIGGER IF EXISTS events_no_delete")
+        conn.execute("DROP TRIGGER IF EXISTS event_log_no_update")
+        conn.execute("DROP TRIGGER IF EXISTS event_log_no_delete")
         conn.execute(sql, params)
     finally:
         conn.close()

@@ -55,7 +55,7 @@ def test_the_bytes_of_each_table_and_index_add_up_to_the_file(tmp_path: Path) ->
     db = tmp_path / "w1.db"
     in_subprocess("w1", str(db), "3", "4")
     space = disk.by_object(db)
-    assert {"bytes_in:events", "bytes_in:events_by_agent", "bytes_in:requests"} <= set(space)
+    assert {"bytes_in:event_log", "bytes_in:events_by_agent", "bytes_in:requests"} <= set(space)
     events = rows(db, "SELECT count(*) FROM events")[0][0]
     pages, free, size = (
         rows(db, f"PRAGMA {name}")[0][0] for name in ("page_count", "freelist_count", "page_size")

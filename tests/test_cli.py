@@ -189,7 +189,7 @@ def test_replay_rebuilds_and_writes_a_point_in_time_copy(
 def test_verify_passes_then_names_the_first_bad_seq(run: Run, db: Path) -> None:
     code, out, _ = run("verify", "--db", str(db))
     assert (code, "intact" in out, "equal to a full replay" in out) == (0, True, True)
-    tamper(db, "UPDATE events SET payload = replace(payload, 'hello', 'HELLO') WHERE seq = 6")
+    tamper(db, "UPDATE event_log SET payload = replace(payload, 'hello', 'HELLO') WHERE seq = 6")
     code, out, err = run("verify", "--db", str(db))
     assert code == 1
     assert "BROKEN at seq 6" in out
@@ -309,7 +309,7 @@ def test_the_events_table_prints_what_it_read_before_a_bad_event(run: Run, tmp_p
 
     path = tmp_path / "long.db"
     anyio.run(fill, path)
-    tamper(path, "UPDATE events SET payload = 'not json' WHERE seq = 1050")
+    tamper(path, "UPDATE event_log SET payload = 'not json' WHERE seq = 1050")
     code, out, err = run("events", "--db", str(path))
     assert (code, err.count("\n")) == (1, 1), err
     assert "undecodable RequestTracked" in err
@@ -478,7 +478,7 @@ def test_an_import_stores_the_ids_the_tracker_mints_as_bytes_and_others_as_text(
 
     code, err, copy, lines = import_forged(run, db, tmp_path, other_ids)
     assert code == 0, err
-    stored = [i for (i,) in rows(copy, "SELECT id FROM events ORDER BY seq")]
+    stored = [i for (i,) in rows(copy, "SELECT id FROM event_log ORDER BY seq")]
     assert stored[:2] == ["evt-1", lines[1]["id"]]
     assert all(isinstance(i, bytes) and len(i) == 16 for i in stored[2:])
     assert run("verify", "--db", str(copy))[0] == 0
@@ -590,19 +590,19 @@ async def _append_one(path: Path) -> None:
 
 
 TAMPERING = [
-    ("a changed byte", "UPDATE events SET at = replace(at, '2026', '2027') WHERE seq = 7", 7),
-    ("a deleted row", "DELETE FROM events WHERE seq = 9", 9),
+    ("a changed byte", "UPDATE event_log SET at = at + 1 WHERE seq = 7", 7),
+    ("a deleted row", "DELETE FROM event_log WHERE seq = 9", 9),
     (
         "two rows reordered",
-        "UPDATE events SET payload = CASE seq WHEN 11 THEN (SELECT payload FROM events "
-        "WHERE seq = 12) ELSE (SELECT payload FROM events WHERE seq = 11) END "
+        "UPDATE event_log SET payload = CASE seq WHEN 11 THEN (SELECT payload FROM event_log "
+        "WHERE seq = 12) ELSE (SELECT payload FROM event_log WHERE seq = 11) END "
         "WHERE seq IN (11, 12)",
         11,
     ),
     (
         "an inserted row",
-        "INSERT INTO events SELECT 33, 'x', type, version, at, request_id, "
-        "agent_id, session_id, payload, hash FROM events WHERE seq = 32",
+        "INSERT INTO event_log SELECT 33, 'x', type, version, at, request_id, "
+        "agent_id, session_id, payload, hash FROM event_log WHERE seq = 32",
         33,
     ),
 ]

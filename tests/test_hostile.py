@@ -164,7 +164,8 @@ def test_damage_inside_the_log_is_a_clear_error_from_every_full_scan(
     anyio.run(_filled, path)
     with sqlite3.connect(path) as conn:  # a page in the middle: opening and stats never read it
         leaves = conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' ORDER BY pageno"
+            "SELECT pageno FROM dbstat WHERE name = 'event_log' AND pagetype = 'leaf' "
+            "ORDER BY pageno"
         ).fetchall()
         (page,) = leaves[len(leaves) // 2]
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]

@@ -240,7 +240,7 @@ async def test_verify_finds_projections_that_drifted_from_the_log(
 
 async def test_verify_reports_a_broken_chain(tracker: Tracker, db_path: Path) -> None:
     await conversation(tracker)
-    tamper(db_path, "UPDATE events SET payload = replace(payload, '0.25', '0.26') WHERE seq = 4")
+    tamper(db_path, "UPDATE event_log SET payload = replace(payload, '0.25', '0.26') WHERE seq = 4")
     report = await tracker.verify()
     assert (report.ok, report.chain_ok, report.first_bad_seq) == (False, False, 4)
 
@@ -299,7 +299,7 @@ async def test_rebuild_of_an_unreplayable_log_fails_cleanly(
     before = rows(db_path, "SELECT * FROM requests ORDER BY request_id")
     tamper(
         db_path,
-        "UPDATE events SET type = 'SessionAssigned', version = 1, payload = replace(payload, "
+        "UPDATE event_log SET type = 'SessionAssigned', version = 1, payload = replace(payload, "
         "'RequestTracked', 'SessionAssigned') WHERE seq = 1",
     )
     with pytest.raises(IntegrityError, match="replay stopped at seq 1"):

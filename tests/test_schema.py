@@ -14,25 +14,17 @@ import msgspec
 import pytest
 
 from tests.helpers import ROOT, rows, run_unprivileged
-from tracker import Tracker, chain, cleanup, codec, queries
+from tracker import Tracker, chain, cleanup, codec, db, logrow, queries
+from tracker.clock import iso
 from tracker.events import KEYS as EVENT_KEYS
 from tracker.events import AnyEvent, LockEvent
 from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
 
+LOG_COLUMNS = [c.strip() for c in EVENT_COLUMNS.split(",")]
 # Analysts query these: renaming or dropping a column breaks their SQL.
 PINNED: dict[str, list[str]] = {
-    "events": [
-        "seq",
-        "id",
-        "type",
-        "version",
-        "at",
-        "request_id",
-        "agent_id",
-        "session_id",
-        "payload",
-        "hash",
-    ],
+    "events": LOG_COLUMNS,
+    "event_log": LOG_COLUMNS,
     "checkpoints": ["projection", "seq"],
     "requests": [
         "request_id",
@@ -225,11 +217,31 @@ async def test_the_schema_has_a_version(db_path: Path) -> None:
 
 
 KEYS = ("request", "agent", "session")
+V4_LOG = (ROOT / "tests" / "fixtures" / "schema_v4_log.sql").read_text(encoding="utf-8")
+
+
+def make_version_4(path: Path) -> None:
+    """Give a file the event log schema version 4 had: the table events, with the type
+    and time stored as text (and the ids the tracker mints as their 16 bytes)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
+    with db.immediate(conn):
+        for name in ("VIEW lock_events", "VIEW events", "TABLE event_log"):
+            conn.execute(f"DROP {name}")  # and the triggers and indexes on them
+        for statement in db.statements(V4_LOG):
+            conn.execute(statement)
+        conn.executemany(
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(row[0], logrow.stored_id(row[1]), *row[2:]) for row in log],
+        )
+        conn.execute("PRAGMA user_version = 4")
+    conn.close()
 
 
 def make_version_1(path: Path) -> None:
     """Give a file the layout schema version 1 had where version 2 differs (the view
     stands in for its older text)."""
+    make_version_4(path)
     conn = sqlite3.connect(path, isolation_level=None)
     for key in KEYS:
         conn.execute(f"DROP INDEX events_by_{key}")
@@ -246,6 +258,12 @@ def layout(path: Path) -> list[tuple[Any, ...]]:
     return rows(path, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
 
 
+def log_as_text(path: Path) -> list[tuple[Any, ...]]:
+    """The log as the API shows it, from the table events of an older version or the
+    view events."""
+    return [(r[0], logrow.id_text(r[1]), *r[2:]) for r in rows(path, "SELECT * FROM events")]
+
+
 async def track_one(t: Tracker, request_id: str) -> None:
     await t.track_request(request_id, agent_id="a1", lock=True)
     await t.update_request_session(request_id, f"s-{request_id}")
@@ -259,14 +277,14 @@ async def test_a_version_1_file_is_upgraded_at_open_keeping_its_log(tmp_path: Pa
     async with Tracker.open(new):
         pass
     make_version_1(old)
-    log = rows(old, "SELECT * FROM events ORDER BY seq")
+    log = log_as_text(old)
     async with Tracker.open(old) as t:
         assert [e.seq async for e in t.events(agent_id="a1")] == [e[0] for e in log]
         await track_one(t, "r2")
         assert (await t.verify()).ok
     assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert layout(old) == layout(new)  # exactly what a new file has
-    assert rows(old, "SELECT * FROM events ORDER BY seq")[: len(log)] == log
+    assert log_as_text(old)[: len(log)] == log
 
 
 # How an older schema version stored an event: from its stored payload and the event
@@ -279,13 +297,14 @@ def rewrite_log(path: Path, version: int, old_payload: OldPayload) -> None:
     """Give every event of ``path`` the form schema ``version`` wrote (as before schema
     4: ids as text, lock events of payload version 1; and ``old_payload``), recompute the
     hash chain, and mark the file with that version."""
+    make_version_4(path)
     conn = sqlite3.connect(path, isolation_level=None)
     log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
     conn.execute("DROP TRIGGER events_no_update")  # schema.sql puts it back at the upgrade
     prev = chain.GENESIS
     for seq, id_, type_, stored_version, at, rid, aid, sid, stored, _ in log:
         event = codec.decode(type_, stored_version, stored, (rid, aid, sid))
-        payload, event_id = old_payload(stored, event), chain.id_text(id_)
+        payload, event_id = old_payload(stored, event), logrow.id_text(id_)
         old_version = 1 if isinstance(event, LockEvent) else stored_version
         prev = chain.link(prev, seq, event_id, type_, old_version, at, (rid, aid, sid), payload)
         conn.execute(
@@ -321,7 +340,7 @@ async def upgrade_and_use(tmp_path: Path, version: int, old_payload: OldPayload)
     async with Tracker.open(new):
         pass
     rewrite_log(old, version, old_payload)
-    log = rows(old, "SELECT * FROM events ORDER BY seq")
+    log = log_as_text(old)
     async with Tracker.open(old) as t:
         assert [(e.id, e.event) async for e in t.events()] == events
         assert [(e.id, e.event) async for e in t.events(agent_id="a1")] == events
@@ -330,9 +349,10 @@ async def upgrade_and_use(tmp_path: Path, version: int, old_payload: OldPayload)
         assert (await t.rebuild()).events == 2 * len(log)
     assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert layout(old) == layout(new)  # exactly what a new file has
-    after = rows(old, "SELECT * FROM events ORDER BY seq")
-    assert after[: len(log)] == log  # nothing rewritten
-    return log, after[len(log) :]
+    assert log_as_text(old)[: len(log)] == log  # the same events, as the API shows them
+    stored = rows(old, "SELECT * FROM event_log ORDER BY seq")
+    assert all(isinstance(row[2], int) and isinstance(row[4], int) for row in stored)
+    return stored[: len(log)], stored[len(log) :]
 
 
 async def test_a_version_2_file_keeps_its_tagged_payloads_and_still_replays(
@@ -351,7 +371,36 @@ async def test_a_version_3_file_keeps_its_text_ids_and_whole_lock_payloads(
     assert [row[3] for row in old if '"holder":"r1"' in row[8]] == [1, 1]  # payload version 1
     assert all(isinstance(row[1], bytes) for row in new)
     assert not any('"holder"' in row[8] for row in new)
-    assert {row[3] for row in new if row[2].startswith("Lock")} == {2}
+    assert {row[3] for row in new if logrow.type_text(row[2]).startswith("Lock")} == {2}
+
+
+async def test_a_version_4_file_keeps_a_time_it_cannot_store_as_microseconds_as_text(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    async with Tracker.open(path) as t:
+        await track_one(t, "r1")
+    make_version_4(path)
+    last = rows(path, f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT 1")[0]
+    seq, id_, type_, version, at, rid, aid, sid, payload, _ = last
+    odd = at[:19] + "Z"  # no microseconds: not the fixed-width form
+    before = rows(path, "SELECT hash FROM events WHERE seq = ?", (seq - 1,))[0][0]
+    digest = chain.link(
+        before, seq, logrow.id_text(id_), type_, version, odd, (rid, aid, sid), payload.encode()
+    )
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("UPDATE events SET at = ?, hash = ? WHERE seq = ?", (odd, digest, seq))
+    conn.close()
+    log = log_as_text(path)
+    async with Tracker.open(path) as t:
+        await t.rebuild()  # the projections had the time before it was changed
+        assert (await t.verify()).ok
+        assert [e.seq async for e in t.events()] == [row[0] for row in log]
+    assert log_as_text(path) == log
+    stored = rows(path, "SELECT seq, at FROM event_log ORDER BY seq")
+    assert stored[-1] == (seq, odd)
+    assert all(isinstance(at, int) for _, at in stored[:-1])
 
 
 UPGRADE_CHILD = """
@@ -395,13 +444,13 @@ async def test_the_readme_way_to_read_a_payload_with_json_extract(db_path: Path)
     assert rows(db_path, sql) == [("r1", 1200, None, None)]  # keys and type: the columns
 
 
-async def test_the_readme_way_to_read_an_event_id(db_path: Path) -> None:
+async def test_the_view_events_shows_the_envelope_as_the_api_does(db_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "`lower(hex(id))` is the id the\nAPI shows" in readme
+    assert "the view shows them as the\nAPI does" in readme
     async with Tracker.open(db_path) as t:
         await track_one(t, "r1")
-        ids = [e.id async for e in t.events()]
-    assert [i for (i,) in rows(db_path, "SELECT lower(hex(id)) FROM events ORDER BY seq")] == ids
+        shown = [(e.seq, e.id, e.type, iso(e.at)) async for e in t.events()]
+    assert rows(db_path, "SELECT seq, id, type, at FROM events ORDER BY seq") == shown
 
 
 async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:
@@ -412,7 +461,7 @@ async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Pa
             await track_one(t, f"r{k}")
     conn = sqlite3.connect(db_path)
     plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
-    assert "SEARCH events USING INDEX events_by_agent (<expr>=? AND agent_id=?)" in plan, plan
+    assert "SEARCH event_log USING INDEX events_by_agent (<expr>=? AND agent_id=?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
     by_key = conn.execute(sql.replace("'agent-03'", "'a1'")).fetchall()
     plain = "SELECT seq, type, at, payload FROM events WHERE agent_id = 'a1' ORDER BY seq"

@@ -178,7 +178,7 @@ def test_key_filters_seek_their_index_without_sorting(db_path: Path, where: Filt
         where.select_count(10, 9000),
     ):
         plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
-        assert "SEARCH events USING " in plan, plan
+        assert "SEARCH event_log USING " in plan, plan
         assert "INDEX events_by_" in plan, plan
         assert "(<expr>=? AND" in plan, plan  # a seek on bucket and key, not a range scan
         assert "TEMP B-TREE" not in plan, plan
@@ -278,13 +278,18 @@ async def test_a_cancelled_caller_leaves_no_partial_batch(db_path: Path) -> None
 # -- the log is append-only and tamper-evident ----------------------------------------
 
 
-async def test_update_and_delete_on_events_are_refused_by_the_database(db_path: Path) -> None:
+@pytest.mark.parametrize("table", ["event_log", "events"])
+async def test_update_and_delete_on_events_are_refused_by_the_database(
+    db_path: Path, table: str
+) -> None:
     await append_here(db_path, batch(2))
     conn = sqlite3.connect(db_path)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("UPDATE events SET agent_id = 'x' WHERE seq = 1")
+        conn.execute(f"UPDATE {table} SET agent_id = 'x' WHERE seq = 1")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("DELETE FROM events WHERE seq = 2")
+        conn.execute(f"DELETE FROM {table} WHERE seq = 2")
+    with pytest.raises(sqlite3.IntegrityError, match="INSERT refused"):
+        conn.execute("INSERT INTO events SELECT * FROM events")  # the tracker appends
     conn.close()
     assert rows(db_path, "SELECT agent_id FROM events") == [("a1",), ("a1",)]
 
@@ -295,8 +300,8 @@ COLUMNS = ["id", "type", "version", "at", "request_id", "agent_id", "session_id"
 @pytest.mark.parametrize("column", COLUMNS)
 async def test_one_changed_byte_in_any_column_is_found(db_path: Path, column: str) -> None:
     await append_here(db_path, batch(5))
-    (value,) = rows(db_path, f"SELECT {column} FROM events WHERE seq = 3")[0]
-    tamper(db_path, f"UPDATE events SET {column} = ? WHERE seq = 3", (_flip_one_byte(value),))
+    (value,) = rows(db_path, f"SELECT {column} FROM event_log WHERE seq = 3")[0]
+    tamper(db_path, f"UPDATE event_log SET {column} = ? WHERE seq = 3", (_flip_one_byte(value),))
     async with EventStore.open(db_path, NoProjections()) as store:
         report = await store.verify_chain()
     assert not report.ok
@@ -313,7 +318,7 @@ def _flip_one_byte(value: object) -> object:
 
 async def test_a_deleted_row_is_found(db_path: Path) -> None:
     await append_here(db_path, batch(5))
-    tamper(db_path, "DELETE FROM events WHERE seq = 2")
+    tamper(db_path, "DELETE FROM event_log WHERE seq = 2")
     async with EventStore.open(db_path, NoProjections()) as store:
         report = await store.verify_chain()
     assert (report.ok, report.first_bad_seq) == (False, 2)
@@ -415,7 +420,7 @@ async def test_event_ids_are_unique_and_time_ordered(db_path: Path) -> None:
     async with EventStore.open(db_path, NoProjections()) as store, anyio.create_task_group() as tg:
         for i in range(100):
             tg.start_soon(store.append, batch(20, f"agent{i}"))
-    stored = [i for (i,) in rows(db_path, "SELECT id FROM events ORDER BY seq")]
+    stored = [i for (i,) in rows(db_path, "SELECT id FROM event_log ORDER BY seq")]
     assert all(isinstance(i, bytes) and len(i) == 16 for i in stored)  # 16 bytes, not 32 digits
     ids = [i.hex() for i in stored]
     assert len(set(ids)) == len(ids) == 2000

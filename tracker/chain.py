@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable
 
 import msgspec
 
+from tracker.logrow import Row
+
 GENESIS = bytes(16)
-Row = tuple[int, str | bytes, str, int, str, str | None, str | None, str | None, str, bytes]
 _envelope = msgspec.json.Encoder()
-_HEX_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def id_text(stored: str | bytes) -> str:
-    """An event id as the API, exports and the chain see it: the log stores the ids the
-    tracker mints (32 hex digits) as their 16 bytes, and keeps any other id as text."""
-    return stored if isinstance(stored, str) else stored.hex()
-
-
-def stored_id(text: str) -> str | bytes:
-    """The form the log stores the event id ``text`` in (``id_text`` reads it back)."""
-    return bytes.fromhex(text) if _HEX_ID.fullmatch(text) else text
 
 
 def link(
@@ -62,6 +50,7 @@ class Checker:
         self.broken: ChainReport | None = None
 
     def feed(self, row: Row) -> None:
+        """Check the next row, given as text (logrow.text_row)."""
         if self.broken is not None:
             return
         seq, event_id, type_, version, at, rid, aid, sid, payload, stored = row
@@ -69,7 +58,7 @@ class Checker:
             seq,
             self.expected,
             self.prev,
-            id_text(event_id),
+            event_id,
             type_,
             version,
             at,
@@ -96,7 +85,8 @@ class Checker:
 
 
 def check(rows: Iterable[Row]) -> ChainReport:
-    """Recompute the chain over rows in seq order and report the first break."""
+    """Recompute the chain over rows in seq order, given as text, and report the first
+    break."""
     checker = Checker()
     for row in rows:
         checker.feed(row)

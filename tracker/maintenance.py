@@ -18,7 +18,7 @@ from typing import Any
 
 from projections import clear, replay, table_names
 from projections.replay import EventRow, ReplayFailed
-from tracker import chain, db
+from tracker import chain, db, logrow
 from tracker.models import TableDiff
 from tracker.schema import EVENT_COLUMNS, EVENT_ROWS
 
@@ -70,7 +70,7 @@ def scratch_with_live(live: Path) -> Iterator[sqlite3.Connection]:
 def build(
     conn: sqlite3.Connection, until: int | None = None, progress: Progress | None = None
 ) -> int:
-    """Replay ``live.events`` (up to ``until``) into the scratch tables; return the last seq."""
+    """Replay ``live.event_log`` (up to ``until``) into the scratch tables; return the last seq."""
     sql = EVENT_ROWS.format(db="live") + (" WHERE seq <= ?" if until is not None else "")
     rows = conn.execute(sql + " ORDER BY seq", () if until is None else (until,))
     return replay(conn, rows, progress=progress)
@@ -87,10 +87,10 @@ def compare(
     """
     conn.execute("BEGIN")
     try:
-        last = conn.execute("SELECT coalesce(max(seq), 0) FROM live.events").fetchone()[0]
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM live.event_log").fetchone()[0]
         checker = chain.Checker()
         rows = _checked(
-            conn.execute(f"SELECT {EVENT_COLUMNS} FROM live.events ORDER BY seq"), checker
+            conn.execute(f"SELECT {EVENT_COLUMNS} FROM live.event_log ORDER BY seq"), checker
         )
         try:
             replay(conn, rows, progress=progress)
@@ -107,7 +107,7 @@ def compare(
 def _checked(rows: Iterable[Any], checker: chain.Checker) -> Iterator[EventRow]:
     """Feed full event rows to the chain checker; yield what replay needs."""
     for row in rows:
-        checker.feed(row)
+        checker.feed(logrow.text_row(row))
         yield row[0], *row[2:9]
 
 
@@ -197,13 +197,14 @@ def _copy_log(conn: sqlite3.Connection, until: int | None, at: str | None) -> in
     if until is not None:
         where.append("seq <= ?")
         params.append(until)
-    if at is not None:
-        where.append("at <= ?")
-        params.append(at)
+    if at is not None:  # a time stored as microseconds, or as text (logrow)
+        micros = logrow.stored_at(at)
+        where.append("CASE typeof(at) WHEN 'integer' THEN at <= ? ELSE at <= ? END")
+        params.extend((micros if isinstance(micros, int) else -1, at))
     clause = " AND ".join(where)
     conn.execute(
-        f"INSERT INTO main.events ({EVENT_COLUMNS}) "
-        f"SELECT {EVENT_COLUMNS} FROM live.events WHERE {clause} ORDER BY seq",
+        f"INSERT INTO main.event_log ({EVENT_COLUMNS}) "
+        f"SELECT {EVENT_COLUMNS} FROM live.event_log WHERE {clause} ORDER BY seq",
         params,
     )
-    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM main.events").fetchone()[0])
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM main.event_log").fetchone()[0])

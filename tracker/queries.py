@@ -172,7 +172,7 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
 
 def _event_count(conn: sqlite3.Connection, agent_id: str | None) -> int:
     if agent_id is None:  # seq is gapless
-        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM event_log").fetchone()[0])
     return int(conn.execute(*Filter(agent_id=agent_id).select_count()).fetchone()[0])
 
 
@@ -239,7 +239,7 @@ def _count(conn: sqlite3.Connection, table: str, agent_id: str | None) -> int:
 def health(conn: sqlite3.Connection, path: Path, durability: str) -> Health:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
-    events = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    events = conn.execute("SELECT coalesce(max(seq), 0) FROM event_log").fetchone()[0]
     projected = conn.execute("SELECT coalesce(min(seq), 0) FROM checkpoints").fetchone()[0]
     file_bytes, wal_bytes = _size(path), _size(Path(f"{path}-wal"))
     return Health(

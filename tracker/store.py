@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 import anyio
 
-from tracker import chain, db
+from tracker import chain, db, logrow
 from tracker.clock import Clock, SystemClock
 from tracker.errors import DatabaseBusy, DatabaseNotFound, TrackerClosed, TrackerError
 from tracker.events import KEYS, AnyEvent, StoredEvent
@@ -72,7 +72,7 @@ class Filter:
         """
         where, params = self._where(since, until)
         if not self.keyed:
-            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?"
+            sql = f"SELECT {EVENT_COLUMNS} FROM event_log WHERE {where} ORDER BY seq LIMIT ?"
             return sql, [*params, limit]
         return _BY_KEY.format(where=where), [since, until, *params, limit]
 
@@ -80,7 +80,7 @@ class Filter:
         """The query for the number of matching events with ``since < seq <= until``."""
         where, params = self._where(since, until)
         if not self.keyed:
-            return f"SELECT count(*) FROM events WHERE {where}", params
+            return f"SELECT count(*) FROM event_log WHERE {where}", params
         return _COUNT_BY_KEY.format(where=where), [since, until, *params]
 
     def select_from_end(self, since: int, until: int | None, count: int) -> tuple[str, list[Any]]:
@@ -89,7 +89,7 @@ class Filter:
         its index bucket by bucket from the last one down, an index read only."""
         where, params = self._where(since, until)
         if not self.keyed:
-            sql = f"SELECT seq FROM events WHERE {where} ORDER BY seq DESC LIMIT 1 OFFSET ?"
+            sql = f"SELECT seq FROM event_log WHERE {where} ORDER BY seq DESC LIMIT 1 OFFSET ?"
             return sql, [*params, count - 1]
         return _BY_KEY_FROM_END.format(where=where), [until, since, *params, count - 1]
 
@@ -99,9 +99,11 @@ class Filter:
             if (value := getattr(self, column)) is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        if self.types:
-            clauses.append(f"type IN ({','.join('?' * len(self.types))})")
-            params.extend(self.types)
+        if self.types:  # stored as codes, or as text (logrow)
+            codes = [logrow.TYPE_CODES[t] for t in self.types if t in logrow.TYPE_CODES]
+            stored = [*codes, *self.types]
+            clauses.append(f"type IN ({','.join('?' * len(stored))})")
+            params.extend(stored)
         if until is not None:
             clauses.append("seq <= ?")
             params.append(until)
@@ -114,22 +116,22 @@ _BUCKET = f"seq >> {KEY_BUCKET_BITS}"
 _BUCKETS_UP = (
     "WITH RECURSIVE bucket(n) AS ("
     f"SELECT ? >> {KEY_BUCKET_BITS} UNION ALL SELECT n + 1 FROM bucket "
-    f"WHERE n < coalesce(?, (SELECT max(seq) FROM events)) >> {KEY_BUCKET_BITS}) "
+    f"WHERE n < coalesce(?, (SELECT max(seq) FROM event_log)) >> {KEY_BUCKET_BITS}) "
 )
 _BY_KEY = (
-    f"{_BUCKETS_UP}SELECT {EVENT_COLUMNS} FROM events WHERE ({_BUCKET}) IN bucket AND "
+    f"{_BUCKETS_UP}SELECT {EVENT_COLUMNS} FROM event_log WHERE ({_BUCKET}) IN bucket AND "
     f"{{where}} ORDER BY {_BUCKET}, seq LIMIT ?"
 )
 _COUNT_BY_KEY = (
-    f"{_BUCKETS_UP}SELECT count(*) FROM events WHERE ({_BUCKET}) IN bucket AND {{where}}"
+    f"{_BUCKETS_UP}SELECT count(*) FROM event_log WHERE ({_BUCKET}) IN bucket AND {{where}}"
 )
 # The same from the end, newest first (parameters: until or None, since, the WHERE
 # clause's, then the offset).
 _BY_KEY_FROM_END = (
     "WITH RECURSIVE bucket(n) AS ("
-    f"SELECT coalesce(?, (SELECT max(seq) FROM events)) >> {KEY_BUCKET_BITS} "
+    f"SELECT coalesce(?, (SELECT max(seq) FROM event_log)) >> {KEY_BUCKET_BITS} "
     f"UNION ALL SELECT n - 1 FROM bucket WHERE n > ? >> {KEY_BUCKET_BITS}) "
-    f"SELECT seq FROM events WHERE ({_BUCKET}) IN bucket AND {{where}} "
+    f"SELECT seq FROM event_log WHERE ({_BUCKET}) IN bucket AND {{where}} "
     f"ORDER BY {_BUCKET} DESC, seq DESC LIMIT 1 OFFSET ?"
 )
 
@@ -395,8 +397,9 @@ class EventStore(Generic[H]):
         self._data_version = -1  # re-read the head before the next batch
 
     def _read_head(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("SELECT seq, hash, at FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        self._head = Head(*row) if row else Head()
+        sql = "SELECT seq, hash, at FROM event_log ORDER BY seq DESC LIMIT 1"
+        row = conn.execute(sql).fetchone()
+        self._head = Head(row[0], row[1], logrow.at_text(row[2])) if row else Head()
 
     # -- reading -------------------------------------------------------------
 
@@ -419,7 +422,7 @@ class EventStore(Generic[H]):
         events with ``since < seq <= until`` matching ``where``."""
         if count == 0:  # none of the past ones: start at the end
             head = int(
-                await self.read_sql(_first_value, "SELECT coalesce(max(seq), 0) FROM events")
+                await self.read_sql(_first_value, "SELECT coalesce(max(seq), 0) FROM event_log")
             )
             return max(since, head if until is None else min(head, until))
         first = await self.read_sql(_first_value, *where.select_from_end(since, until, count))
@@ -484,8 +487,10 @@ class EventStore(Generic[H]):
 
     async def verify_chain(self) -> chain.ChainReport:
         """Recompute the hash chain over the whole log; report the first broken seq."""
-        sql = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"
-        return await self.read_with(lambda conn: chain.check(conn.execute(sql)))  # streamed
+        sql = f"SELECT {EVENT_COLUMNS} FROM event_log ORDER BY seq"
+        return await self.read_with(  # streamed
+            lambda conn: chain.check(map(logrow.text_row, conn.execute(sql)))
+        )
 
 
 async def _connected(connector: Callable[[], sqlite3.Connection]) -> aiosqlite.Connection:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from tracker import chain, codec
+from tracker import chain, codec, logrow
 from tracker.clock import Clock, from_iso, iso
 from tracker.events import AnyEvent, StoredEvent, tag_of
 
@@ -75,7 +75,8 @@ class Transaction(Generic[H]):
         now = clock.now()
         self.at = max(iso(now), head.at)  # the log's time never goes backwards
         self.now = from_iso(self.at)
-        self.rows: list[chain.Row] = []
+        self._stored_at = logrow.stored_at(self.at)
+        self.rows: list[logrow.Row] = []
         self._ids = EventIds(now)
 
     def append(self, events: Sequence[AnyEvent]) -> None:
@@ -96,18 +97,28 @@ class Transaction(Generic[H]):
         event_id, stored_id = self._ids.next()
         digest = chain.link(head.hash, seq, event_id, type_, event.VERSION, self.at, keys, payload)
         self.rows.append(
-            (seq, stored_id, type_, event.VERSION, self.at, *keys, payload.decode(), digest)
+            (
+                seq,
+                stored_id,
+                logrow.stored_type(type_),
+                event.VERSION,
+                self._stored_at,
+                *keys,
+                payload.decode(),
+                digest,
+            )
         )
         self.head = Head(seq, digest, self.at)
         self.hook.apply(seq, self.at, event)
 
 
 def stored_event(row: Sequence[Any], event: AnyEvent | None = None) -> StoredEvent:
-    """A StoredEvent from an events row; the payload is decoded unless ``event`` is given."""
-    seq, event_id, type_, version, at, rid, aid, sid, payload, digest = row
+    """A StoredEvent from a row of the log as stored; the payload is decoded unless
+    ``event`` is given."""
+    seq, event_id, type_, version, at, rid, aid, sid, payload, digest = logrow.text_row(row)
     return StoredEvent(
         seq=seq,
-        id=chain.id_text(event_id),
+        id=event_id,
         type=type_,
         version=version,
         at=from_iso(at),

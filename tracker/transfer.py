@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from tracker import chain, db, readonly
+from tracker import chain, db, logrow, readonly
 from tracker.errors import DiskFull, IntegrityError, InvalidInput
 from tracker.maintenance import replay_own_log
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
@@ -87,13 +87,13 @@ def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> i
     try:
         conn.execute("BEGIN")  # one snapshot
         count = 0
-        for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"):
-            seq, id_, type_, version, at, rid, aid, sid, payload, digest = row
+        for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM event_log ORDER BY seq"):
+            seq, id_, type_, version, at, rid, aid, sid, payload, digest = logrow.text_row(row)
             out.write(
                 _encoder.encode(
                     Line(
                         seq=seq,
-                        id=chain.id_text(id_),
+                        id=id_,
                         type=type_,
                         version=version,
                         at=at,
@@ -152,17 +152,19 @@ def _insert(conn: sqlite3.Connection, source: Iterable[bytes], progress: Progres
                 f"(expected seq {count + 1} with a matching hash)"
             )
         rows.append(
-            (
-                line.seq,
-                chain.stored_id(line.id),
-                line.type,
-                line.version,
-                line.at,
-                line.request_id,
-                line.agent_id,
-                line.session_id,
-                payload.decode(),
-                digest,
+            logrow.stored_row(
+                (
+                    line.seq,
+                    line.id,
+                    line.type,
+                    line.version,
+                    line.at,
+                    line.request_id,
+                    line.agent_id,
+                    line.session_id,
+                    payload.decode(),
+                    digest,
+                )
             )
         )
         prev, count = digest, count + 1
