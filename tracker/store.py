@@ -99,11 +99,9 @@ class Filter:
             if (value := getattr(self, column)) is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        if self.types:  # stored as codes, or as text (logrow)
-            codes = [logrow.TYPE_CODES[t] for t in self.types if t in logrow.TYPE_CODES]
-            stored = [*codes, *self.types]
-            clauses.append(f"type IN ({','.join('?' * len(stored))})")
-            params.extend(stored)
+        if self.types:
+            clauses.append(f"type IN ({','.join('?' * len(self.types))})")
+            params.extend(logrow.stored_type(t) for t in self.types)
         if until is not None:
             clauses.append("seq <= ?")
             params.append(until)
