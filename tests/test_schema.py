@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.helpers import ROOT, rows, run_unprivileged
 from tracker import Tracker, chain, cleanup, codec, db, logrow, queries
-from tracker.clock import iso
+from tracker.clock import ManualClock, iso
 from tracker.events import KEYS as EVENT_KEYS
 from tracker.events import AnyEvent, LockEvent
 from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
@@ -451,6 +452,22 @@ async def test_the_view_events_shows_the_envelope_as_the_api_does(db_path: Path)
         await track_one(t, "r1")
         shown = [(e.seq, e.id, e.type, iso(e.at)) async for e in t.events()]
     assert rows(db_path, "SELECT seq, id, type, at FROM events ORDER BY seq") == shown
+
+
+async def test_the_readme_way_to_filter_the_log_by_time_counts_what_the_view_does(
+    db_path: Path, clock: ManualClock
+) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sql = next(q for q in readme.split("```sql\n")[1:] if "strftime('%s'" in q).split("```")[0]
+    async with Tracker.open(db_path, clock=clock) as t:
+        for k in range(4):
+            await track_one(t, f"r{k}")
+            clock.advance(60)
+    start = clock.now() - timedelta(minutes=2, seconds=30)  # the last two requests
+    moment = start.strftime("%Y-%m-%dT%H:%M:%S")
+    fast = rows(db_path, sql.replace("2026-11-21T11:09", moment))
+    assert fast == rows(db_path, "SELECT count(*) FROM events WHERE at >= ?", (moment,))
+    assert fast == [(2 * 5,)]  # tracked, locked, assigned, completed, released
 
 
 async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:
