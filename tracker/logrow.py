@@ -43,7 +43,7 @@ _MICROSECOND = timedelta(microseconds=1)
 
 # A row of the log: seq, id, type, version, at, request_id, agent_id, session_id,
 # payload, hash (schema.EVENT_COLUMNS), stored or as text.
-Row = tuple[int, Any, Any, int, Any, str | None, str | None, str | None, str, bytes]
+Row = tuple[Any, ...]
 
 
 def stored_id(text: str) -> str | bytes:
@@ -88,33 +88,11 @@ def at_text(stored: int | str) -> str:
 
 def stored_row(row: Sequence[Any]) -> Row:
     """A row of the log, given as text, in the form the log stores it."""
-    seq, id_, type_, version, at, rid, aid, sid, payload, digest = row
-    return (
-        seq,
-        stored_id(id_),
-        stored_type(type_),
-        version,
-        stored_at(at),
-        rid,
-        aid,
-        sid,
-        payload,
-        digest,
-    )
+    seq, id_, type_, version, at, *rest = row
+    return (seq, stored_id(id_), stored_type(type_), version, stored_at(at), *rest)
 
 
 def text_row(row: Sequence[Any]) -> Row:
     """A row of the log as stored, with its id, type and time as text."""
-    seq, id_, type_, version, at, rid, aid, sid, payload, digest = row
-    return (
-        seq,
-        id_text(id_),
-        type_text(type_),
-        version,
-        at_text(at),
-        rid,
-        aid,
-        sid,
-        payload,
-        digest,
-    )
+    seq, id_, type_, version, at, *rest = row
+    return (seq, id_text(id_), type_text(type_), version, at_text(at), *rest)
