@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tracker import Tracker
+from tracker import Tracker, db, logrow
+from tracker.schema import EVENT_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +22,34 @@ def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
         return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+V4_LOG = (ROOT / "tests" / "fixtures" / "schema_v4_log.sql").read_text(encoding="utf-8")
+
+
+def make_version_4(path: Path) -> None:
+    """Give a file the event log schema version 4 had: the table events, with the type
+    and time stored as text (and the ids the tracker mints as their 16 bytes)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
+    with db.immediate(conn):
+        for name in ("VIEW lock_events", "VIEW events", "TABLE event_log"):
+            conn.execute(f"DROP {name}")  # and the triggers and indexes on them
+        for statement in db.statements(V4_LOG):
+            conn.execute(statement)
+        conn.executemany(
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(row[0], logrow.stored_id(row[1]), *row[2:]) for row in log],
+        )
+        conn.execute("PRAGMA user_version = 4")
+    conn.close()
+
+
+def log_as_text(path: Path) -> list[tuple[Any, ...]]:
+    """The log as the API shows it, from the table events of an older version or the
+    view events."""
+    log = rows(path, "SELECT * FROM events ORDER BY seq")
+    return [(r[0], logrow.id_text(r[1]), *r[2:]) for r in log]
 
 
 def event_count(path: Path) -> int:

@@ -17,7 +17,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.helpers import ROOT, check_acknowledged, rows
+from tests.helpers import ROOT, check_acknowledged, log_as_text, make_version_4, rows
+from tracker import Tracker
+from tracker.schema import SCHEMA_VERSION
 
 SEED = int(os.environ.get("TRACKER_CRASH_SEED", "20261121"))
 TRIALS = int(os.environ.get("TRACKER_CRASH_TRIALS", "20"))
@@ -95,3 +97,57 @@ def _wait_for_partial(folder: Path, name: str) -> None:
     while not list(folder.glob(f".{name}.partial-*")):
         assert time.monotonic() < deadline, "the import never started writing"
         time.sleep(0.001)
+
+
+UPGRADER = """
+import sys, anyio
+from tracker import Tracker
+async def main():
+    async with Tracker.open(sys.argv[1], create=False):
+        pass
+anyio.run(main)
+"""
+
+
+async def _fill(path: Path, agents: int, turns: int) -> None:
+    """A log of agents * turns * 5 events, the agents running concurrently."""
+
+    async def agent(a: int) -> None:
+        for k in range(turns):
+            rid = f"r{a}-{k}"
+            await t.track_request(rid, agent_id=f"a{a}", lock=True)
+            await t.update_request_session(rid, f"s{a}-{k}")
+            await t.complete_request(rid)
+
+    async with Tracker.open(path) as t, anyio.create_task_group() as tg:
+        for a in range(agents):
+            tg.start_soon(agent, a)
+
+
+@pytest.mark.slow
+def test_kill_9_during_an_upgrade_leaves_the_older_file_whole(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    anyio.run(_fill, path, 100, 100)
+    make_version_4(path)
+    log, layout = log_as_text(path), rows(path, "SELECT name, sql FROM sqlite_master")
+    wal = Path(f"{path}-wal")
+    with subprocess.Popen([sys.executable, "-c", UPGRADER, str(path)], cwd=ROOT) as upgrader:
+        deadline = time.monotonic() + 30
+        while not (wal.exists() and wal.stat().st_size > 4 << 20):  # copying the log
+            assert upgrader.poll() is None, "the upgrade ended before it was seen"
+            assert time.monotonic() < deadline, "the upgrade never started"
+            time.sleep(0.002)
+        upgrader.send_signal(signal.SIGKILL)
+    assert upgrader.returncode == -signal.SIGKILL
+    assert rows(path, "PRAGMA user_version") == [(4,)]
+    assert rows(path, "SELECT name, sql FROM sqlite_master") == layout
+    assert log_as_text(path) == log
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+    anyio.run(_upgrade_and_verify, path, log)
+
+
+async def _upgrade_and_verify(path: Path, log: list[tuple[object, ...]]) -> None:
+    async with Tracker.open(path, create=False) as t:
+        assert (await t.verify()).ok
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert log_as_text(path) == log

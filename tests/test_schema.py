@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.helpers import ROOT, rows, run_unprivileged
-from tracker import Tracker, chain, cleanup, codec, db, logrow, queries
+from tests.helpers import ROOT, log_as_text, make_version_4, rows, run_unprivileged
+from tracker import Tracker, chain, cleanup, codec, logrow, queries
 from tracker.clock import ManualClock, iso
 from tracker.events import KEYS as EVENT_KEYS
 from tracker.events import AnyEvent, LockEvent
@@ -218,25 +218,6 @@ async def test_the_schema_has_a_version(db_path: Path) -> None:
 
 
 KEYS = ("request", "agent", "session")
-V4_LOG = (ROOT / "tests" / "fixtures" / "schema_v4_log.sql").read_text(encoding="utf-8")
-
-
-def make_version_4(path: Path) -> None:
-    """Give a file the event log schema version 4 had: the table events, with the type
-    and time stored as text (and the ids the tracker mints as their 16 bytes)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
-    with db.immediate(conn):
-        for name in ("VIEW lock_events", "VIEW events", "TABLE event_log"):
-            conn.execute(f"DROP {name}")  # and the triggers and indexes on them
-        for statement in db.statements(V4_LOG):
-            conn.execute(statement)
-        conn.executemany(
-            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(row[0], logrow.stored_id(row[1]), *row[2:]) for row in log],
-        )
-        conn.execute("PRAGMA user_version = 4")
-    conn.close()
 
 
 def make_version_1(path: Path) -> None:
@@ -257,12 +238,6 @@ def make_version_1(path: Path) -> None:
 
 def layout(path: Path) -> list[tuple[Any, ...]]:
     return rows(path, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
-
-
-def log_as_text(path: Path) -> list[tuple[Any, ...]]:
-    """The log as the API shows it, from the table events of an older version or the
-    view events."""
-    return [(r[0], logrow.id_text(r[1]), *r[2:]) for r in rows(path, "SELECT * FROM events")]
 
 
 async def track_one(t: Tracker, request_id: str) -> None:
