@@ -23,8 +23,8 @@ from tracker.store import EventStore, NoProjections
 LAST_MICROSECOND = 253402300799999999  # 9999-12-31T23:59:59.999999Z
 
 
-def test_every_event_type_has_one_code_for_good() -> None:
-    assert set(logrow.TYPE_CODES) == set(BY_TAG)
+def test_every_event_type_has_a_code_of_its_own() -> None:
+    # the view events in schema.sql pins each code: the test below reads them through it
     assert sorted(logrow.TYPE_CODES.values()) == list(range(1, len(BY_TAG) + 1))
 
 

@@ -46,9 +46,11 @@ NO_USAGE = Usage()
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
-    """Base of every event; ``VERSION`` is the payload schema version."""
+    """Base of every event; ``VERSION`` is the payload schema version, ``CODE`` the
+    number the log stores for the type (logrow; never changed nor reused)."""
 
     VERSION: ClassVar[int] = 1
+    CODE: ClassVar[int]
 
 
 class RequestTracked(Event, frozen=True, tag="RequestTracked"):
@@ -59,6 +61,7 @@ class RequestTracked(Event, frozen=True, tag="RequestTracked"):
     """
 
     VERSION: ClassVar[int] = 2
+    CODE: ClassVar[int] = 1
 
     request_id: str
     agent_id: str | None = None
@@ -73,6 +76,8 @@ class RequestTracked(Event, frozen=True, tag="RequestTracked"):
 class SessionAssigned(Event, frozen=True, tag="SessionAssigned"):
     """The CLI reported the session id of a request."""
 
+    CODE: ClassVar[int] = 2
+
     request_id: str
     session_id: str
     agent_id: str | None = None
@@ -81,6 +86,8 @@ class SessionAssigned(Event, frozen=True, tag="SessionAssigned"):
 
 class RequestCompleted(Event, frozen=True, tag="RequestCompleted"):
     """The request finished with a response."""
+
+    CODE: ClassVar[int] = 3
 
     request_id: str
     agent_id: str | None = None
@@ -96,6 +103,8 @@ class RequestCompleted(Event, frozen=True, tag="RequestCompleted"):
 
 class RequestFailed(Event, frozen=True, tag="RequestFailed"):
     """The request failed (kind: cli_error, timeout, abandoned, ...)."""
+
+    CODE: ClassVar[int] = 4
 
     request_id: str
     error: str
@@ -131,6 +140,8 @@ class LockEvent(Event, frozen=True, kw_only=True):
 class LockAcquired(LockEvent, frozen=True, kw_only=True, tag="LockAcquired"):
     """A holder took a conversation lock; its fencing token is this event's seq."""
 
+    CODE: ClassVar[int] = 5
+
     expires_at: datetime
     request_id: str | None = None
     waited_ms: int = 0
@@ -139,12 +150,16 @@ class LockAcquired(LockEvent, frozen=True, kw_only=True, tag="LockAcquired"):
 class LockRenewed(LockEvent, frozen=True, kw_only=True, tag="LockRenewed"):
     """The holder extended its lock."""
 
+    CODE: ClassVar[int] = 6
+
     token: int
     expires_at: datetime
 
 
 class LockReleased(LockEvent, frozen=True, kw_only=True, tag="LockReleased"):
     """The holder released its lock (or its request finished)."""
+
+    CODE: ClassVar[int] = 7
 
     token: int
     request_id: str | None = None
@@ -153,11 +168,15 @@ class LockReleased(LockEvent, frozen=True, kw_only=True, tag="LockReleased"):
 class LockExpired(LockEvent, frozen=True, kw_only=True, tag="LockExpired"):
     """A lock outlived its TTL and was taken from its holder."""
 
+    CODE: ClassVar[int] = 8
+
     token: int
 
 
 class SessionMetadataUpdated(Event, frozen=True, tag="SessionMetadataUpdated"):
     """Metadata merged into a session (keys replaced, others kept)."""
+
+    CODE: ClassVar[int] = 9
 
     session_id: str
     metadata: dict[str, Any]
@@ -167,6 +186,8 @@ class SessionMetadataUpdated(Event, frozen=True, tag="SessionMetadataUpdated"):
 class SessionExpired(Event, frozen=True, tag="SessionExpired"):
     """Cleanup retired an idle session (reason: idle, capacity, manual)."""
 
+    CODE: ClassVar[int] = 10
+
     session_id: str
     reason: str
     agent_id: str | None = None
@@ -175,6 +196,8 @@ class SessionExpired(Event, frozen=True, tag="SessionExpired"):
 class SessionDeleted(Event, frozen=True, tag="SessionDeleted"):
     """An operator deleted a session (a tombstone: the log keeps its history)."""
 
+    CODE: ClassVar[int] = 11
+
     session_id: str
     agent_id: str | None = None
     reason: str | None = None
@@ -182,6 +205,8 @@ class SessionDeleted(Event, frozen=True, tag="SessionDeleted"):
 
 class AgentReset(Event, frozen=True, tag="AgentReset"):
     """The agent starts over: no current session, a new chain begins."""
+
+    CODE: ClassVar[int] = 12
 
     agent_id: str
     reason: str | None = None

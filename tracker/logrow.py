@@ -17,24 +17,11 @@ from functools import lru_cache
 from typing import Any
 
 from tracker.clock import iso
+from tracker.events import BY_TAG
 
-# The stored code of each event type. A code is never reused nor changed: the view
-# ``events`` in schema.sql spells out the same table.
-TYPE_CODES: dict[str, int] = {
-    "RequestTracked": 1,
-    "SessionAssigned": 2,
-    "RequestCompleted": 3,
-    "RequestFailed": 4,
-    "LockAcquired": 5,
-    "LockRenewed": 6,
-    "LockReleased": 7,
-    "LockExpired": 8,
-    "SessionMetadataUpdated": 9,
-    "SessionExpired": 10,
-    "SessionDeleted": 11,
-    "AgentReset": 12,
-}
-_TYPE_NAMES: dict[int | str, str] = {code: name for name, code in TYPE_CODES.items()}
+# The stored code of each event type (Event.CODE).
+TYPE_CODES: dict[str, int] = {tag: cls.CODE for tag, cls in BY_TAG.items()}
+_TYPE_NAMES: dict[int, str] = {code: name for name, code in TYPE_CODES.items()}
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _FIXED_WIDTH = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -63,7 +50,7 @@ def stored_type(name: str) -> int | str:
 
 def type_text(stored: int | str) -> str:
     """An event type as its name (a name stored as text is itself)."""
-    return _TYPE_NAMES.get(stored, stored)  # type: ignore[arg-type]
+    return stored if isinstance(stored, str) else _TYPE_NAMES.get(stored, str(stored))
 
 
 def stored_at(text: str) -> int | str:
