@@ -288,10 +288,17 @@ async def test_update_and_delete_on_events_are_refused_by_the_database(
         conn.execute(f"UPDATE {table} SET agent_id = 'x' WHERE seq = 1")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute(f"DELETE FROM {table} WHERE seq = 2")
+    conn.close()
+    assert rows(db_path, "SELECT agent_id FROM events") == [("a1",), ("a1",)]
+
+
+async def test_the_view_events_refuses_inserts(db_path: Path) -> None:
+    await append_here(db_path, batch(2))
+    conn = sqlite3.connect(db_path)
     with pytest.raises(sqlite3.IntegrityError, match="INSERT refused"):
         conn.execute("INSERT INTO events SELECT * FROM events")  # the tracker appends
     conn.close()
-    assert rows(db_path, "SELECT agent_id FROM events") == [("a1",), ("a1",)]
+    assert event_count(db_path) == 2
 
 
 COLUMNS = ["id", "type", "version", "at", "request_id", "agent_id", "session_id", "payload", "hash"]
