@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from tracker.logrow import Row
+from tracker.logrow import Row, text_row
 
 GENESIS = bytes(16)
 _envelope = msgspec.json.Encoder()
@@ -50,10 +50,10 @@ class Checker:
         self.broken: ChainReport | None = None
 
     def feed(self, row: Row) -> None:
-        """Check the next row, given as text (logrow.text_row)."""
+        """Check the next row of the log, as stored (the chain covers its text)."""
         if self.broken is not None:
             return
-        seq, event_id, type_, version, at, rid, aid, sid, payload, stored = row
+        seq, event_id, type_, version, at, rid, aid, sid, payload, stored = text_row(row)
         problem = _problem(
             seq,
             self.expected,
@@ -85,8 +85,8 @@ class Checker:
 
 
 def check(rows: Iterable[Row]) -> ChainReport:
-    """Recompute the chain over rows in seq order, given as text, and report the first
-    break."""
+    """Recompute the chain over rows of the log in seq order, as stored, and report the
+    first break."""
     checker = Checker()
     for row in rows:
         checker.feed(row)

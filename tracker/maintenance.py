@@ -107,7 +107,7 @@ def compare(
 def _checked(rows: Iterable[Any], checker: chain.Checker) -> Iterator[EventRow]:
     """Feed full event rows to the chain checker; yield what replay needs."""
     for row in rows:
-        checker.feed(logrow.text_row(row))
+        checker.feed(row)
         yield row[0], *row[2:9]
 
 

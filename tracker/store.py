@@ -486,9 +486,7 @@ class EventStore(Generic[H]):
     async def verify_chain(self) -> chain.ChainReport:
         """Recompute the hash chain over the whole log; report the first broken seq."""
         sql = f"SELECT {EVENT_COLUMNS} FROM event_log ORDER BY seq"
-        return await self.read_with(  # streamed
-            lambda conn: chain.check(map(logrow.text_row, conn.execute(sql)))
-        )
+        return await self.read_with(lambda conn: chain.check(conn.execute(sql)))  # streamed
 
 
 async def _connected(connector: Callable[[], sqlite3.Connection]) -> aiosqlite.Connection:
