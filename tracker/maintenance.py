@@ -200,6 +200,7 @@ def _copy_log(conn: sqlite3.Connection, until: int | None, at: str | None) -> in
     if at is not None:  # a time stored as microseconds, or as text (logrow)
         micros = logrow.stored_at(at)
         where.append("CASE typeof(at) WHEN 'integer' THEN at <= ? ELSE at <= ? END")
+        # a bound not storable as microseconds is before 1970: no such time is at or before it
         params.extend((micros if isinstance(micros, int) else -1, at))
     clause = " AND ".join(where)
     conn.execute(

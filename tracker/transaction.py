@@ -100,7 +100,7 @@ class Transaction(Generic[H]):
             (
                 seq,
                 stored_id,
-                logrow.stored_type(type_),
+                event.CODE,
                 event.VERSION,
                 self._stored_at,
                 *keys,
