@@ -42,11 +42,15 @@ class _PartialJob(Exception):
     """A job appended events and then failed: the batch must be redone job by job."""
 
 
+_PENDING: Any = object()
+
+
 @dataclass(slots=True, eq=False)  # compared by identity: a caller withdraws its own
 class _Queued:
     job: Callable[[Any], Any]
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any]  # its caller awaits it; cancelling the caller cancels it
     exclusive: bool = False  # maintenance: runs alone, on the raw connection
+    outcome: Any = _PENDING  # the job's result or exception, once its batch ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,27 +250,26 @@ class EventStore(Generic[H]):
         self._queue.append(queued)
         self._wake.set()
         try:
-            return await asyncio.shield(future)
+            return await future
         except asyncio.CancelledError:
             if queued in self._queue:  # not started: withdraw it
                 self._queue.remove(queued)
-                future.cancel()
                 raise
             with anyio.CancelScope(shield=True):
-                await self._settle(future, undo)
+                await self._settle(queued, undo)
             raise
 
     async def _settle(
         self,
-        future: asyncio.Future[Any],
+        queued: _Queued,
         undo: Callable[[Any], Callable[[Any], Any] | None] | None,
     ) -> None:
         """Wait for a cancelled caller's running job; undo it if it committed."""
-        try:
-            result = await future
-        except Exception:
+        while queued.outcome is _PENDING:
+            await self._committed.wait()
+        if isinstance(queued.outcome, BaseException):
             return  # it failed: nothing to undo
-        compensation = undo(result) if undo is not None else None
+        compensation = undo(queued.outcome) if undo is not None else None
         if compensation is not None:
             with contextlib.suppress(TrackerError):
                 await self._enqueue(compensation, exclusive=False)
@@ -302,7 +305,8 @@ class EventStore(Generic[H]):
         except BaseException as exc:  # the thread itself failed (connection closed...)
             outcomes = [db.translate(exc, self.path)] * len(batch)
         for queued, outcome in zip(batch, outcomes, strict=True):
-            if queued.future.done():
+            queued.outcome = outcome
+            if queued.future.done():  # its caller was cancelled: _settle reads the outcome
                 continue
             if isinstance(outcome, BaseException):
                 queued.future.set_exception(outcome)
