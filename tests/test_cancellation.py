@@ -65,6 +65,24 @@ async def test_a_track_cancelled_while_running_is_undone(db_path: Path, slow: Sl
         assert (await t.verify()).ok
 
 
+async def test_a_call_cancelled_while_its_job_fails_undoes_nothing(
+    db_path: Path, slow: SlowClock
+) -> None:
+    async with Tracker.open(db_path, clock=slow) as t:
+        await t.track_request("r1", agent_id="a1")
+        before = event_count(db_path)
+        slow.delay = 0.05
+        with anyio.move_on_after(0.01) as scope:  # the repeat with other arguments fails
+            await t.track_request("r1", agent_id="a2", lock=True)
+        slow.delay = 0.0
+        assert scope.cancelled_caught  # cancelled, not the job's error nor an undo's
+        assert event_count(db_path) == before
+        request = await t.get_request("r1")
+        assert request is not None
+        assert (request.agent_id, request.status) == ("a1", "pending")
+        assert (await t.verify()).ok
+
+
 async def test_cancellation_at_every_moment_leaves_no_request_holding_a_lock(
     tracker: Tracker,
 ) -> None:
