@@ -514,10 +514,30 @@ def test_importing_an_export_from_a_newer_release_says_so(
     assert not copy.exists()
 
 
-def test_bad_arguments_are_usage_errors(run: Run) -> None:
+USAGE_MISTAKES = [
+    (["stats", "--by", "week"], "tracker stats: argument --by: invalid choice: 'week'"),
+    (["events", "--since", "soon"], "tracker events: argument --since: invalid int value"),
+    (["stats", "--since", "1"], "tracker stats: unrecognized arguments: --since 1"),
+    (["claude", "validate"], "tracker claude validate: the following arguments are required"),
+    (["claude", "validate", "s1", "--deep"], "tracker claude validate: unrecognized arguments"),
+    (["replay", "--until", "1", "--at", "x"], "tracker replay: argument --at: not allowed with"),
+    (["frobnicate"], "tracker: argument COMMAND: invalid choice: 'frobnicate'"),
+    ([], "tracker: the following arguments are required: COMMAND"),
+]
+
+
+@pytest.mark.parametrize(("argv", "start"), USAGE_MISTAKES, ids=str)
+def test_usage_errors_are_one_line_pointing_to_the_help(
+    capsys: pytest.CaptureFixture[str], argv: list[str], start: str
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["stats", "--by", "week"])
+        main(argv)
     assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(start), err
+    prog = start.split(":")[0]
+    assert err.endswith(f" (see {prog} --help)\n"), err
+    assert err.count("\n") == 1, err
 
 
 # -- help -------------------------------------------------------------------------

@@ -320,5 +320,7 @@ def test_the_cli_parser_never_fails_untyped(
     except SystemExit as exit_:  # argparse: --help or a usage error
         code = 0 if exit_.code == 0 else 2 if exit_.code == 2 else -1
     assert code in (0, 1, 2), argv
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    if code:  # a mistake, of use (2) or of value (1): one line
+        assert err.count("\n") == 1, (argv, err)
     assert not Path(missing).exists()  # nothing creates a database but init and import

@@ -1,8 +1,9 @@
 """The ``tracker`` command line: thin commands over the API, for operators.
 
 Output is a readable table by default and JSON with ``--json`` (JSON lines for
-streams). A user mistake prints one line on stderr and exits 1; usage errors
-exit 2; a bug still shows its traceback.
+streams). A user mistake prints one line on stderr and exits 1; a usage error
+(an unknown option, a value of the wrong form) is one line too and exits 2; a bug
+still shows its traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_command(argv)
     try:
         code: int = anyio.run(args.handler, args)
     except TrackerError as exc:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tracker.cli import commands as c
 from tracker.cli.commands import Handler
@@ -127,8 +128,26 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         _claude_arguments(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2) that points to the help,
+    not the usage block followed by the error."""
+
+    def error(self, message: str, prog: str | None = None) -> NoReturn:
+        prog = prog or self.prog
+        self.exit(2, f"{prog}: {message} (see {prog} --help)\n")
+
+    def parse_command(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        """Parse ``argv``; an argument no command takes is blamed on the command given."""
+        args, extra = self.parse_known_args(argv)
+        if extra:
+            words = (self.prog, args.command, getattr(args, "claude_command", None))
+            prog = " ".join(w for w in words if w)
+            self.error(f"unrecognized arguments: {' '.join(extra)}", prog)
+        return args
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
         prog="tracker",
         description="Operate a session tracker database: the event log of agent "
         "conversations and its projections.",
