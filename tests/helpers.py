@@ -126,3 +126,9 @@ async def check_acknowledged(db: Path, acks: list[list[str]]) -> None:
         WHERE r.status = 'completed' AND l.status = 'held'""",
     )
     assert finished_holding == []  # completion+release is one transaction
+
+
+def beside(target: Path) -> list[str]:
+    """The names of what is written beside ``target`` (tracker.scratch: dot files led by
+    its name), sorted."""
+    return sorted(p.name for p in target.parent.iterdir() if p.name.startswith(f".{target.name}."))

@@ -17,9 +17,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.helpers import ROOT, check_acknowledged, log_as_text, make_version_4, rows
+from tests.helpers import ROOT, beside, check_acknowledged, log_as_text, make_version_4, rows
 from tracker import Tracker
 from tracker.schema import SCHEMA_VERSION
+from tracker.scratch import sweep
 
 SEED = int(os.environ.get("TRACKER_CRASH_SEED", "20261121"))
 TRIALS = int(os.environ.get("TRACKER_CRASH_TRIALS", "20"))
@@ -51,12 +52,15 @@ def run_and_kill(db: Path, prefix: str, mode: str, rng: random.Random) -> list[l
 def test_kill_9_loses_no_acknowledged_event(tmp_path: Path, mode: str, trials: int) -> None:
     rng = random.Random(f"{SEED}-{mode}")
     db = tmp_path / "crash.db"
-    total = 0
+    total, killed_mid_rebuild = 0, 0
     for trial in range(trials):
         acks = run_and_kill(db, f"t{trial}", mode, rng)
         total += len(acks)
-        anyio.run(check_acknowledged, db, acks)
+        killed_mid_rebuild += bool(beside(db))
+        anyio.run(check_acknowledged, db, acks)  # verify's scratch sweeps the dead one's
+        assert beside(db) == []
     assert total > trials, "the workers never got going"
+    assert killed_mid_rebuild or mode != "rebuild", "no kill landed during a rebuild"
 
 
 @pytest.mark.slow
@@ -89,6 +93,9 @@ def test_kill_9_during_import_leaves_no_half_database(tmp_path: Path) -> None:
             assert rows(target, "PRAGMA integrity_check") == [("ok",)]
         else:
             killed_mid_import += 1
+            left = beside(target)
+            assert [p.name for p in sweep(target)] == left[:1]  # the partial (then its journal)
+        assert beside(target) == []
     assert killed_mid_import >= trials // 2, "the kills never landed during an import"
 
 

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from contextlib import asynccontextmanager
@@ -538,15 +537,14 @@ class Tracker:
     async def rebuild(self, progress: Callable[[int], None] | None = None) -> RebuildReport:
         """Drop and replay every projection: built aside, then swapped in atomically."""
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="tracker-rebuild-") as tmp:
-            scratch = Path(tmp) / "projections.db"
+        with maintenance.scratch_beside(self.path, "rebuild") as scratch:
             built = await db.in_thread(
-                self.path, maintenance.build_scratch, self.path, scratch, progress
+                self.path, maintenance.build_scratch, self.path, scratch.path, progress
             )
 
             def swap(conn: sqlite3.Connection) -> tuple[int, float]:
                 begun = time.perf_counter()
-                return maintenance.swap_in(conn, scratch, built), time.perf_counter() - begun
+                return maintenance.swap_in(conn, scratch.path, built), time.perf_counter() - begun
 
             caught_up, swap_seconds = await self._store.run_exclusive(swap)
         return RebuildReport(

@@ -14,6 +14,7 @@ import anyio
 
 from tracker import errors
 from tracker.schema import SCHEMA_VERSION, UPGRADES, UPGRADES_AFTER_SCHEMA, schema_sql
+from tracker.scratch import Scratch
 
 T = TypeVar("T")
 Durability = Literal["full", "process"]
@@ -57,11 +58,6 @@ def create_file(path: Path, *, named: Path | None = None) -> None:
         ) from exc
 
 
-def partial_beside(target: Path) -> Path:
-    """The temporary name a file is written under before it appears at ``target``."""
-    return target.with_name(f".{target.name}.partial-{os.getpid()}")
-
-
 def prepare(path: Path, create: bool) -> None:
     """Create the schema in an empty file, or check the file's; switch it to WAL.
 
@@ -81,28 +77,32 @@ def prepare(path: Path, create: bool) -> None:
 def new_database(target: Path, purpose: str) -> Iterator[sqlite3.Connection]:
     """A connection to a new database that appears at ``target`` only once complete.
 
-    It is written under a temporary name beside ``target`` and linked into place
-    (never over an existing file), so a crash leaves no half-written target,
-    at most a ``.NAME.partial-PID`` file.
+    It is written under a temporary name beside ``target`` (tracker.scratch) and linked
+    into place (never over an existing file), so a crash leaves no half-written target;
+    what a killed process left is removed by the next one writing beside ``target``.
     """
     if target.exists():
         raise errors.InvalidInput(f"{str(target)!r} exists: {purpose} writes a new database")
-    partial = partial_beside(target)
-    create_file(partial, named=target)
-    conn = sqlite3.connect(partial, isolation_level=None, check_same_thread=False)
+    try:
+        partial = Scratch.beside(target, "partial")
+    except OSError as exc:
+        raise errors.ReadOnlyDatabase(
+            f"cannot create database {str(target)!r}: {exc.strerror}"
+        ) from None
+    conn = sqlite3.connect(partial.path, isolation_level=None, check_same_thread=False)
     try:
         create_schema(conn)
         yield conn
         conn.close()
         try:
-            os.link(partial, target)
+            os.link(partial.path, target)
         except FileExistsError:
             raise errors.InvalidInput(
                 f"{str(target)!r} appeared meanwhile: {purpose} writes a new database"
             ) from None
     finally:
         conn.close()
-        partial.unlink(missing_ok=True)
+        partial.close()
 
 
 def writer_connector(path: Path, durability: Durability) -> Callable[[], sqlite3.Connection]:

@@ -10,7 +10,6 @@ writers wait about 1.2 s per million events.
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +18,10 @@ from typing import Any
 from projections import clear, replay, table_names
 from projections.replay import EventRow, ReplayFailed
 from tracker import chain, db, logrow
+from tracker.errors import StorageError
 from tracker.models import TableDiff
 from tracker.schema import EVENT_COLUMNS, EVENT_ROWS
+from tracker.scratch import Scratch
 
 Progress = Callable[[int], None]
 
@@ -54,11 +55,21 @@ def _drop_lookup_indexes(conn: sqlite3.Connection) -> list[str]:
     return [sql for _, sql in found]
 
 
+def scratch_beside(live: Path, purpose: str) -> Scratch:
+    """A scratch file beside the database ``live`` (see tracker.scratch)."""
+    try:
+        return Scratch.beside(live, purpose)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the {purpose} scratch file beside {str(live)!r}: {exc.strerror}"
+        ) from None
+
+
 @contextmanager
 def scratch_with_live(live: Path) -> Iterator[sqlite3.Connection]:
-    """A scratch database in a temporary directory with the live one attached as ``live``."""
-    with tempfile.TemporaryDirectory(prefix="tracker-") as tmp:
-        conn = _scratch(Path(tmp) / "scratch.db")
+    """A scratch database beside ``live`` with ``live`` attached as ``live``."""
+    with scratch_beside(live, "verify") as scratch:
+        conn = _scratch(scratch.path)
         _drop_lookup_indexes(conn)  # verify reads the tables whole
         try:
             conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))

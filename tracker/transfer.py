@@ -20,6 +20,7 @@ from tracker import chain, db, logrow, readonly
 from tracker.errors import DiskFull, IntegrityError, InvalidInput
 from tracker.maintenance import replay_own_log
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
+from tracker.scratch import Scratch
 
 Progress = Callable[[int], None]
 BATCH = 5000
@@ -50,20 +51,17 @@ def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
     It is written beside ``out`` and renamed over it once complete and synced, so an
     export that fails (or a crash) leaves ``out`` as it was.
     """
-    partial = db.partial_beside(out)
     try:
-        # owner only, as the database: the export holds the same prompts and responses
-        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        # owner only (Scratch), as the database: the export holds its prompts and responses
+        with Scratch.beside(out, "partial") as partial, partial.path.open("wb") as f:
             count = export_log(path, f, progress)
             f.flush()
             os.fsync(f.fileno())
-        partial.replace(out)
+            partial.path.replace(out)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise DiskFull(f"no room for the export {str(out)!r}: {exc.strerror}") from None
         raise InvalidInput(f"cannot write the export to {str(out)!r}: {exc.strerror}") from None
-    finally:
-        partial.unlink(missing_ok=True)
     return count
 
 

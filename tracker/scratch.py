@@ -1,0 +1,112 @@
+"""Files written beside their target until they are done: a partial export, import or
+replay copy, the scratch database of a rebuild or a verify.
+
+Each is ``.NAME.PURPOSE-XXXXXXXX`` beside ``NAME`` (a database or an output file), owner
+only, and held under an exclusive ``flock`` while its process writes it. The kernel drops
+that lock when the process ends, however it ends, so a file whose lock is free was left
+by a process that died (kill -9, power loss): the next scratch beside the same ``NAME``
+removes it, with SQLite's companion files.
+
+Beside the target, not in the system temp directory: a rebuild's scratch holds every
+projection, and /tmp may be a small tmpfs; the target's disk is the one sized for it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+PURPOSES = ("partial", "rebuild", "verify")
+COMPANIONS = ("-journal", "-wal", "-shm")
+
+
+class Scratch:
+    """A new empty file beside ``target``, locked until ``close`` removes it.
+
+    Create it with ``Scratch.beside``; use it as a context manager.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+
+    @classmethod
+    def beside(cls, target: Path, purpose: str) -> Scratch:
+        """Remove what dead processes left beside ``target``, then create a scratch file
+        for ``purpose``; an ``OSError`` (a read-only folder...) is the caller's to word."""
+        assert purpose in PURPOSES, purpose
+        sweep(target)
+        while True:
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.{purpose}-", dir=target.parent)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a sweep looks at it
+            if _names(fd, Path(name)):
+                return cls(Path(name), fd)
+            os.close(fd)  # a sweep took it for a dead process's file: take another name
+
+    def close(self) -> None:
+        """Remove the file (if still there: it may have been renamed into place), then
+        release the lock."""
+        if self._fd < 0:
+            return
+        try:
+            _remove(self.path)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def sweep(target: Path) -> list[Path]:
+    """Remove the scratch files beside ``target`` whose lock is free; return them."""
+    removed = []
+    for purpose in PURPOSES:
+        for path in target.parent.glob(f".{glob.escape(target.name)}.{purpose}-*"):
+            if not path.name.endswith(COMPANIONS) and _take_abandoned(path):
+                removed.append(path)
+    return removed
+
+
+def _take_abandoned(path: Path) -> bool:
+    """Remove ``path`` if no process holds its lock (then it was left by a dead one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone meanwhile, or not ours to read
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a live process is writing it
+            return False
+        if not _names(fd, path):  # removed and created again meanwhile
+            return False
+        _remove(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _names(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", *COMPANIONS):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
