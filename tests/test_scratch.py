@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -69,6 +72,21 @@ def test_the_file_of_a_killed_process_is_swept_and_a_live_ones_is_kept(tmp_path:
         alive.kill()
         alive.wait()
     assert [p.name.split("-")[0] for p in sweep(target)] == [".t.db.partial"]
+    assert beside(target) == []
+
+
+def test_on_a_filesystem_without_flock_a_scratch_works_and_is_never_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:  # what some network filesystems answer
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    target = tmp_path / "t.db"
+    with Scratch.beside(target, "partial") as scratch:
+        scratch.path.write_text("written")
+        assert sweep(target) == []
+        assert scratch.path.read_text() == "written"
     assert beside(target) == []
 
 

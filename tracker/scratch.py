@@ -13,6 +13,7 @@ projection, and /tmp may be a small tmpfs; the target's disk is the one sized fo
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import os
@@ -42,7 +43,7 @@ class Scratch:
         sweep(target)
         while True:
             fd, name = tempfile.mkstemp(prefix=f".{target.name}.{purpose}-", dir=target.parent)
-            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a sweep looks at it
+            _lock(fd)  # waits only while a sweep looks at it
             if _names(fd, Path(name)):
                 return cls(Path(name), fd)
             os.close(fd)  # a sweep took it for a dead process's file: take another name
@@ -89,7 +90,7 @@ def _take_abandoned(path: Path) -> bool:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a live process is writing it
+        except OSError:  # a live process is writing it (or the filesystem has no locks)
             return False
         if not _names(fd, path):  # removed and created again meanwhile
             return False
@@ -97,6 +98,14 @@ def _take_abandoned(path: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _lock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:  # a filesystem without flock: sweeps cannot lock it either
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
 
 
 def _names(fd: int, path: Path) -> bool:
