@@ -43,9 +43,14 @@ class Scratch:
         sweep(target)
         while True:
             fd, name = tempfile.mkstemp(prefix=f".{target.name}.{purpose}-", dir=target.parent)
-            _lock(fd)  # waits only while a sweep looks at it
-            if _names(fd, Path(name)):
-                return cls(Path(name), fd)
+            try:
+                _lock(fd)  # waits only while a sweep looks at it
+                if _names(fd, Path(name)):
+                    return cls(Path(name), fd)
+            except BaseException:
+                _remove(Path(name))
+                os.close(fd)
+                raise
             os.close(fd)  # a sweep took it for a dead process's file: take another name
 
     def close(self) -> None:
