@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import ROOT, rows, run_python, tamper
+from tests.helpers import ROOT, beside, rows, run_python, tamper
 from tracker import ManualClock, Tracker, chain
 from tracker.cli import COMMANDS, main
 from tracker.schema import SCHEMA_VERSION
@@ -260,6 +261,23 @@ def test_export_import_gives_an_identical_database(run: Run, db: Path, tmp_path:
     assert (code, out) == (0, f"imported 32 events into {copy}\n")
     assert _snapshot(copy) == _snapshot(db)
     assert run("verify", "--db", str(copy))[0] == 0
+
+
+def test_export_into_a_pipe_writes_the_stream_and_leaves_the_pipe(
+    run: Run, db: Path, tmp_path: Path
+) -> None:
+    """``--out /dev/stdout`` or a shell's ``>(gzip > log.gz)``: not a file to replace."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    code, _, err = run("export", "--out", str(fifo), "--db", str(db))
+    reader.join(timeout=30)
+    assert code == 0, err
+    assert [json.loads(line)["seq"] for line in received[0].splitlines()] == list(range(1, 33))
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert beside(fifo) == []
 
 
 def test_export_to_stdout(run: Run, db: Path) -> None:

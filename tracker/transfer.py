@@ -48,10 +48,14 @@ _decoder = msgspec.json.Decoder(Line)
 def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
     """Export the log of ``path`` into the file ``out``; return the count.
 
-    It is written beside ``out`` and renamed over it once complete and synced, so an
-    export that fails (or a crash) leaves ``out`` as it was.
+    A file is written beside ``out`` and renamed over it once complete and synced, so an
+    export that fails (or a crash) leaves ``out`` as it was. Anything else already at
+    ``out`` (a pipe, a terminal, /dev/stdout) is a stream: written in place, never replaced.
     """
     try:
+        if out.exists() and not out.is_file():
+            with out.open("wb") as stream:
+                return export_log(path, stream, progress)
         # owner only (Scratch), as the database: the export holds its prompts and responses
         with Scratch.beside(out, "partial") as partial, partial.path.open("wb") as f:
             count = export_log(path, f, progress)
