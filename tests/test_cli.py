@@ -280,6 +280,22 @@ def test_export_into_a_pipe_writes_the_stream_and_leaves_the_pipe(
     assert beside(fifo) == []
 
 
+def test_import_reads_a_pipe(run: Run, db: Path, tmp_path: Path) -> None:
+    """``tracker export | tracker import -`` (or ``gunzip -c log.gz |``): read once, as it comes."""
+    dump = run("export", "--db", str(db))[1].encode()
+    copy = tmp_path / "piped.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "import", "-", "--db", str(copy)],
+        input=dump,
+        capture_output=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"imported 32 events into {copy}\n".encode()
+    assert _snapshot(copy) == _snapshot(db)
+
+
 def test_export_to_stdout(run: Run, db: Path) -> None:
     code, out, _ = run("export", "--db", str(db))
     assert code == 0
@@ -408,6 +424,7 @@ MISTAKES = [
     (["query", "SELEKT nonsense"], "query refused"),
     (["query", "SELECT * FROM no_such_table"], "no such table"),
     (["import", "{dir}/missing.jsonl"], "no file"),
+    (["import", "{dir}"], "cannot read '"),  # a folder: "Is a directory"
     (["stats", "--agent", ""], "agent_id must not be empty"),
     (["stats", "--agent", "nope"], "no agent 'nope'"),
     (["audit", "session", "a1-S"], "'a1-S' starts several sessions: a1-S0, a1-S1"),

@@ -27,3 +27,11 @@ def test_a_pipe_gets_nothing() -> None:
     bar(200)
     bar.close()
     assert stream.getvalue() == ""
+
+
+def test_without_a_total_a_terminal_gets_the_count() -> None:
+    stream = Terminal()
+    bar = Progress("import", None, stream)
+    bar(12_345)
+    bar.close()
+    assert stream.getvalue() == "\rimport 12,345\n"

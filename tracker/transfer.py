@@ -69,18 +69,29 @@ def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
     return count
 
 
-def count_lines(source: Path) -> int:
-    """The number of lines of an export (for progress); a missing file is a user error."""
-    if not source.is_file():
-        raise InvalidInput(f"no file {str(source)!r} to import")
-    with source.open("rb") as stream:
+def count_lines(source: Path) -> int | None:
+    """The number of lines of an export file (for progress), None for a stream (a pipe,
+    /dev/stdin: it can be read once only)."""
+    if source.exists() and not source.is_file():
+        return None
+    with _open_export(source) as stream:
         return sum(1 for _ in stream)
 
 
 def import_file(source: Path, target: Path, progress: Progress | None = None) -> int:
-    """Import the export file ``source`` into the new database ``target``."""
-    with source.open("rb") as stream:
+    """Import the export ``source`` (a file or a stream) into the new database ``target``."""
+    with _open_export(source) as stream:
         return import_log(stream, target, progress)
+
+
+def _open_export(source: Path) -> BinaryIO:
+    """``source`` opened for reading; a missing or unreadable one is a user error."""
+    try:
+        return source.open("rb")
+    except FileNotFoundError:
+        raise InvalidInput(f"no file {str(source)!r} to import") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {str(source)!r}: {exc.strerror}") from None
 
 
 def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> int:

@@ -385,7 +385,7 @@ async def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
-    source, target = Path(args.file), database(args)
+    source, target = Path("/dev/stdin" if args.file == "-" else args.file), database(args)
     bar = Progress("import", await anyio.to_thread.run_sync(transfer.count_lines, source))
     count = await db.in_thread(target, transfer.import_file, source, target, bar)
     bar.close()

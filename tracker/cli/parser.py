@@ -51,7 +51,8 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "import": (
         c.cmd_import,
         "create a database from exported JSON lines",
-        "tracker import log.jsonl --db copy.db",
+        "tracker import log.jsonl --db copy.db\n"
+        "  gunzip -c log.jsonl.gz | tracker import - --db copy.db",
     ),
     "query": (
         c.cmd_query,
@@ -121,7 +122,7 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "export":
         p.add_argument("--out", metavar="FILE")
     elif name == "import":
-        p.add_argument("file")
+        p.add_argument("file", help="an export, or - to read it from stdin (a pipe)")
     elif name == "query":
         p.add_argument("sql")
     elif name == "claude":
