@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -15,6 +17,7 @@ from tracker import (
     InvalidTransition,
     ManualClock,
     Tracker,
+    TrackerClosed,
     UnknownAgent,
     UnknownRequest,
     UnknownSession,
@@ -454,3 +457,61 @@ async def test_errors_inside_the_open_block_surface_unwrapped(db_path: Path) -> 
     with pytest.raises(UnknownRequest):
         async with Tracker.open(db_path) as t:
             await t.complete_request("nope")
+
+
+# Every public call of a Tracker, as made after its block ended (one line each).
+AFTER_CLOSE: dict[str, Callable[[Tracker], Awaitable[Any]]] = {
+    "track_request": lambda t: t.track_request("r2", agent_id="a1"),
+    "update_request_session": lambda t: t.update_request_session("r1", "S2"),
+    "complete_request": lambda t: t.complete_request("r1"),
+    "fail_request": lambda t: t.fail_request("r1", error="late"),
+    "acquire_lock": lambda t: t.acquire_lock(agent_id="a2", holder="h"),
+    "renew_lock": lambda t: t.renew_lock(agent_id="a2", holder="h"),
+    "release_lock": lambda t: t.release_lock(agent_id="a2", holder="h"),
+    "get_lock": lambda t: t.get_lock(agent_id="a1"),
+    "update_session_metadata": lambda t: t.update_session_metadata("S1", {"k": 1}),
+    "expire_session": lambda t: t.expire_session("S1"),
+    "delete_session": lambda t: t.delete_session("S1"),
+    "reset_agent": lambda t: t.reset_agent("a1"),
+    "get_request": lambda t: t.get_request("r1"),
+    "in_flight": lambda t: t.in_flight(),
+    "get_session": lambda t: t.get_session("S1"),
+    "find_sessions": lambda t: t.find_sessions("S"),
+    "get_agent": lambda t: t.get_agent("a1"),
+    "get_agent_session": lambda t: t.get_agent_session("a1"),
+    "get_chain": lambda t: t.get_chain("a1"),
+    "stats": lambda t: t.stats(),
+    "usage_by": lambda t: t.usage_by("day"),
+    "health": lambda t: t.health(),
+    "events": lambda t: first(t.events()),
+    "cleanup": lambda t: t.cleanup(),
+    "verify": lambda t: t.verify(),
+    "rebuild": lambda t: t.rebuild(),
+    "replay_into": lambda t: t.replay_into(t.path.with_name("copy.db")),
+}
+
+
+def test_every_public_call_is_listed_for_after_close() -> None:
+    public = {
+        name
+        for name, fn in inspect.getmembers(Tracker)
+        if not name.startswith("_")
+        and (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+    }
+    assert public - {"lock"} == set(AFTER_CLOSE)  # lock(): a context manager over acquire_lock
+
+
+@pytest.mark.parametrize("name", sorted(AFTER_CLOSE))
+async def test_every_call_on_a_closed_tracker_raises_tracker_closed(
+    db_path: Path, name: str
+) -> None:
+    async with Tracker.open(db_path) as t:
+        await turn(t, "r1", "a1", "S1")
+        await t.get_agent("a1")  # cached answers too
+        await t.get_agent_session("a1")
+        await t.get_chain("a1")
+    before = event_count(db_path)
+    with pytest.raises(TrackerClosed, match="is closed"):
+        await AFTER_CLOSE[name](t)
+    assert event_count(db_path) == before
+    assert sorted(p.name for p in db_path.parent.iterdir()) == [db_path.name]

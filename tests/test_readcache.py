@@ -151,7 +151,9 @@ async def test_an_unchanged_database_is_verified_without_a_statement(tracker: Tr
     await tracker.update_request_session("r1", "S1")
     assert await tracker.get_agent_session("a1") == "S1"
     statements: list[str] = []
-    tracker._cache._probe.set_trace_callback(statements.append)
+    probe = tracker._cache._probe
+    assert probe is not None
+    probe.set_trace_callback(statements.append)
     assert [await tracker.get_agent_session("a1") for _ in range(5)] == ["S1"] * 5
     assert statements == []  # the wal-index header answered, not PRAGMA data_version
 

@@ -516,6 +516,7 @@ class Tracker:
 
         Never repairs: call ``rebuild()`` to make projections match the log.
         """
+        self._store.ensure_open()
 
         def compare() -> tuple[ChainReport, int, list[TableDiff]]:
             with maintenance.scratch_with_live(self.path) as conn:
@@ -565,6 +566,7 @@ class Tracker:
         the projections as of that point; return its last seq."""
         until = validate.optional_count(until, "until")
         moment = iso(at) if at is not None else None
+        self._store.ensure_open()
         return await db.in_thread(
             self.path, maintenance.replay_into, self.path, Path(target), until, moment, progress
         )

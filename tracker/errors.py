@@ -105,3 +105,8 @@ class IntegrityError(TrackerError):
 
 class TrackerClosed(TrackerError):
     """The tracker was closed; open a new one."""
+
+    @classmethod
+    def on(cls, path: object) -> TrackerClosed:
+        """The error for a call on the closed tracker of the database ``path``."""
+        return cls(f"the tracker on {str(path)!r} is closed")

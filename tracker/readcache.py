@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tracker import readonly
+from tracker.errors import TrackerClosed
 
 # Rows held at most, a list counting its items: a cached Request or Session takes about
 # 1 KB, so about 20 MB. Full, the cache starts again empty; a longer list is not kept.
@@ -47,8 +48,10 @@ class VerifiedCache:
     """A cache of read results, valid while nothing is committed to the database."""
 
     def __init__(self, path: Path) -> None:
-        self._probe: sqlite3.Connection = readonly.connect(path, guard=False)
-        self._probe.execute("PRAGMA data_version").fetchone()  # maps the wal-index
+        self._path = path
+        probe = readonly.connect(path, guard=False)
+        probe.execute("PRAGMA data_version").fetchone()  # maps the wal-index
+        self._probe: sqlite3.Connection | None = probe
         address = wal_index_address(path)
         # (first copy, second copy), each read with one copy of SQLite's memory
         self._header = None if address is None else _copies(address)
@@ -64,6 +67,8 @@ class VerifiedCache:
             header = settled(first.raw, second.raw)
             if header is not None:
                 return header
+        if self._probe is None:
+            raise TrackerClosed.on(self._path)
         return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
 
     def _current(self) -> object:
@@ -98,8 +103,12 @@ class VerifiedCache:
         self._rows = 0
 
     def close(self) -> None:
+        """Forget everything; from now on every ``get`` raises TrackerClosed."""
         self._header = None  # the mapping may go with the probe
-        self._probe.close()
+        self._forget()
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
 
 def _copies(address: int) -> tuple[ctypes.Array[ctypes.c_char], ctypes.Array[ctypes.c_char]]:

@@ -203,12 +203,16 @@ class EventStore(Generic[H]):
 
     def _writer_conn(self) -> aiosqlite.Connection:
         if self._writer is None or self._closing:
-            raise TrackerClosed(f"the tracker on {str(self.path)!r} is closed")
+            raise TrackerClosed.on(self.path)
         return self._writer
+
+    def ensure_open(self) -> None:
+        """Raise TrackerClosed once the store is closed (for work on connections of its own)."""
+        self._reader_conn()
 
     def _reader_conn(self) -> aiosqlite.Connection:
         if self._reader is None:
-            raise TrackerClosed(f"the tracker on {str(self.path)!r} is closed")
+            raise TrackerClosed.on(self.path)
         return self._reader
 
     # -- writing -------------------------------------------------------------
