@@ -457,6 +457,19 @@ def test_user_mistakes_are_one_line_and_change_nothing(
     assert _snapshot(db) == before
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["init"], ["stats"], ["events"], ["query", "SELECT 1"], ["health"], ["verify"], ["export"]],
+    ids=" ".join,
+)
+def test_a_folder_given_as_the_database_is_one_line(
+    run: Run, tmp_path: Path, argv: list[str]
+) -> None:
+    code, _, err = run(*argv, "--db", str(tmp_path))
+    assert (code, err) == (1, f"tracker: {str(tmp_path)!r} is a folder, not a tracker database\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_file_that_is_not_a_tracker_database(run: Run, tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("shopping list\n" * 50)

@@ -45,6 +45,13 @@ def raw(conn: aiosqlite.Connection) -> sqlite3.Connection:
     return conn._conn
 
 
+def refuse_folder(path: Path) -> None:
+    """A folder given as the database is a user mistake, named as such (SQLite would say
+    "unable to open database file" or "disk I/O error")."""
+    if path.is_dir():
+        raise errors.NotATrackerDatabase(f"{str(path)!r} is a folder, not a tracker database")
+
+
 def create_file(path: Path, *, named: Path | None = None) -> None:
     """Create an empty database file readable by its owner only (0600); an error
     names ``named`` (the file ``path`` will become), else ``path``."""

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tracker import db
 from tracker.errors import DatabaseNotFound, InvalidInput
 
 _ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
@@ -66,6 +67,7 @@ def connect(path: Path, *, guard: bool = True) -> sqlite3.Connection:
     Without ``guard`` (for the tracker's own reads, such as export) transactions
     are allowed, so a long read sees one snapshot.
     """
+    db.refuse_folder(path)
     if not path.exists():
         raise DatabaseNotFound(f"no database at {str(path)!r}")
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
