@@ -433,6 +433,8 @@ MISTAKES = [
     (["replay", "--until", "-5", "--into", "{dir}/x.db"], "until must not be negative, got -5"),
     (["events", "--last", "-2"], "last must not be negative, got -2"),
     (["events", "--since", "-1"], "since must not be negative, got -1"),
+    (["events", "--last", str(2**64)], "last must be at most 9,223,372,036,854,775,807"),
+    (["cleanup", "--idle", "99999999999d"], "idle_for must be at most"),
     (["events", "--type", "RequestFialed"], "unknown event type 'RequestFialed': one of"),
     (["events", "--follow", "--until", "5"], "takes no until (5)"),
     (["export", "--out", "{dir}/no/such/dir/x.jsonl"], "No such file or directory"),

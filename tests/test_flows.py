@@ -442,6 +442,17 @@ async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: Manual
         (lambda t: first(t.events(follow=True, poll=0)), "poll must be more than 0"),
         (lambda t: first(t.events(follow=True, until=3)), "takes no until"),
         (lambda t: t.replay_into("elsewhere.db", until=-5), "until must not be negative"),
+        # beyond what SQLite's 64-bit integers (or a sum of them) hold: typed, not OverflowError
+        (lambda t: t.complete_request("r", usage={"output_tokens": 10**13}), "at most 1,000,"),
+        (lambda t: t.fail_request("r", error="e", usage={"input_tokens": 2**70}), "at most 1,"),
+        (lambda t: t.complete_request("r", duration_ms=10**30), "duration_ms must be between"),
+        (lambda t: t.complete_request("r", cost_usd=1e308), "cost_usd must be between 0 and"),
+        (lambda t: first(t.events(last=2**64)), "last must be at most 9,223,372,036,854,775,807"),
+        (lambda t: first(t.events(since=2**63)), "since must be at most"),
+        (lambda t: t.replay_into("elsewhere.db", until=2**70), "until must be at most"),
+        (lambda t: t.in_flight(limit=2**64), "limit must be at most"),
+        (lambda t: t.cleanup(idle_for=10**30), "idle_for must be at most 3153600000 s"),
+        (lambda t: t.cleanup(stale_after="40000d"), "stale_after must be at most"),
     ],
 )
 async def test_bad_input_is_a_clear_typed_error(

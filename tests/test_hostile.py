@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import ROOT, event_count, rows
-from tracker import InvalidInput, StorageError, Tracker, codec
+from tracker import InvalidInput, StorageError, Tracker, TrackerError, codec
 from tracker.cli import main
 from tracker.errors import IntegrityError, SchemaVersionError
 
@@ -266,6 +266,64 @@ def test_the_codec_never_fails_untyped(
 ) -> None:
     with contextlib.suppress(IntegrityError, SchemaVersionError):
         codec.decode(type_, version, payload, keys)
+
+
+# Every number the API takes, each given anything a caller might pass: huge integers
+# (beyond SQLite's 64 bits), infinities, NaN, bools, None, strings.
+NumberCall = Callable[[Tracker, str, Any], Awaitable[Any]]
+NUMBER_ARGUMENTS: dict[str, NumberCall] = {
+    "usage": lambda t, r, n: t.complete_request(r, usage={"input_tokens": n}),
+    "cost_usd": lambda t, r, n: t.complete_request(r, cost_usd=n),
+    "duration_ms": lambda t, r, n: t.complete_request(r, duration_ms=n),
+    "failed usage": lambda t, r, n: t.fail_request(r, error="e", usage={"output_tokens": n}),
+    "ttl": lambda t, r, n: t.acquire_lock(agent_id=f"lock-{r}", holder=r, ttl=n),
+    "wait": lambda t, r, n: t.acquire_lock(agent_id=f"lock-{r}", holder=r, wait=n),
+    "lock_ttl": lambda t, r, n: t.track_request(f"{r}-2", agent_id=r, lock=True, lock_ttl=n),
+    "since": lambda t, r, n: _first(t.events(since=n)),
+    "until": lambda t, r, n: _first(t.events(until=n)),
+    "last": lambda t, r, n: _first(t.events(last=n)),
+    "limit": lambda t, r, n: t.in_flight(limit=n),
+    "idle_for": lambda t, r, n: t.cleanup(idle_for=n),
+    "stale_after": lambda t, r, n: t.cleanup(stale_after=n),
+}
+NUMBER = (
+    st.integers()
+    | st.integers(min_value=2**40)
+    | st.integers(max_value=-(2**40))
+    | st.floats()
+    | st.booleans()
+    | st.none()
+    | st.sampled_from(["7d", "1e400", "-1", "99999999999999d"])
+)
+
+
+async def _first(events: Any) -> Any:
+    async for event in events:
+        return event
+    return None
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(argument=st.sampled_from(sorted(NUMBER_ARGUMENTS)), number=NUMBER)
+def test_any_number_is_taken_or_a_typed_error(db_path: Path, argument: str, number: Any) -> None:
+    """Never OverflowError or TypeError: a figure that cannot be stored, or added up, is
+    refused up front, and the log is unchanged."""
+
+    async def attempt() -> None:
+        async with Tracker.open(db_path) as t:
+            rid = f"r{event_count(db_path) if db_path.exists() else 0}"
+            await t.track_request(rid, agent_id=rid)
+            await t.update_request_session(rid, f"s-{rid}")
+            before = event_count(db_path)
+            try:
+                await NUMBER_ARGUMENTS[argument](t, rid, number)
+            except TrackerError:
+                assert event_count(db_path) == before
+            assert (await t.verify()).ok
+
+    anyio.run(attempt)
 
 
 ARG = st.sampled_from(

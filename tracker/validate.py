@@ -19,6 +19,13 @@ MAX_TEXT_CHARS = 4_000_000
 MAX_METADATA_BYTES = 1 << 20
 MAX_METADATA_DEPTH = 32
 MAX_TTL_S = 7 * 86400.0
+MAX_AGE_S = 100 * 365 * 86400.0  # an age or interval: a century
+MAX_COUNT = (1 << 63) - 1  # SQLite's largest integer: a seq, a number of events
+# One request's figures. Sessions, agents and days add them up in 64-bit integers: at
+# these bounds a sum overflows after some 9 million requests at the bound, never sooner.
+MAX_TOKENS = 10**12
+MAX_DURATION_MS = 10**12  # about 31 years
+MAX_COST_USD = 1e9
 _BAD_ID = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _USAGE_KEYS = frozenset(Usage.__struct_fields__)
@@ -113,6 +120,8 @@ def usage(value: Any) -> Usage:
     for key, count in value.items():
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise InvalidInput(f"usage {key} must be a non-negative integer, got {_show(count)}")
+        if count > MAX_TOKENS:
+            raise InvalidInput(f"usage {key} must be at most {MAX_TOKENS:,}, got {count:,}")
     return Usage(**value)
 
 
@@ -122,8 +131,8 @@ def cost(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f"cost_usd must be a finite number, got {_show(value)}")
-    if value < 0:
-        raise InvalidInput(f"cost_usd must not be negative, got {value}")
+    if not 0 <= value <= MAX_COST_USD:
+        raise InvalidInput(f"cost_usd must be between 0 and {MAX_COST_USD:,.0f}, got {value}")
     return float(value)
 
 
@@ -133,8 +142,8 @@ def duration_ms(value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f"duration_ms must be a number, got {_show(value)}")
-    if value < 0:
-        raise InvalidInput(f"duration_ms must not be negative, got {value}")
+    if not 0 <= value <= MAX_DURATION_MS:
+        raise InvalidInput(f"duration_ms must be between 0 and {MAX_DURATION_MS:,}, got {value}")
     return round(value)
 
 
@@ -144,6 +153,8 @@ def count(value: Any, name: str) -> int:
         raise InvalidInput(f"{name} must be a whole number, got {_show(value)}")
     if value < 0:
         raise InvalidInput(f"{name} must not be negative, got {value}")
+    if value > MAX_COUNT:
+        raise InvalidInput(f"{name} must be at most {MAX_COUNT:,} (2**63 - 1), got {value}")
     return value
 
 
@@ -191,10 +202,12 @@ def _positive(value: Any, name: str, most: float) -> float:
 
 
 def age(value: Any, name: str) -> float:
-    """Return an age threshold in seconds (not negative)."""
+    """Return an age threshold in seconds (not negative, at most a century)."""
     result = _duration(value, name)
     if result < 0:
         raise InvalidInput(f"{name} must not be negative, got {value!r}")
+    if result > MAX_AGE_S:
+        raise InvalidInput(f"{name} must be at most {MAX_AGE_S:.0f} s (a century), got {value!r}")
     return result
 
 
