@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -395,6 +396,22 @@ async def test_import_of_a_thousand_files(tracker: Tracker, tmp_path: Path) -> N
     assert (report.files, report.imported, report.failed) == (1000, 1000, [])
     stats = await tracker.stats()
     assert (stats.sessions, stats.output_tokens) == (1000, 640 * 1000)
+
+
+async def test_a_transcript_that_cannot_be_read_is_reported_and_the_rest_imported(
+    tracker: Tracker, tmp_path: Path
+) -> None:
+    project = tmp_path / "projects" / "-home-dev-work-acme-api"
+    shutil.copytree(PROJECTS / project.name, project)
+    (project / "gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")  # a dangling link
+    (project / "folder.jsonl").mkdir()
+    report = await import_transcripts(tracker, tmp_path / "projects")
+    assert sorted(report.failed) == [
+        f"{project / 'folder.jsonl'}: cannot read it: Is a directory",
+        f"{project / 'gone.jsonl'}: cannot read it: No such file or directory",
+    ]
+    fixtures = len(list((PROJECTS / project.name).glob("*.jsonl")))
+    assert (report.files, report.imported) == (fixtures + 2, fixtures)
 
 
 # -- the command line ---------------------------------------------------------------------

@@ -33,13 +33,16 @@ async def import_transcripts(
 ) -> ImportReport:
     """Import every session file under ``folder`` (a projects root or one project)."""
     files = await anyio.to_thread.run_sync(session_files, folder)
-    summaries = []
+    summaries, failed = [], []
     for done, path in enumerate(files, start=1):
-        summaries.append(await anyio.to_thread.run_sync(summarize, path))
+        try:
+            summaries.append(await anyio.to_thread.run_sync(summarize, path))
+        except OSError as exc:  # a dangling link, a folder, no permission: said, not fatal
+            failed.append(f"{path}: cannot read it: {exc.strerror}")
         if progress:
             progress(done)
     summaries.sort(key=lambda s: (s.first_timestamp or "", s.session_id))  # ancestors first
-    imported, skipped, failed = 0, 0, []
+    imported, skipped = 0, 0
     for summary in summaries:
         try:
             if await _import_one(tracker, summary):
