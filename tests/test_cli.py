@@ -312,6 +312,29 @@ def test_query_reads(run: Run, db: Path) -> None:
     assert json.loads(out) == {"n": 32}
 
 
+ANALYST_READS = [
+    ("SELECT count(*) FROM events e, json_each(e.payload) j WHERE j.key = 'digest'", "{digests}"),
+    ('SELECT count(*) FROM json_tree(\'{"a": {"b": [1, 2]}}\')', "5"),
+    ("SELECT name FROM pragma_table_info('requests') WHERE pk", "request_id"),
+    ("SELECT count(*) > 0 FROM pragma_index_list('sessions')", "1"),
+    ("SELECT name FROM pragma_index_info('requests_by_owner')", "owner"),
+    ("SELECT count(*) > 0 FROM dbstat WHERE name = 'event_log'", "1"),
+]
+
+
+@pytest.mark.parametrize(("sql", "first"), ANALYST_READS, ids=[s for s, _ in ANALYST_READS])
+def test_query_reads_with_table_valued_functions(run: Run, db: Path, sql: str, first: str) -> None:
+    """json_each, json_tree, pragma_* and dbstat: built before the authorizer is set, since
+    SQLite builds them on first use by what it reports as writing sqlite_master."""
+    payloads = [json.loads(p) for (p,) in rows(db, "SELECT payload FROM event_log")]
+    digests = sum("digest" in p for p in payloads)
+    code, out, err = run("query", sql, "--db", str(db), "--json")
+    assert code == 0, err
+    assert str(next(iter(json.loads(out.splitlines()[0]).values()))) == first.format(
+        digests=digests
+    )
+
+
 COUNT_TO = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < {}) "
 
 
@@ -396,6 +419,7 @@ ATTACKS = [
     "BEGIN IMMEDIATE",
     "SELECT 1; DELETE FROM events",
     "WITH x AS (SELECT 1) DELETE FROM events",
+    "UPDATE sqlite_master SET sql = '' WHERE name = 'events'",
 ]
 
 

@@ -8,6 +8,7 @@ writing PRAGMAs, temporary tables and extension loading are refused.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,12 @@ _TABLE_PRAGMAS = {
 }
 
 
+# Table-valued functions an analyst reads with: SQLite builds each on its first use in a
+# connection, which the authorizer is shown as writing sqlite_master, so they are built
+# before it is set (dbstat may be compiled out).
+_EPONYMOUS = ("json_each", "json_tree", "dbstat", *(f"pragma_{p}" for p in sorted(_READ_PRAGMAS)))
+
+
 def _authorize(
     action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None
 ) -> int:
@@ -73,6 +80,9 @@ def connect(path: Path, *, guard: bool = True) -> sqlite3.Connection:
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
     conn.execute("PRAGMA query_only = ON")
     if guard:
+        for name in _EPONYMOUS:
+            with contextlib.suppress(sqlite3.OperationalError):
+                conn.execute(f"SELECT * FROM {name} LIMIT 0")
         conn.set_authorizer(_authorize)
     return conn
 
