@@ -396,6 +396,17 @@ def test_db_from_the_environment(run: Run, db: Path, monkeypatch: pytest.MonkeyP
     assert run("stats")[0] == 0
 
 
+def test_a_db_under_the_home_folder_unexpanded(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRACKER_DB=~/runs/t.db from an environment file: no shell expanded the ~."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TRACKER_DB", "~/t.db")
+    assert run("init")[0] == 0
+    assert (tmp_path / "t.db").exists()
+    assert run("stats", "--db", "~/t.db")[0] == 0
+
+
 # -- query cannot write ------------------------------------------------------------
 
 ATTACKS = [

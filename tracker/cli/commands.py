@@ -37,8 +37,9 @@ def emit(value: Any) -> None:
 
 
 def database(args: argparse.Namespace) -> Path:
-    """The database: --db, else $TRACKER_DB, else ./tracker.db."""
-    return Path(args.db or os.environ.get("TRACKER_DB") or "tracker.db")
+    """The database: --db, else $TRACKER_DB, else ./tracker.db; a leading ~ is the home
+    folder (a shell does not expand it in an environment file or a quoted value)."""
+    return Path(args.db or os.environ.get("TRACKER_DB") or "tracker.db").expanduser()
 
 
 def existing(args: argparse.Namespace) -> AbstractAsyncContextManager[Tracker]:
