@@ -12,7 +12,15 @@ import anyio
 import pytest
 
 from tests.helpers import event_count, rows, run_python, tamper
-from tracker import IntegrityError, InvalidInput, ManualClock, StoredEvent, Tracker, maintenance
+from tracker import (
+    IntegrityError,
+    InvalidInput,
+    ManualClock,
+    OwnerInUse,
+    StoredEvent,
+    Tracker,
+    maintenance,
+)
 from tracker.schema import SCHEMA_VERSION
 
 
@@ -31,6 +39,22 @@ async def conversation(t: Tracker, agents: int = 3, turns: int = 4) -> None:
 
 
 # -- restart and recovery ------------------------------------------------------------
+
+
+async def test_an_owner_open_twice_at_once_is_refused_and_the_first_goes_on(
+    db_path: Path,
+) -> None:
+    async with Tracker.open(db_path, owner="orch-1") as t:
+        await t.track_request("r1", agent_id="a1", lock=True)
+        before = event_count(db_path)
+        with pytest.raises(OwnerInUse, match="'orch-1' is in use"):
+            async with Tracker.open(db_path, owner="orch-1"):
+                pass
+        assert event_count(db_path) == before
+        await t.update_request_session("r1", "S1")
+        await t.complete_request("r1")
+    async with Tracker.open(db_path, owner="orch-1"):  # closed: free again
+        pass
 
 
 async def test_reopening_with_the_same_owner_abandons_its_unfinished_requests(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, rows, run_python
-from tracker import SchemaVersionError, Tracker
+from tracker import OwnerInUse, SchemaVersionError, Tracker
 from tracker.schema import SCHEMA_VERSION
 
 READER = """
@@ -188,3 +188,41 @@ async def test_a_writer_stops_when_another_process_upgrades_the_file(db_path: Pa
         with pytest.raises(SchemaVersionError):  # and it stays stopped
             await t.update_request_session("r1", "s1")
     assert rows(db_path, "SELECT count(*) FROM events") == before
+
+
+HOLDER = """
+import sys, time, anyio
+from tracker import Tracker
+async def main():
+    async with Tracker.open(sys.argv[1], owner="orch-1") as t:
+        await t.track_request("in-flight", agent_id="a1", lock=True)
+        print("ready", flush=True)
+        time.sleep(60)
+anyio.run(main)
+"""
+
+
+async def test_an_owner_is_taken_over_only_from_a_dead_process(db_path: Path) -> None:
+    """Opening with an owner fails its unfinished requests as abandoned: right after a
+    crash, wrong while the process that tracked them is alive."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db_path)], cwd=ROOT, stdout=subprocess.PIPE
+    ) as holder:
+        assert holder.stdout is not None
+        try:
+            assert holder.stdout.readline() == b"ready\n"
+            with pytest.raises(OwnerInUse, match="owner 'orch-1' is in use by another tracker"):
+                async with Tracker.open(db_path, owner="orch-1"):
+                    pass
+            async with Tracker.open(db_path, owner="orch-2") as other:  # another owner: fine
+                request = await other.get_request("in-flight")
+                assert request is not None
+                assert request.status == "pending"
+        finally:
+            holder.kill()
+            holder.stdout.close()
+    async with Tracker.open(db_path, owner="orch-1") as t:
+        request = await t.get_request("in-flight")
+        assert request is not None
+        assert (request.status, request.error_kind) == ("failed", "abandoned")
+    assert sorted(p.name for p in db_path.parent.iterdir()) == [db_path.name]

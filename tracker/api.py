@@ -13,7 +13,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +38,7 @@ from tracker.commands import (
     undo_track,
 )
 from tracker.db import Durability
-from tracker.errors import InvalidInput, LockHeld, LockNotHeld
+from tracker.errors import InvalidInput, LockHeld, LockNotHeld, OwnerInUse
 from tracker.events import StoredEvent, Usage
 from tracker.locking import AcquireLock, ReleaseLock, RenewLock, Tx, undo_acquire
 from tracker.models import (
@@ -55,6 +55,7 @@ from tracker.models import (
     VerifyReport,
 )
 from tracker.readcache import VerifiedCache
+from tracker.scratch import Scratch
 from tracker.store import EventStore, Filter
 from tracker.tasks import task_group
 
@@ -72,6 +73,24 @@ def _own_metadata(found: WithMetadata) -> WithMetadata:
     return msgspec.structs.replace(
         found, metadata=msgspec.json.decode(codec.encode_value(found.metadata))
     )
+
+
+@contextlib.contextmanager
+def _owning(path: Path, owner: str | None) -> Iterator[None]:
+    """Hold ``owner`` on ``path`` while the block runs: opening with an owner fails that
+    owner's unfinished requests as abandoned, which only a dead process's may be."""
+    if owner is None:
+        yield
+        return
+    name = hashlib.blake2b(owner.encode(), digest_size=8).hexdigest()
+    claim = Scratch.claim(path, "owner", name)
+    if claim is None:
+        raise OwnerInUse(
+            f"owner {owner!r} is in use by another tracker open on {str(path)!r}: "
+            "give each orchestrator process its own owner"
+        )
+    with claim:
+        yield
 
 
 def _digest(*parts: Any) -> str:
@@ -117,19 +136,20 @@ class Tracker:
         async with EventStore.open(
             Path(path), Projector(), clock=clock, durability=durability, create=create
         ) as store:
-            tracker = cls(store, content, owner)
-            if owner is not None:
-                await store.submit(AbandonOwned(owner))
-            try:
-                async with task_group() as tg:
-                    if every:
-                        tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
-                    try:
-                        yield tracker
-                    finally:
-                        tg.cancel_scope.cancel()
-            finally:
-                tracker._cache.close()
+            with _owning(store.path, owner):
+                tracker = cls(store, content, owner)
+                if owner is not None:
+                    await store.submit(AbandonOwned(owner))
+                try:
+                    async with task_group() as tg:
+                        if every:
+                            tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
+                        try:
+                            yield tracker
+                        finally:
+                            tg.cancel_scope.cancel()
+                finally:
+                    tracker._cache.close()
 
     @property
     def path(self) -> Path:

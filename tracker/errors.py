@@ -19,6 +19,7 @@
     │   ├── DatabaseBusy
     │   └── DiskFull
     ├── IntegrityError           the log or projections are not what they must be
+    ├── OwnerInUse               another open tracker on the file has the same owner
     └── TrackerClosed
 
 Every failed call appends nothing; messages name the offending value.
@@ -101,6 +102,11 @@ class DiskFull(StorageError):
 
 class IntegrityError(TrackerError):
     """The log or the projections are not what they must be."""
+
+
+class OwnerInUse(TrackerError):
+    """Another tracker open on the same file (in a live process) has the same ``owner``:
+    opening would fail its unfinished requests as abandoned."""
 
 
 class TrackerClosed(TrackerError):

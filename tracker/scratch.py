@@ -1,5 +1,6 @@
 """Files written beside their target until they are done: a partial export, import or
-replay copy, the scratch database of a rebuild or a verify.
+replay copy, the scratch database of a rebuild or a verify; and the claim of an owner
+name by the tracker that opened a database with it.
 
 Each is ``.NAME.PURPOSE-XXXXXXXX`` beside ``NAME`` (a database or an output file), owner
 only, and held under an exclusive ``flock`` while its process writes it. The kernel drops
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-PURPOSES = ("partial", "rebuild", "verify")
+PURPOSES = ("partial", "rebuild", "verify", "owner")
 COMPANIONS = ("-journal", "-wal", "-shm")
 
 
@@ -52,6 +53,26 @@ class Scratch:
                 os.close(fd)
                 raise
             os.close(fd)  # a sweep took it for a dead process's file: take another name
+
+    @classmethod
+    def claim(cls, target: Path, purpose: str, name: str) -> Scratch | None:
+        """The file ``.NAME.PURPOSE-name`` beside ``target``, locked, or None while a live
+        process (this one included) holds it."""
+        assert purpose in PURPOSES, purpose
+        path = target.with_name(f".{target.name}.{purpose}-{name}")
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                _lock(fd, fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except BaseException:
+                os.close(fd)
+                raise
+            if _names(fd, path):
+                return cls(path, fd)
+            os.close(fd)  # its holder removed it as we opened it: claim it afresh
 
     def close(self) -> None:
         """Remove the file (if still there: it may have been renamed into place), then
@@ -105,9 +126,12 @@ def _take_abandoned(path: Path) -> bool:
         os.close(fd)
 
 
-def _lock(fd: int) -> None:
+def _lock(fd: int, flags: int = 0) -> None:
+    """Lock ``fd``: BlockingIOError if ``flags`` has LOCK_NB and another holds it."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX | flags)
+    except BlockingIOError:
+        raise
     except OSError as exc:  # a filesystem without flock: sweeps cannot lock it either
         if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
             raise
