@@ -6,7 +6,9 @@ Each is ``.NAME.PURPOSE-XXXXXXXX`` beside ``NAME`` (a database or an output file
 only, and held under an exclusive ``flock`` while its process writes it. The kernel drops
 that lock when the process ends, however it ends, so a file whose lock is free was left
 by a process that died (kill -9, power loss): the next scratch beside the same ``NAME``
-removes it, with SQLite's companion files.
+removes it, with SQLite's companion files. An owner's claim (``.NAME.owner-DIGEST``) is
+held the same way but never swept: the next claim of that owner takes over the file a
+dead holder left.
 
 Beside the target, not in the system temp directory: a rebuild's scratch holds every
 projection, and /tmp may be a small tmpfs; the target's disk is the one sized for it.
@@ -22,7 +24,10 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-PURPOSES = ("partial", "rebuild", "verify", "owner")
+PURPOSES = ("partial", "rebuild", "verify")  # swept once their writer died
+# Held, never swept: a sweep holding one for a moment would make its claim fail. The next
+# claim of the same name takes over what a dead holder left.
+CLAIMS = ("owner",)
 COMPANIONS = ("-journal", "-wal", "-shm")
 
 
@@ -58,7 +63,7 @@ class Scratch:
     def claim(cls, target: Path, purpose: str, name: str) -> Scratch | None:
         """The file ``.NAME.PURPOSE-name`` beside ``target``, locked, or None while a live
         process (this one included) holds it."""
-        assert purpose in PURPOSES, purpose
+        assert purpose in CLAIMS, purpose
         path = target.with_name(f".{target.name}.{purpose}-{name}")
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
