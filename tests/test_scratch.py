@@ -93,7 +93,14 @@ def test_on_a_filesystem_without_flock_a_scratch_works_and_is_never_swept(
 def test_other_files_beside_the_target_are_never_swept(tmp_path: Path) -> None:
     target = tmp_path / "t.db"
     kept = [
-        tmp_path / n for n in (".t.db.notes", ".t.db.rebuild", "t.db.rebuild-x", ".u.db.verify-x")
+        tmp_path / n
+        for n in (
+            ".t.db.notes",
+            ".t.db.rebuild",
+            "t.db.rebuild-x",
+            ".u.db.verify-x",
+            ".t.db.owner-x",
+        )
     ]
     for path in kept:
         path.write_text("mine")
