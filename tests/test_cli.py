@@ -169,6 +169,8 @@ def test_stats_overall_by_group_and_json(run: Run, db: Path) -> None:
         assert "failure rate" in out
     groups = json.loads(run("stats", "--by", "agent", "--db", str(db), "--json")[1])
     assert {g["key"]: g["requests"] for g in groups} == {"a1": 3, "a2": 3, "a3": 1}
+    top = run("stats", "--by", "agent", "--limit", "2", "--db", str(db), "--json")[1]
+    assert json.loads(top) == groups[:2]
 
 
 def test_replay_rebuilds_and_writes_a_point_in_time_copy(
@@ -465,6 +467,8 @@ MISTAKES = [
     (["audit", "session", "a1-S"], "'a1-S' starts several sessions: a1-S0, a1-S1"),
     (["audit", "session", "b"], "no session 'b'"),
     (["stats", "--by", "day", "--agent", "nope"], "no agent 'nope'"),
+    (["stats", "--limit", "3"], "--limit 3 needs --by day, agent or session"),
+    (["stats", "--by", "session", "--limit", "-1"], "limit must not be negative, got -1"),
     (["replay", "--until", "-5", "--into", "{dir}/x.db"], "until must not be negative, got -5"),
     (["events", "--last", "-2"], "last must not be negative, got -2"),
     (["events", "--since", "-1"], "since must not be negative, got -1"),

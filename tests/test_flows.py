@@ -526,3 +526,24 @@ async def test_every_call_on_a_closed_tracker_raises_tracker_closed(
         await AFTER_CLOSE[name](t)
     assert event_count(db_path) == before
     assert sorted(p.name for p in db_path.parent.iterdir()) == [db_path.name]
+
+
+async def test_usage_by_a_limit_keeps_the_most_expensive_or_the_latest_days(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    for day in range(4):
+        for a, cost in enumerate((0.5, 2.0, 1.0)):
+            rid = f"d{day}-a{a}"
+            await tracker.track_request(rid, agent_id=f"a{a}")
+            await tracker.update_request_session(rid, f"S{day}-{a}")
+            await tracker.complete_request(rid, cost_usd=cost * (day + 1))
+        clock.advance(86400)
+    for by in ("agent", "session"):
+        whole = await tracker.usage_by(by)
+        assert [g.cost_usd for g in whole] == sorted((g.cost_usd for g in whole), reverse=True)
+        assert await tracker.usage_by(by, limit=2) == whole[:2]
+    days = await tracker.usage_by("day")
+    assert len(days) == 4
+    assert await tracker.usage_by("day", limit=2) == days[-2:]  # the latest, in order
+    assert [g.key for g in await tracker.usage_by("agent", limit=1)] == ["a1"]
+    assert await tracker.usage_by("session", "a0", limit=0) == []

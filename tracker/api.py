@@ -457,11 +457,16 @@ class Tracker:
         agent_id = validate.optional_ident(agent_id, "agent_id")
         return await self._store.read_with(lambda c: queries.stats(c, agent_id))
 
-    async def usage_by(self, by: str, agent_id: str | None = None) -> list[UsageGroup]:
-        """Usage grouped by ``by``: "day", "agent" or "session" (optionally one agent's)."""
+    async def usage_by(
+        self, by: str, agent_id: str | None = None, *, limit: int | None = None
+    ) -> list[UsageGroup]:
+        """Usage grouped by ``by``: "day", "agent" or "session" (optionally one agent's),
+        most expensive first (days in order); ``limit``: only the most expensive groups,
+        or the latest days."""
         by = validate.choice(by, "by", ("day", "agent", "session"))
         agent_id = validate.optional_ident(agent_id, "agent_id")
-        return await self._store.read_with(lambda c: queries.usage_by(c, by, agent_id))
+        limit = validate.optional_count(limit, "limit")
+        return await self._store.read_with(lambda c: queries.usage_by(c, by, agent_id, limit))
 
     async def health(self) -> Health:
         store = self._store

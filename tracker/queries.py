@@ -176,10 +176,12 @@ def _event_count(conn: sqlite3.Connection, agent_id: str | None) -> int:
     return int(conn.execute(*Filter(agent_id=agent_id).select_count()).fetchone()[0])
 
 
+# ?2 is the limit (-1: none); with one, the latest days, still shown in order
 _GROUPS = {
-    "day": "SELECT day, {sums} FROM usage_daily {where} GROUP BY day ORDER BY day",
+    "day": "SELECT * FROM (SELECT day, {sums} FROM usage_daily {where} GROUP BY day "
+    "ORDER BY day DESC LIMIT ?2) ORDER BY day",
     "agent": "SELECT agent_id, {sums} FROM usage_daily {where} GROUP BY agent_id "
-    "ORDER BY sum(cost_usd) DESC, agent_id",
+    "ORDER BY sum(cost_usd) DESC, agent_id LIMIT ?2",
 }
 _SUMS = (
     "sum(requests), sum(completed), sum(failed), sum(input_tokens), sum(output_tokens), "
@@ -188,16 +190,21 @@ _SUMS = (
 _USAGE_BY_SESSION = """
 SELECT session_id, request_count, completed, failed, input_tokens, output_tokens,
        cache_read_tokens, cache_write_tokens, cost_usd, duration_ms
-FROM sessions WHERE ?1 IS NULL OR agent_id = ?1 ORDER BY cost_usd DESC, session_id"""
+FROM sessions WHERE ?1 IS NULL OR agent_id = ?1 ORDER BY cost_usd DESC, session_id
+LIMIT ?2"""
 
 
-def usage_by(conn: sqlite3.Connection, by: str, agent_id: str | None) -> list[UsageGroup]:
-    """Usage grouped by UTC day, agent or session, most expensive first (days in order)."""
+def usage_by(
+    conn: sqlite3.Connection, by: str, agent_id: str | None, limit: int | None = None
+) -> list[UsageGroup]:
+    """Usage grouped by UTC day, agent or session, most expensive first (days in order);
+    ``limit``: at most that many groups (the most expensive, or the latest days)."""
+    params = (agent_id, -1 if limit is None else limit)
     if by == "session":
-        found = conn.execute(_USAGE_BY_SESSION, (agent_id,)).fetchall()
+        found = conn.execute(_USAGE_BY_SESSION, params).fetchall()
     else:
         where = "WHERE agent_id = ?1" if agent_id is not None else "WHERE ?1 IS NULL"
-        found = conn.execute(_GROUPS[by].format(sums=_SUMS, where=where), (agent_id,)).fetchall()
+        found = conn.execute(_GROUPS[by].format(sums=_SUMS, where=where), params).fetchall()
     return [_group(*row) for row in found]
 
 

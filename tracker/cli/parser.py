@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "stats": (
         c.cmd_stats,
         "counts, tokens, cost, durations, failure rate",
-        "tracker stats --by day\n  tracker stats --agent a1",
+        "tracker stats --by day\n  tracker stats --agent a1\n"
+        "  tracker stats --by session --limit 10",
     ),
     "replay": (
         c.cmd_replay,
@@ -110,6 +111,12 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "stats":
         p.add_argument("--agent")
         p.add_argument("--by", choices=["day", "agent", "session"])
+        p.add_argument(
+            "--limit",
+            type=int,
+            metavar="N",
+            help="with --by: the N most expensive agents or sessions, or the N latest days",
+        )
     elif name == "replay":
         point = p.add_mutually_exclusive_group()
         point.add_argument("--until", type=int, metavar="SEQ")
