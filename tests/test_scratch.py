@@ -163,3 +163,17 @@ async def _fill(path: Path) -> None:
 async def _rebuild(path: Path) -> None:
     async with Tracker.open(path) as t:
         await t.rebuild()
+
+
+async def test_a_database_named_with_uri_and_glob_characters_rebuilds_and_verifies(
+    tmp_path: Path,
+) -> None:
+    """The scratch's name starts with the database's; it is opened and ATTACHed by URI."""
+    path = tmp_path / "we?ird #1%20[x].db"
+    async with Tracker.open(path) as t:
+        await conversation(t)
+        report = await t.rebuild()
+        assert report.events == (await t.stats()).events
+        assert (await t.verify()).ok
+        await t.replay_into(tmp_path / "co?py #2.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["co?py #2.db", path.name]
