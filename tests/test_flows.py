@@ -464,6 +464,28 @@ async def test_bad_input_is_a_clear_typed_error(
     assert event_count(db_path) == before
 
 
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"maintenance_every": 0}, "maintenance_every must be more than 0"),
+        ({"maintenance_every": -1}, "maintenance_every must be more than 0"),
+        ({"maintenance_every": "soon"}, "bad duration 'soon'"),
+        ({"session_ttl": 3600}, "session_ttl is applied by the background maintenance"),
+        ({"request_timeout": "1h"}, "request_timeout is applied by the background"),
+        ({"maintenance_every": 1, "session_ttl": -5}, "session_ttl must not be negative"),
+        ({"maintenance_every": 1, "request_timeout": 10**30}, "request_timeout must be at most"),
+    ],
+)
+async def test_bad_open_options_are_refused_before_the_file_is_touched(
+    db_path: Path, options: dict[str, Any], needle: str
+) -> None:
+    """The background task could only log a bad threshold at every turn, or never run."""
+    with pytest.raises(InvalidInput, match=needle):
+        async with Tracker.open(db_path, **options):
+            pass
+    assert not db_path.exists()
+
+
 async def test_errors_inside_the_open_block_surface_unwrapped(db_path: Path) -> None:
     with pytest.raises(UnknownRequest):
         async with Tracker.open(db_path) as t:

@@ -75,6 +75,21 @@ def _own_metadata(found: WithMetadata) -> WithMetadata:
     )
 
 
+def _maintenance(
+    every: Duration | None, session_ttl: Duration | None, request_timeout: Duration | None
+) -> float | None:
+    """The background maintenance period; its thresholds are checked up front, since the
+    background task could only log a bad one at every turn."""
+    for value, name in ((session_ttl, "session_ttl"), (request_timeout, "request_timeout")):
+        if value is not None:
+            validate.age(value, name)
+            if every is None:
+                raise InvalidInput(
+                    f"{name} is applied by the background maintenance: give maintenance_every"
+                )
+    return None if every is None else validate.interval(every, "maintenance_every")
+
+
 @contextlib.contextmanager
 def _owning(path: Path, owner: str | None) -> Iterator[None]:
     """Hold ``owner`` on ``path`` while the block runs: opening with an owner fails that
@@ -128,11 +143,7 @@ class Tracker:
         validate.choice(content, "content", ("full", "preview", "none"))
         validate.choice(durability, "durability", ("full", "process"))
         owner = validate.optional_ident(owner, "owner")
-        every = (
-            None
-            if maintenance_every is None
-            else validate.age(maintenance_every, "maintenance_every")
-        )
+        every = _maintenance(maintenance_every, session_ttl, request_timeout)
         async with EventStore.open(
             Path(path), Projector(), clock=clock, durability=durability, create=create
         ) as store:

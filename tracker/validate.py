@@ -201,6 +201,11 @@ def _positive(value: Any, name: str, most: float) -> float:
     return result
 
 
+def interval(value: Any, name: str) -> float:
+    """Return a period in seconds: more than 0, at most a century."""
+    return _positive(value, name, MAX_AGE_S)
+
+
 def age(value: Any, name: str) -> float:
     """Return an age threshold in seconds (not negative, at most a century)."""
     result = _duration(value, name)
