@@ -453,6 +453,9 @@ async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: Manual
         (lambda t: t.in_flight(limit=2**64), "limit must be at most"),
         (lambda t: t.cleanup(idle_for=10**30), "idle_for must be at most 3153600000 s"),
         (lambda t: t.cleanup(stale_after="40000d"), "stale_after must be at most"),
+        (lambda t: t.replay_into(5), "target must be a file path"),
+        (lambda t: t.replay_into("x.db", at="yesterday"), "bad time 'yesterday'"),
+        (lambda t: t.replay_into("x.db", at=1700000000), "at must be a datetime or ISO 8601"),
     ],
 )
 async def test_bad_input_is_a_clear_typed_error(
@@ -474,6 +477,8 @@ async def test_bad_input_is_a_clear_typed_error(
         ({"request_timeout": "1h"}, "request_timeout is applied by the background"),
         ({"maintenance_every": 1, "session_ttl": -5}, "session_ttl must not be negative"),
         ({"maintenance_every": 1, "request_timeout": 10**30}, "request_timeout must be at most"),
+        ({"clock": 5}, "clock must have a now\\(\\) method"),
+        ({"path": 5}, "path must be a file path"),
     ],
 )
 async def test_bad_open_options_are_refused_before_the_file_is_touched(
@@ -481,7 +486,7 @@ async def test_bad_open_options_are_refused_before_the_file_is_touched(
 ) -> None:
     """The background task could only log a bad threshold at every turn, or never run."""
     with pytest.raises(InvalidInput, match=needle):
-        async with Tracker.open(db_path, **options):
+        async with Tracker.open(**{"path": db_path, **options}):
             pass
     assert not db_path.exists()
 

@@ -300,6 +300,9 @@ async def test_replay_into_gives_the_state_as_of_a_time(
     await tracker.replay_into(target, at=moment)
     async with Tracker.open(target, create=False) as past:
         assert (await past.stats()).requests == 1
+    as_text = tmp_path / "at-text.db"  # ISO 8601 text, as the CLI takes it: the same point
+    await tracker.replay_into(as_text, at=moment.isoformat())
+    assert rows(as_text, "SELECT request_id FROM requests") == [("r1",)]
 
 
 async def test_health_reports_version_lag_and_sizes(tracker: Tracker) -> None:

@@ -145,7 +145,11 @@ class Tracker:
         owner = validate.optional_ident(owner, "owner")
         every = _maintenance(maintenance_every, session_ttl, request_timeout)
         async with EventStore.open(
-            Path(path), Projector(), clock=clock, durability=durability, create=create
+            validate.path(path),
+            Projector(),
+            clock=validate.clock(clock),
+            durability=durability,
+            create=create,
         ) as store:
             with _owning(store.path, owner):
                 tracker = cls(store, content, owner)
@@ -595,14 +599,21 @@ class Tracker:
         target: str | os.PathLike[str],
         *,
         until: int | None = None,
-        at: datetime | None = None,
+        at: datetime | str | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Write a new database with the log up to ``until`` (seq) or ``at`` (time) and
-        the projections as of that point; return its last seq."""
+        """Write a new database with the log up to ``until`` (seq) or ``at`` (a datetime or
+        ISO 8601 text; naive means UTC) and the projections as of that point; return its
+        last seq."""
         until = validate.optional_count(until, "until")
-        moment = iso(at) if at is not None else None
+        moment = iso(validate.moment(at, "at")) if at is not None else None
         self._store.ensure_open()
         return await db.in_thread(
-            self.path, maintenance.replay_into, self.path, Path(target), until, moment, progress
+            self.path,
+            maintenance.replay_into,
+            self.path,
+            validate.path(target, "target"),
+            until,
+            moment,
+            progress,
         )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from tracker.clock import seconds
+from tracker.clock import Clock, parse_time, seconds
 from tracker.errors import InvalidInput
 from tracker.events import BY_TAG, NO_USAGE, Usage
 
@@ -199,6 +201,32 @@ def _positive(value: Any, name: str, most: float) -> float:
     if not 0 < result <= most:
         raise InvalidInput(f"{name} must be more than 0 and at most {most:.0f} s, got {value!r}")
     return result
+
+
+def path(value: Any, name: str = "path") -> Path:
+    """Return a file path given as text or a path-like object."""
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise InvalidInput(f"{name} must be a file path (str or os.PathLike), got {_show(value)}")
+    return Path(value)
+
+
+def clock(value: Any) -> Clock | None:
+    """Return ``value`` if it can serve as a clock (a ``now()`` method), or None."""
+    if value is not None and not callable(getattr(value, "now", None)):
+        raise InvalidInput(
+            f"clock must have a now() method (see tracker.Clock), got {_show(value)}"
+        )
+    checked: Clock | None = value
+    return checked
+
+
+def moment(value: Any, name: str) -> datetime:
+    """Return a point in time given as a datetime or ISO 8601 text (naive means UTC)."""
+    if isinstance(value, str):
+        return parse_time(value)
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{name} must be a datetime or ISO 8601 text, got {_show(value)}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def interval(value: Any, name: str) -> float:
