@@ -454,6 +454,9 @@ async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: Manual
         (lambda t: t.cleanup(idle_for=10**30), "idle_for must be at most 3153600000 s"),
         (lambda t: t.cleanup(stale_after="40000d"), "stale_after must be at most"),
         (lambda t: t.replay_into(5), "target must be a file path"),
+        (lambda t: t.track_request("r", agent_id="a", lock=1), "lock must be True or False"),
+        (lambda t: t.cleanup(dry_run="yes"), "dry_run must be True or False, got 'yes'"),
+        (lambda t: first(t.events(follow=1)), "follow must be True or False, got 1"),
         (lambda t: t.replay_into("x.db", at="yesterday"), "bad time 'yesterday'"),
         (lambda t: t.replay_into("x.db", at=1700000000), "at must be a datetime or ISO 8601"),
     ],
@@ -479,6 +482,7 @@ async def test_bad_input_is_a_clear_typed_error(
         ({"maintenance_every": 1, "request_timeout": 10**30}, "request_timeout must be at most"),
         ({"clock": 5}, "clock must have a now\\(\\) method"),
         ({"path": 5}, "path must be a file path"),
+        ({"create": "no"}, "create must be True or False, got 'no'"),  # "no" is true
     ],
 )
 async def test_bad_open_options_are_refused_before_the_file_is_touched(

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
+import itertools
 import math
 import os
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +121,6 @@ async def test_a_10_mb_prompt_is_fine_when_not_kept(db_path: Path) -> None:
 
 
 async def test_times_far_in_the_future_work(db_path: Path, tmp_path: Path) -> None:
-    from datetime import UTC, datetime
 
     from tracker import ManualClock
 
@@ -324,6 +326,124 @@ def test_any_number_is_taken_or_a_typed_error(db_path: Path, argument: str, numb
             assert (await t.verify()).ok
 
     anyio.run(attempt)
+
+
+# Every call of the API with its arguments as a caller would give them; the test below
+# replaces each argument in turn with each of WEIRD.
+Kwargs = dict[str, Any]
+CALLS: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
+    "track_request": (
+        lambda t, **k: t.track_request(**k),
+        {
+            "request_id": "r",
+            "agent_id": "a",
+            "session_id": None,
+            "lock": False,
+            "lock_ttl": 30,
+            "lock_wait": 0,
+            "prompt": None,
+            "metadata": None,
+        },
+    ),
+    "update_request_session": (
+        lambda t, **k: t.update_request_session(**k),
+        {"request_id": "r0", "session_id": "S0"},
+    ),
+    "complete_request": (
+        lambda t, **k: t.complete_request(**k),
+        {
+            "request_id": "r0",
+            "response": None,
+            "usage": None,
+            "cost_usd": None,
+            "duration_ms": None,
+        },
+    ),
+    "fail_request": (
+        lambda t, **k: t.fail_request(**k),
+        {"request_id": "r0", "error": "e", "kind": "x"},
+    ),
+    "acquire_lock": (
+        lambda t, **k: t.acquire_lock(**k),
+        {"agent_id": "L", "holder": "h", "ttl": 30, "wait": 0},
+    ),
+    "renew_lock": (lambda t, **k: t.renew_lock(**k), {"agent_id": "L", "holder": "h", "ttl": 30}),
+    "release_lock": (lambda t, **k: t.release_lock(**k), {"agent_id": "L", "holder": "h"}),
+    "get_lock": (lambda t, **k: t.get_lock(**k), {"agent_id": "L"}),
+    "update_session_metadata": (
+        lambda t, **k: t.update_session_metadata(**k),
+        {"session_id": "S0", "metadata": {"k": 1}},
+    ),
+    "expire_session": (lambda t, **k: t.expire_session(**k), {"session_id": "S0"}),
+    "delete_session": (lambda t, **k: t.delete_session(**k), {"session_id": "S0"}),
+    "reset_agent": (lambda t, **k: t.reset_agent(**k), {"agent_id": "a"}),
+    "get_request": (lambda t, **k: t.get_request(**k), {"request_id": "r0"}),
+    "in_flight": (
+        lambda t, **k: t.in_flight(**k),
+        {"agent_id": None, "owner": None, "limit": None},
+    ),
+    "get_session": (lambda t, **k: t.get_session(**k), {"session_id": "S0"}),
+    "find_sessions": (lambda t, **k: t.find_sessions(**k), {"prefix": "S"}),
+    "get_agent": (lambda t, **k: t.get_agent(**k), {"agent_id": "a"}),
+    "get_agent_session": (lambda t, **k: t.get_agent_session(**k), {"agent_id": "a"}),
+    "get_chain": (lambda t, **k: t.get_chain(**k), {"agent_id": "a"}),
+    "stats": (lambda t, **k: t.stats(**k), {"agent_id": None}),
+    "usage_by": (lambda t, **k: t.usage_by(**k), {"by": "day", "agent_id": None, "limit": None}),
+    "events": (
+        lambda t, **k: _first(t.events(**k)),
+        {
+            "since": 0,
+            "until": None,
+            "last": None,
+            "agent_id": None,
+            "session_id": None,
+            "request_id": None,
+            "types": (),
+            "follow": False,
+            "poll": 0.1,
+        },
+    ),
+    "cleanup": (
+        lambda t, **k: t.cleanup(**k),
+        {"idle_for": None, "stale_after": None, "expire_locks": True, "dry_run": False},
+    ),
+}
+WEIRD = [
+    None, 5, -1, 1.5, math.nan, "", " ", "x" * 600, "a\x00", b"x", [], {}, ["RequestTracked"],
+    {"a": 1}, object(), True, datetime(2020, 1, 1),
+]  # fmt: skip
+
+
+async def test_every_argument_given_anything_is_taken_or_a_typed_error(db_path: Path) -> None:
+    """Each argument of each call in turn given each of WEIRD: a TrackerError or a result,
+    never a TypeError or an AttributeError, and the log still verifies."""
+    taken, refused = 0, 0
+    async with Tracker.open(db_path) as t:
+        await t.track_request("r0", agent_id="a")
+        await t.update_request_session("r0", "S0")
+        for name, (call, given) in CALLS.items():
+            assert set(given) <= set(inspect.signature(getattr(Tracker, name)).parameters)
+            for argument, weird in itertools.product(given, WEIRD):
+                try:
+                    with anyio.fail_after(5):  # events(follow=True) must not wait here
+                        await call(t, **{**given, argument: weird})
+                    taken += 1
+                except TrackerError:
+                    refused += 1
+        assert (await t.verify()).ok
+    assert taken > 30
+    assert refused > 500
+
+
+def test_the_weird_arguments_cover_every_call() -> None:
+    public = {
+        name
+        for name, fn in inspect.getmembers(Tracker)
+        if not name.startswith("_")
+        and (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+    }
+    # these take a path or nothing to fuzz (lock() is acquire_lock's context manager)
+    assert public - set(CALLS) == {"health", "verify", "rebuild", "replay_into"}
 
 
 ARG = st.sampled_from(

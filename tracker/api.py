@@ -142,6 +142,7 @@ class Tracker:
         """
         validate.choice(content, "content", ("full", "preview", "none"))
         validate.choice(durability, "durability", ("full", "process"))
+        create = validate.flag(create, "create")
         owner = validate.optional_ident(owner, "owner")
         every = _maintenance(maintenance_every, session_ttl, request_timeout)
         async with EventStore.open(
@@ -196,6 +197,7 @@ class Tracker:
         prompt = validate.text(prompt, "prompt")
         meta = validate.metadata(metadata)
         ttl = validate.ttl(lock_ttl, "lock_ttl")
+        lock = validate.flag(lock, "lock")
         digest = _digest("track", agent_id, session_id, prompt, meta, lock, ttl)
 
         def command(waited_ms: int) -> Track:
@@ -506,6 +508,7 @@ class Tracker:
         until = validate.optional_count(until, "until")
         last = validate.optional_count(last, "last")
         poll = validate.poll(poll)
+        follow = validate.flag(follow, "follow")
         if follow and until is not None:
             raise InvalidInput(f"follow waits for new events forever: it takes no until ({until})")
         where = Filter(
@@ -539,7 +542,9 @@ class Tracker:
         ``idle_for``, and record lapsed locks as expired (``dry_run``: only report)."""
         idle = None if idle_for is None else validate.age(idle_for, "idle_for")
         stale = None if stale_after is None else validate.age(stale_after, "stale_after")
-        return await self._store.submit(Cleanup(idle, stale, expire_locks, bool(dry_run)))
+        expire_locks = validate.flag(expire_locks, "expire_locks")
+        dry_run = validate.flag(dry_run, "dry_run")
+        return await self._store.submit(Cleanup(idle, stale, expire_locks, dry_run))
 
     async def _maintain(
         self, every: float, session_ttl: Duration | None, request_timeout: Duration | None

@@ -203,6 +203,13 @@ def _positive(value: Any, name: str, most: float) -> float:
     return result
 
 
+def flag(value: Any, name: str) -> bool:
+    """Return a bool given as one: 1 or "no" is a mistake, not a flag ("no" is true)."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be True or False, got {_show(value)}")
+    return value
+
+
 def path(value: Any, name: str = "path") -> Path:
     """Return a file path given as text or a path-like object."""
     if not isinstance(value, str | os.PathLike) or not os.fspath(value):
