@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sqlite3
 import subprocess
@@ -132,3 +133,14 @@ def beside(target: Path) -> list[str]:
     """The names of what is written beside ``target`` (tracker.scratch: dot files led by
     its name), sorted."""
     return sorted(p.name for p in target.parent.iterdir() if p.name.startswith(f".{target.name}."))
+
+
+def public_calls() -> set[str]:
+    """The names of Tracker's public coroutines and async generators: its calls (lock(),
+    a context manager over acquire_lock, is not one)."""
+    return {
+        name
+        for name, fn in inspect.getmembers(Tracker)
+        if not name.startswith("_")
+        and (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.helpers import event_count
+from tests.helpers import event_count, public_calls
 from tracker import (
     DuplicateRequest,
     InvalidInput,
@@ -534,13 +533,7 @@ AFTER_CLOSE: dict[str, Callable[[Tracker], Awaitable[Any]]] = {
 
 
 def test_every_public_call_is_listed_for_after_close() -> None:
-    public = {
-        name
-        for name, fn in inspect.getmembers(Tracker)
-        if not name.startswith("_")
-        and (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
-    }
-    assert public - {"lock"} == set(AFTER_CLOSE)  # lock(): a context manager over acquire_lock
+    assert public_calls() == set(AFTER_CLOSE)
 
 
 @pytest.mark.parametrize("name", sorted(AFTER_CLOSE))
