@@ -462,6 +462,11 @@ MISTAKES = [
     (["query", "SELECT * FROM no_such_table"], "no such table"),
     (["import", "{dir}/missing.jsonl"], "no file"),
     (["import", "{dir}"], "cannot read '"),  # a folder: "Is a directory"
+    # a name longer than the file system takes (255 bytes): the system's word, one line
+    (["import", "{dir}/" + "x" * 300], "File name too long"),
+    (["replay", "--into", "{dir}/" + "x" * 300], "File name too long"),
+    (["export", "--out", "{dir}/" + "x" * 300], "File name too long"),
+    (["claude", "import", "{dir}/" + "x" * 300], "File name too long"),
     (["stats", "--agent", ""], "agent_id must not be empty"),
     (["stats", "--agent", "nope"], "no agent 'nope'"),
     (["audit", "session", "a1-S"], "'a1-S' starts several sessions: a1-S0, a1-S1"),
@@ -508,6 +513,15 @@ def test_a_folder_given_as_the_database_is_one_line(
 ) -> None:
     code, _, err = run(*argv, "--db", str(tmp_path))
     assert (code, err) == (1, f"tracker: {str(tmp_path)!r} is a folder, not a tracker database\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_name_too_long_is_one_line(run: Run, tmp_path: Path) -> None:
+    for argv in (["stats"], ["init"], ["query", "SELECT 1"]):
+        code, _, err = run(*argv, "--db", str(tmp_path / ("x" * 300)))
+        assert (code, err.count("\n")) == (1, 1), err
+        assert err.startswith("tracker: "), err
+        assert err.endswith(": File name too long\n"), err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -15,6 +15,7 @@ from tracker import (
     InvalidInput,
     InvalidTransition,
     ManualClock,
+    StorageError,
     Tracker,
     TrackerClosed,
     UnknownAgent,
@@ -492,6 +493,16 @@ async def test_bad_open_options_are_refused_before_the_file_is_touched(
         async with Tracker.open(**{"path": db_path, **options}):
             pass
     assert not db_path.exists()
+
+
+async def test_a_path_the_system_refuses_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / ("x" * 300)  # longer than a file name may be
+    with pytest.raises(StorageError, match="File name too long"):
+        async with Tracker.open(path):
+            pass
+    async with Tracker.open(tmp_path / "t.db") as t:
+        with pytest.raises(StorageError, match="File name too long"):
+            await t.replay_into(path)
 
 
 async def test_errors_inside_the_open_block_surface_unwrapped(db_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,10 +46,22 @@ def raw(conn: aiosqlite.Connection) -> sqlite3.Connection:
     return conn._conn
 
 
+def stat_of(path: Path) -> os.stat_result | None:
+    """``path``'s status, None when nothing is there; a path the system refuses (a name
+    too long, a loop of links, no permission) is a StorageError naming it."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise errors.StorageError(f"cannot use {str(path)!r}: {exc.strerror}") from None
+
+
 def refuse_folder(path: Path) -> None:
     """A folder given as the database is a user mistake, named as such (SQLite would say
     "unable to open database file" or "disk I/O error")."""
-    if path.is_dir():
+    status = stat_of(path)
+    if status is not None and stat.S_ISDIR(status.st_mode):
         raise errors.NotATrackerDatabase(f"{str(path)!r} is a folder, not a tracker database")
 
 
@@ -88,7 +101,7 @@ def new_database(target: Path, purpose: str) -> Iterator[sqlite3.Connection]:
     into place (never over an existing file), so a crash leaves no half-written target;
     what a killed process left is removed by the next one writing beside ``target``.
     """
-    if target.exists():
+    if stat_of(target) is not None:
         raise errors.InvalidInput(f"{str(target)!r} exists: {purpose} writes a new database")
     try:
         partial = Scratch.beside(target, "partial")

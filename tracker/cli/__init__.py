@@ -26,9 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrackerError as exc:
         print(f"tracker: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:  # e.g. `tracker events | head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a path the system refuses (a name too long...): the user's
+        if exc.filename is None:
+            raise
+        print(f"tracker: {str(exc.filename)!r}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return code
