@@ -398,6 +398,14 @@ def test_db_from_the_environment(run: Run, db: Path, monkeypatch: pytest.MonkeyP
     assert run("stats")[0] == 0
 
 
+def test_an_empty_db_is_a_mistake_not_the_default(
+    run: Run, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACKER_DB", str(db))  # what an empty --db fell back to
+    for argv in (["stats"], ["init"], ["import", "x.jsonl"]):
+        assert run(*argv, "--db", "") == (1, "", "tracker: --db is empty: name the database file\n")
+
+
 def test_a_db_under_the_home_folder_unexpanded(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

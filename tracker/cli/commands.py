@@ -38,7 +38,10 @@ def emit(value: Any) -> None:
 
 def database(args: argparse.Namespace) -> Path:
     """The database: --db, else $TRACKER_DB, else ./tracker.db; a leading ~ is the home
-    folder (a shell does not expand it in an environment file or a quoted value)."""
+    folder (a shell does not expand it in an environment file or a quoted value). An empty
+    --db (``--db "$UNSET"``) is a mistake, not the default."""
+    if args.db == "":
+        raise InvalidInput("--db is empty: name the database file")
     return Path(args.db or os.environ.get("TRACKER_DB") or "tracker.db").expanduser()
 
 
