@@ -474,6 +474,18 @@ ARG = st.sampled_from(
         "--into",
         "",
         "\x00",
+        # odd values from a brute-force run of the CLI (not import, nor "-": stdin)
+        "--out",
+        "--limit",
+        "--last",
+        "--type",
+        "--session",
+        "--request",
+        "x" * 300,  # a file name longer than the system takes
+        "1e400",
+        "99999999999999999999999",
+        "é€😀",
+        "2026-13-45",
     ]
 )
 
