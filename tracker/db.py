@@ -57,12 +57,14 @@ def stat_of(path: Path) -> os.stat_result | None:
         raise errors.StorageError(f"cannot use {str(path)!r}: {exc.strerror}") from None
 
 
-def refuse_folder(path: Path) -> None:
-    """A folder given as the database is a user mistake, named as such (SQLite would say
-    "unable to open database file" or "disk I/O error")."""
+def present(path: Path) -> bool:
+    """Whether a file is at ``path`` to open as a database. A folder there is a user
+    mistake, named as such (SQLite would say "unable to open database file" or "disk I/O
+    error"), as is a path the system refuses (``stat_of``)."""
     status = stat_of(path)
     if status is not None and stat.S_ISDIR(status.st_mode):
         raise errors.NotATrackerDatabase(f"{str(path)!r} is a folder, not a tracker database")
+    return status is not None
 
 
 def create_file(path: Path, *, named: Path | None = None) -> None:

@@ -74,8 +74,7 @@ def connect(path: Path, *, guard: bool = True) -> sqlite3.Connection:
     Without ``guard`` (for the tracker's own reads, such as export) transactions
     are allowed, so a long read sees one snapshot.
     """
-    db.refuse_folder(path)
-    if not path.exists():
+    if not db.present(path):
         raise DatabaseNotFound(f"no database at {str(path)!r}")
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
     conn.execute("PRAGMA query_only = ON")

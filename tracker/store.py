@@ -182,8 +182,7 @@ class EventStore(Generic[H]):
     # -- connections ---------------------------------------------------------
 
     async def _connect(self, create: bool) -> None:
-        db.refuse_folder(self.path)
-        if not self.path.exists():
+        if not db.present(self.path):
             if not create:
                 raise DatabaseNotFound(f"no database at {str(self.path)!r}")
             db.create_file(self.path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -53,7 +54,7 @@ def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
     ``out`` (a pipe, a terminal, /dev/stdout) is a stream: written in place, never replaced.
     """
     try:
-        if out.exists() and not out.is_file():
+        if _stream(out):
             with out.open("wb") as stream:
                 return export_log(path, stream, progress)
         # owner only (Scratch), as the database: the export holds its prompts and responses
@@ -72,7 +73,7 @@ def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
 def count_lines(source: Path) -> int | None:
     """The number of lines of an export file (for progress), None for a stream (a pipe,
     /dev/stdin: it can be read once only)."""
-    if source.exists() and not source.is_file():
+    if _stream(source):
         return None
     with _open_export(source) as stream:
         return sum(1 for _ in stream)
@@ -82,6 +83,13 @@ def import_file(source: Path, target: Path, progress: Progress | None = None) ->
     """Import the export ``source`` (a file or a stream) into the new database ``target``."""
     with _open_export(source) as stream:
         return import_log(stream, target, progress)
+
+
+def _stream(path: Path) -> bool:
+    """Whether something other than a regular file is at ``path``: a pipe, a terminal,
+    /dev/stdin or /dev/stdout, read or written once, in place."""
+    status = db.stat_of(path)
+    return status is not None and not stat.S_ISREG(status.st_mode)
 
 
 def _open_export(source: Path) -> BinaryIO:

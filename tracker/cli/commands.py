@@ -48,7 +48,7 @@ def database(args: argparse.Namespace) -> Path:
 def existing(args: argparse.Namespace) -> AbstractAsyncContextManager[Tracker]:
     """Open the database, which must exist (only init and import create one)."""
     path = database(args)
-    if not path.exists():
+    if not db.present(path):
         raise DatabaseNotFound(
             f"no database at {str(path)!r}: create it with `tracker init`, "
             f"or point --db or $TRACKER_DB at one"
