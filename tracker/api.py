@@ -145,27 +145,28 @@ class Tracker:
         create = validate.flag(create, "create")
         owner = validate.optional_ident(owner, "owner")
         every = _maintenance(maintenance_every, session_ttl, request_timeout)
-        async with EventStore.open(
-            validate.path(path),
-            Projector(),
-            clock=validate.clock(clock),
-            durability=durability,
-            create=create,
-        ) as store:
-            with _owning(store.path, owner):
-                tracker = cls(store, content, owner)
-                if owner is not None:
-                    await store.submit(AbandonOwned(owner))
+        async with contextlib.AsyncExitStack() as held:  # released last to first
+            store = await held.enter_async_context(
+                EventStore.open(
+                    validate.path(path),
+                    Projector(),
+                    clock=validate.clock(clock),
+                    durability=durability,
+                    create=create,
+                )
+            )
+            held.enter_context(_owning(store.path, owner))
+            tracker = cls(store, content, owner)
+            held.callback(tracker._cache.close)
+            if owner is not None:
+                await store.submit(AbandonOwned(owner))
+            async with task_group() as tg:
+                if every:
+                    tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
                 try:
-                    async with task_group() as tg:
-                        if every:
-                            tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
-                        try:
-                            yield tracker
-                        finally:
-                            tg.cancel_scope.cancel()
+                    yield tracker
                 finally:
-                    tracker._cache.close()
+                    tg.cancel_scope.cancel()
 
     @property
     def path(self) -> Path:

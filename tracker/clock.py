@@ -70,6 +70,11 @@ def parse_time(text: str) -> datetime:
         raise InvalidInput(
             f"bad time {text!r}: expected ISO 8601, e.g. 2026-11-21T07:30:00Z"
         ) from None
+    return aware(moment)
+
+
+def aware(moment: datetime) -> datetime:
+    """``moment`` with a time zone: a naive one is taken as UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

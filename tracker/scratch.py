@@ -32,9 +32,10 @@ COMPANIONS = ("-journal", "-wal", "-shm")
 
 
 class Scratch:
-    """A new empty file beside ``target``, locked until ``close`` removes it.
+    """A file beside ``target``, locked until ``close`` removes it.
 
-    Create it with ``Scratch.beside``; use it as a context manager.
+    Create it with ``Scratch.beside`` (a new name) or ``Scratch.claim`` (a fixed one);
+    use it as a context manager.
     """
 
     def __init__(self, path: Path, fd: int) -> None:
@@ -119,7 +120,7 @@ def _take_abandoned(path: Path) -> bool:
     except OSError:  # gone meanwhile, or not ours to read
         return False
     try:
-        try:
+        try:  # not _lock: where flock fails, no file can be told abandoned
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # a live process is writing it (or the filesystem has no locks)
             return False

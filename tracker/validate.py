@@ -6,13 +6,13 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from tracker.clock import Clock, parse_time, seconds
+from tracker.clock import Clock, aware, parse_time, seconds
 from tracker.errors import InvalidInput
 from tracker.events import BY_TAG, NO_USAGE, Usage
 
@@ -233,7 +233,7 @@ def moment(value: Any, name: str) -> datetime:
         return parse_time(value)
     if not isinstance(value, datetime):
         raise InvalidInput(f"{name} must be a datetime or ISO 8601 text, got {_show(value)}")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware(value)
 
 
 def interval(value: Any, name: str) -> float:

@@ -227,11 +227,11 @@ def _label(s: Session, current: str | None) -> str:
 
 
 async def cmd_stats(args: argparse.Namespace) -> int:
+    if args.limit is not None and not args.by:
+        raise InvalidInput(f"--limit {args.limit} needs --by day, agent or session")
     async with existing(args) as t:
         if args.agent is not None:
             await _known_agent(t, args.agent)
-        if args.limit is not None and not args.by:
-            raise InvalidInput(f"--limit {args.limit} needs --by day, agent or session")
         if args.by:
             groups = await t.usage_by(args.by, args.agent, limit=args.limit)
             if args.json:
