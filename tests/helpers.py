@@ -7,10 +7,12 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from tracker import Tracker, db, logrow
+from tracker.events import StoredEvent
 from tracker.schema import EVENT_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,3 +146,93 @@ def public_calls() -> set[str]:
         if not name.startswith("_")
         and (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
     }
+
+
+async def first(events: AsyncIterator[StoredEvent]) -> StoredEvent | None:
+    """The first event an ``events()`` iteration yields, or None."""
+    async for event in events:
+        return event
+    return None
+
+
+# Every call of the API taking arguments, with arguments as a caller would give them, on
+# a database where request r0 of agent a has session S0 (test_hostile gives each argument
+# odd values; test_flows calls each on a closed tracker).
+Kwargs = dict[str, Any]
+EVERY_CALL: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
+    "track_request": (
+        lambda t, **k: t.track_request(**k),
+        {
+            "request_id": "r",
+            "agent_id": "a",
+            "session_id": None,
+            "lock": False,
+            "lock_ttl": 30,
+            "lock_wait": 0,
+            "prompt": None,
+            "metadata": None,
+        },
+    ),
+    "update_request_session": (
+        lambda t, **k: t.update_request_session(**k),
+        {"request_id": "r0", "session_id": "S0"},
+    ),
+    "complete_request": (
+        lambda t, **k: t.complete_request(**k),
+        {
+            "request_id": "r0",
+            "response": None,
+            "usage": None,
+            "cost_usd": None,
+            "duration_ms": None,
+        },
+    ),
+    "fail_request": (
+        lambda t, **k: t.fail_request(**k),
+        {"request_id": "r0", "error": "e", "kind": "x"},
+    ),
+    "acquire_lock": (
+        lambda t, **k: t.acquire_lock(**k),
+        {"agent_id": "L", "holder": "h", "ttl": 30, "wait": 0},
+    ),
+    "renew_lock": (lambda t, **k: t.renew_lock(**k), {"agent_id": "L", "holder": "h", "ttl": 30}),
+    "release_lock": (lambda t, **k: t.release_lock(**k), {"agent_id": "L", "holder": "h"}),
+    "get_lock": (lambda t, **k: t.get_lock(**k), {"agent_id": "L"}),
+    "update_session_metadata": (
+        lambda t, **k: t.update_session_metadata(**k),
+        {"session_id": "S0", "metadata": {"k": 1}},
+    ),
+    "expire_session": (lambda t, **k: t.expire_session(**k), {"session_id": "S0"}),
+    "delete_session": (lambda t, **k: t.delete_session(**k), {"session_id": "S0"}),
+    "reset_agent": (lambda t, **k: t.reset_agent(**k), {"agent_id": "a"}),
+    "get_request": (lambda t, **k: t.get_request(**k), {"request_id": "r0"}),
+    "in_flight": (
+        lambda t, **k: t.in_flight(**k),
+        {"agent_id": None, "owner": None, "limit": None},
+    ),
+    "get_session": (lambda t, **k: t.get_session(**k), {"session_id": "S0"}),
+    "find_sessions": (lambda t, **k: t.find_sessions(**k), {"prefix": "S"}),
+    "get_agent": (lambda t, **k: t.get_agent(**k), {"agent_id": "a"}),
+    "get_agent_session": (lambda t, **k: t.get_agent_session(**k), {"agent_id": "a"}),
+    "get_chain": (lambda t, **k: t.get_chain(**k), {"agent_id": "a"}),
+    "stats": (lambda t, **k: t.stats(**k), {"agent_id": None}),
+    "usage_by": (lambda t, **k: t.usage_by(**k), {"by": "day", "agent_id": None, "limit": None}),
+    "events": (
+        lambda t, **k: first(t.events(**k)),
+        {
+            "since": 0,
+            "until": None,
+            "last": None,
+            "agent_id": None,
+            "session_id": None,
+            "request_id": None,
+            "types": (),
+            "follow": False,
+            "poll": 0.1,
+        },
+    ),
+    "cleanup": (
+        lambda t, **k: t.cleanup(**k),
+        {"idle_for": None, "stale_after": None, "expire_locks": True, "dry_run": False},
+    ),
+}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from tests.helpers import event_count, public_calls
+from tests.helpers import EVERY_CALL, event_count, first, public_calls
 from tracker import (
     DuplicateRequest,
     InvalidInput,
@@ -23,7 +24,6 @@ from tracker import (
     UnknownSession,
     Usage,
 )
-from tracker.events import StoredEvent
 
 USAGE = {
     "input_tokens": 1200,
@@ -38,12 +38,6 @@ async def turn(t: Tracker, rid: str, agent: str, answer: str) -> None:
     await t.track_request(rid, agent_id=agent, session_id=await t.get_agent_session(agent))
     await t.update_request_session(rid, answer)
     await t.complete_request(rid, response="ok", usage=USAGE, cost_usd=0.0042, duration_ms=1500)
-
-
-async def first(events: AsyncIterator[StoredEvent]) -> StoredEvent | None:
-    async for event in events:
-        return event
-    return None
 
 
 async def types(t: Tracker, **where: str) -> list[str]:
@@ -511,32 +505,11 @@ async def test_errors_inside_the_open_block_surface_unwrapped(db_path: Path) -> 
             await t.complete_request("nope")
 
 
-# Every public call of a Tracker, as made after its block ended (one line each).
+# Every public call of a Tracker, made after its block ended: those of EVERY_CALL, and
+# the ones that take a path or nothing.
 AFTER_CLOSE: dict[str, Callable[[Tracker], Awaitable[Any]]] = {
-    "track_request": lambda t: t.track_request("r2", agent_id="a1"),
-    "update_request_session": lambda t: t.update_request_session("r1", "S2"),
-    "complete_request": lambda t: t.complete_request("r1"),
-    "fail_request": lambda t: t.fail_request("r1", error="late"),
-    "acquire_lock": lambda t: t.acquire_lock(agent_id="a2", holder="h"),
-    "renew_lock": lambda t: t.renew_lock(agent_id="a2", holder="h"),
-    "release_lock": lambda t: t.release_lock(agent_id="a2", holder="h"),
-    "get_lock": lambda t: t.get_lock(agent_id="a1"),
-    "update_session_metadata": lambda t: t.update_session_metadata("S1", {"k": 1}),
-    "expire_session": lambda t: t.expire_session("S1"),
-    "delete_session": lambda t: t.delete_session("S1"),
-    "reset_agent": lambda t: t.reset_agent("a1"),
-    "get_request": lambda t: t.get_request("r1"),
-    "in_flight": lambda t: t.in_flight(),
-    "get_session": lambda t: t.get_session("S1"),
-    "find_sessions": lambda t: t.find_sessions("S"),
-    "get_agent": lambda t: t.get_agent("a1"),
-    "get_agent_session": lambda t: t.get_agent_session("a1"),
-    "get_chain": lambda t: t.get_chain("a1"),
-    "stats": lambda t: t.stats(),
-    "usage_by": lambda t: t.usage_by("day"),
+    **{name: partial(call, **given) for name, (call, given) in EVERY_CALL.items()},
     "health": lambda t: t.health(),
-    "events": lambda t: first(t.events()),
-    "cleanup": lambda t: t.cleanup(),
     "verify": lambda t: t.verify(),
     "rebuild": lambda t: t.rebuild(),
     "replay_into": lambda t: t.replay_into(t.path.with_name("copy.db")),
@@ -552,10 +525,10 @@ async def test_every_call_on_a_closed_tracker_raises_tracker_closed(
     db_path: Path, name: str
 ) -> None:
     async with Tracker.open(db_path) as t:
-        await turn(t, "r1", "a1", "S1")
-        await t.get_agent("a1")  # cached answers too
-        await t.get_agent_session("a1")
-        await t.get_chain("a1")
+        await turn(t, "r0", "a", "S0")  # what EVERY_CALL's arguments name
+        await t.get_agent("a")  # cached answers too
+        await t.get_agent_session("a")
+        await t.get_chain("a")
     before = event_count(db_path)
     with pytest.raises(TrackerClosed, match="is closed"):
         await AFTER_CLOSE[name](t)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import ROOT, event_count, public_calls, rows
+from tests.helpers import EVERY_CALL, ROOT, event_count, first, public_calls, rows
 from tracker import InvalidInput, StorageError, Tracker, TrackerError, codec
 from tracker.cli import main
 from tracker.errors import IntegrityError, SchemaVersionError
@@ -281,9 +281,9 @@ NUMBER_ARGUMENTS: dict[str, NumberCall] = {
     "ttl": lambda t, r, n: t.acquire_lock(agent_id=f"lock-{r}", holder=r, ttl=n),
     "wait": lambda t, r, n: t.acquire_lock(agent_id=f"lock-{r}", holder=r, wait=n),
     "lock_ttl": lambda t, r, n: t.track_request(f"{r}-2", agent_id=r, lock=True, lock_ttl=n),
-    "since": lambda t, r, n: _first(t.events(since=n)),
-    "until": lambda t, r, n: _first(t.events(until=n)),
-    "last": lambda t, r, n: _first(t.events(last=n)),
+    "since": lambda t, r, n: first(t.events(since=n)),
+    "until": lambda t, r, n: first(t.events(until=n)),
+    "last": lambda t, r, n: first(t.events(last=n)),
     "limit": lambda t, r, n: t.in_flight(limit=n),
     "idle_for": lambda t, r, n: t.cleanup(idle_for=n),
     "stale_after": lambda t, r, n: t.cleanup(stale_after=n),
@@ -297,12 +297,6 @@ NUMBER = (
     | st.none()
     | st.sampled_from(["7d", "1e400", "-1", "99999999999999d"])
 )
-
-
-async def _first(events: Any) -> Any:
-    async for event in events:
-        return event
-    return None
 
 
 @settings(
@@ -328,86 +322,6 @@ def test_any_number_is_taken_or_a_typed_error(db_path: Path, argument: str, numb
     anyio.run(attempt)
 
 
-# Every call of the API with its arguments as a caller would give them; the test below
-# replaces each argument in turn with each of WEIRD.
-Kwargs = dict[str, Any]
-CALLS: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
-    "track_request": (
-        lambda t, **k: t.track_request(**k),
-        {
-            "request_id": "r",
-            "agent_id": "a",
-            "session_id": None,
-            "lock": False,
-            "lock_ttl": 30,
-            "lock_wait": 0,
-            "prompt": None,
-            "metadata": None,
-        },
-    ),
-    "update_request_session": (
-        lambda t, **k: t.update_request_session(**k),
-        {"request_id": "r0", "session_id": "S0"},
-    ),
-    "complete_request": (
-        lambda t, **k: t.complete_request(**k),
-        {
-            "request_id": "r0",
-            "response": None,
-            "usage": None,
-            "cost_usd": None,
-            "duration_ms": None,
-        },
-    ),
-    "fail_request": (
-        lambda t, **k: t.fail_request(**k),
-        {"request_id": "r0", "error": "e", "kind": "x"},
-    ),
-    "acquire_lock": (
-        lambda t, **k: t.acquire_lock(**k),
-        {"agent_id": "L", "holder": "h", "ttl": 30, "wait": 0},
-    ),
-    "renew_lock": (lambda t, **k: t.renew_lock(**k), {"agent_id": "L", "holder": "h", "ttl": 30}),
-    "release_lock": (lambda t, **k: t.release_lock(**k), {"agent_id": "L", "holder": "h"}),
-    "get_lock": (lambda t, **k: t.get_lock(**k), {"agent_id": "L"}),
-    "update_session_metadata": (
-        lambda t, **k: t.update_session_metadata(**k),
-        {"session_id": "S0", "metadata": {"k": 1}},
-    ),
-    "expire_session": (lambda t, **k: t.expire_session(**k), {"session_id": "S0"}),
-    "delete_session": (lambda t, **k: t.delete_session(**k), {"session_id": "S0"}),
-    "reset_agent": (lambda t, **k: t.reset_agent(**k), {"agent_id": "a"}),
-    "get_request": (lambda t, **k: t.get_request(**k), {"request_id": "r0"}),
-    "in_flight": (
-        lambda t, **k: t.in_flight(**k),
-        {"agent_id": None, "owner": None, "limit": None},
-    ),
-    "get_session": (lambda t, **k: t.get_session(**k), {"session_id": "S0"}),
-    "find_sessions": (lambda t, **k: t.find_sessions(**k), {"prefix": "S"}),
-    "get_agent": (lambda t, **k: t.get_agent(**k), {"agent_id": "a"}),
-    "get_agent_session": (lambda t, **k: t.get_agent_session(**k), {"agent_id": "a"}),
-    "get_chain": (lambda t, **k: t.get_chain(**k), {"agent_id": "a"}),
-    "stats": (lambda t, **k: t.stats(**k), {"agent_id": None}),
-    "usage_by": (lambda t, **k: t.usage_by(**k), {"by": "day", "agent_id": None, "limit": None}),
-    "events": (
-        lambda t, **k: _first(t.events(**k)),
-        {
-            "since": 0,
-            "until": None,
-            "last": None,
-            "agent_id": None,
-            "session_id": None,
-            "request_id": None,
-            "types": (),
-            "follow": False,
-            "poll": 0.1,
-        },
-    ),
-    "cleanup": (
-        lambda t, **k: t.cleanup(**k),
-        {"idle_for": None, "stale_after": None, "expire_locks": True, "dry_run": False},
-    ),
-}
 WEIRD = [
     None, 5, -1, 1.5, math.nan, "", " ", "x" * 600, "a\x00", b"x", [], {}, ["RequestTracked"],
     {"a": 1}, object(), True, datetime(2020, 1, 1),
@@ -421,7 +335,7 @@ async def test_every_argument_given_anything_is_taken_or_a_typed_error(db_path: 
     async with Tracker.open(db_path) as t:
         await t.track_request("r0", agent_id="a")
         await t.update_request_session("r0", "S0")
-        for name, (call, given) in CALLS.items():
+        for name, (call, given) in EVERY_CALL.items():
             assert set(given) <= set(inspect.signature(getattr(Tracker, name)).parameters)
             for argument, weird in itertools.product(given, WEIRD):
                 try:
@@ -437,7 +351,7 @@ async def test_every_argument_given_anything_is_taken_or_a_typed_error(db_path: 
 
 def test_the_weird_arguments_cover_every_call() -> None:
     # these take a path or nothing to fuzz
-    assert public_calls() - set(CALLS) == {"health", "verify", "rebuild", "replay_into"}
+    assert public_calls() - set(EVERY_CALL) == {"health", "verify", "rebuild", "replay_into"}
 
 
 ARG = st.sampled_from(
