@@ -95,7 +95,7 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
     (
         "float tokens",
         lambda t: t.complete_request("r", usage={"input_tokens": 1.5}),  # type: ignore[dict-item]
-        "non-negative integer",
+        "whole number from 0 to",
     ),
     ("bad content", lambda t: t.stats(agent_id=5), "must be a string"),  # type: ignore[arg-type]
 ]

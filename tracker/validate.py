@@ -120,10 +120,10 @@ def usage(value: Any) -> Usage:
             f"usage has unknown keys {sorted(unknown)}; known: {sorted(_USAGE_KEYS)}"
         )
     for key, count in value.items():
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise InvalidInput(f"usage {key} must be a non-negative integer, got {_show(count)}")
-        if count > MAX_TOKENS:
-            raise InvalidInput(f"usage {key} must be at most {MAX_TOKENS:,}, got {count:,}")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_TOKENS:
+            raise InvalidInput(
+                f"usage {key} must be a whole number from 0 to {MAX_TOKENS:,}, got {_show(count)}"
+            )
     return Usage(**value)
 
 
