@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -417,6 +418,8 @@ async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: Manual
         (lambda t: t.track_request("r", agent_id="x" * 600), "agent_id"),
         (lambda t: t.track_request("r", metadata=[1, 2]), "metadata"),
         (lambda t: t.track_request("r", metadata={1: "a"}), "keys"),
+        (lambda t: t.track_request("r", metadata={"x": [float("nan")]}), "holds nan"),
+        (lambda t: t.update_session_metadata("s", {"x": -math.inf}), "holds -inf"),
         (lambda t: t.track_request("r", prompt="\ud800"), "surrogate"),
         (lambda t: t.track_request("r", agent_id="a", lock=True, lock_ttl=-1), "lock_ttl"),
         (lambda t: t.track_request("r", lock=True), "nothing to lock|no agent"),

@@ -77,7 +77,7 @@ def metadata(value: Any, name: str = "metadata") -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{name} must be a JSON object (a mapping), got {type(value).__name__}")
-    _check_depth(value, name)
+    _check_shape(value, name)
     try:
         encoded = msgspec.json.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:  # ValueError: lone surrogates too
@@ -90,12 +90,16 @@ def metadata(value: Any, name: str = "metadata") -> dict[str, Any]:
     return decoded
 
 
-def _check_depth(value: Any, name: str) -> None:
+def _check_shape(value: Any, name: str) -> None:
+    """Refuse what JSON cannot hold as given: too deep, keys not strings, NaN or
+    infinity (which the encoder would silently turn into null)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_METADATA_DEPTH:
             raise InvalidInput(f"{name} nests deeper than {MAX_METADATA_DEPTH} levels")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InvalidInput(f"{name} holds {item!r}: JSON has no NaN or infinity")
         if isinstance(item, Mapping):
             if not all(isinstance(k, str) for k in item):
                 raise InvalidInput(f"{name} keys must be strings")
