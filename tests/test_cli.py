@@ -533,13 +533,26 @@ def test_a_database_name_too_long_is_one_line(run: Run, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_file_that_is_not_a_tracker_database(run: Run, tmp_path: Path) -> None:
+READERS = [["stats"], ["query", "SELECT 1"], ["events"], ["health"], ["verify"], ["export"]]
+
+
+@pytest.mark.parametrize("argv", READERS, ids=lambda argv: argv[0])
+def test_a_file_that_is_not_a_tracker_database(run: Run, tmp_path: Path, argv: list[str]) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("shopping list\n" * 50)
-    code, _, err = run("stats", "--db", str(path))
-    assert (code, err.count("\n")) == (1, 1)
-    assert "not a tracker database" in err or "not a database" in err
+    code, _, err = run(*argv, "--db", str(path))
+    assert (code, err) == (1, f"tracker: {str(path)!r}: file is not a database\n")
     assert path.read_text() == "shopping list\n" * 50
+
+
+@pytest.mark.parametrize("argv", READERS, ids=lambda argv: argv[0])
+def test_a_damaged_database_is_one_line(
+    run: Run, db: Path, tmp_path: Path, argv: list[str]
+) -> None:
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(db.read_bytes()[:2000])  # the first page and half of the second
+    code, _, err = run(*argv, "--db", str(damaged))
+    assert (code, err) == (1, f"tracker: {str(damaged)!r}: database disk image is malformed\n")
 
 
 def test_importing_a_tampered_export_is_refused(run: Run, db: Path, tmp_path: Path) -> None:

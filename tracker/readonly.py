@@ -77,12 +77,17 @@ def connect(path: Path, *, guard: bool = True) -> sqlite3.Connection:
     if not db.present(path):
         raise DatabaseNotFound(f"no database at {str(path)!r}")
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    conn.execute("PRAGMA query_only = ON")
-    if guard:
-        for name in _EPONYMOUS:
-            with contextlib.suppress(sqlite3.OperationalError):
-                conn.execute(f"SELECT * FROM {name} LIMIT 0")
-        conn.set_authorizer(_authorize)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # not SQLite: fails here
+        if guard:
+            for name in _EPONYMOUS:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute(f"SELECT * FROM {name} LIMIT 0")
+            conn.set_authorizer(_authorize)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise db.translate(exc, path) from None
     return conn
 
 
@@ -93,25 +98,33 @@ def query(path: Path, sql: str) -> Iterator[tuple[list[str], Iterator[tuple[Any,
     is InvalidInput."""
     conn = connect(path)
     try:
-        with _refused():
+        with _refused(path):
             cursor = conn.execute(sql)
-        yield [d[0] for d in cursor.description or ()], _fetched(cursor)
+        yield [d[0] for d in cursor.description or ()], _fetched(cursor, path)
     finally:
         conn.close()
 
 
-def _fetched(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
-    with _refused():
+def _fetched(cursor: sqlite3.Cursor, path: Path) -> Iterator[tuple[Any, ...]]:
+    with _refused(path):
         while chunk := cursor.fetchmany(1000):
             yield from chunk
 
 
+# What a statement itself gets wrong (its text, a table it names, a write); anything
+# else (a damaged file, an I/O error) is the database's fault and is said as such.
+_QUERY_FAULTS = {"SQLITE_ERROR", "SQLITE_AUTH", "SQLITE_READONLY", "SQLITE_RANGE", "SQLITE_TOOBIG"}
+
+
 @contextmanager
-def _refused() -> Iterator[None]:
+def _refused(path: Path) -> Iterator[None]:
     try:
         yield
-    except sqlite3.DatabaseError as exc:
-        reason = "only reading is allowed" if "not authorized" in str(exc) else str(exc)
-        raise InvalidInput(f"query refused: {reason}") from None
     except sqlite3.ProgrammingError as exc:
         raise InvalidInput(f"query refused: {exc}") from None
+    except sqlite3.Error as exc:
+        code = "_".join((getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR").split("_")[:2])
+        if code not in _QUERY_FAULTS:
+            raise db.translate(exc, path) from None
+        reason = "only reading is allowed" if "not authorized" in str(exc) else str(exc)
+        raise InvalidInput(f"query refused: {reason}") from None
