@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 
 from projections.state import Projector, table_names
-from tracker import codec
+from tracker import codec, db
 from tracker.errors import IntegrityError
 from tracker.logrow import at_text, type_text
 
@@ -55,6 +55,7 @@ def replay(
         last, count = seq, count + 1
         if count % FLUSH_EVERY == 0:
             projector.flush(conn, last)
+            db.stop_if_cancelled()
             if progress:
                 progress(count)
     if count:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
@@ -25,11 +26,20 @@ BUSY_TIMEOUT_MS = 5000
 async def in_thread(path: Path, fn: Callable[..., T], *args: Any) -> T:
     """Run file work ``fn(*args)`` (maintenance, export, import) in a worker thread;
     SQLite errors become TrackerErrors naming ``path``: a damaged file is reported,
-    not a traceback."""
+    not a traceback. Cancelling the caller stops the work at its next batch
+    (``stop_if_cancelled``)."""
     try:
         return await anyio.to_thread.run_sync(fn, *args)
     except sqlite3.Error as exc:
         raise translate(exc, path) from None
+
+
+def stop_if_cancelled() -> None:
+    """Where long file work stops once its caller is cancelled (Ctrl-C, a timeout): in
+    a worker thread of ``in_thread`` the cancellation is raised there, so the work's
+    scratch files are removed on the way out. Elsewhere it does nothing."""
+    with contextlib.suppress(RuntimeError):  # not an anyio worker thread
+        anyio.from_thread.check_cancelled()
 
 
 def run(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> Any:

@@ -128,8 +128,10 @@ def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> i
                 + b"\n"
             )
             count += 1
-            if progress and count % BATCH == 0:
-                progress(count)
+            if count % BATCH == 0:
+                db.stop_if_cancelled()
+                if progress:
+                    progress(count)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -207,5 +209,6 @@ def _flush(
 ) -> None:
     conn.executemany(INSERT_EVENT, rows)
     rows.clear()
+    db.stop_if_cancelled()
     if progress:
         progress(count)

@@ -1,0 +1,95 @@
+"""Long file work (rebuild, verify, replay into, export, import) stops at its next batch
+once its caller is cancelled (Ctrl-C, a timeout), and leaves nothing behind."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.helpers import beside, rows
+from tests.test_maintenance import conversation
+from tracker import Tracker, db, transfer
+
+Work = Callable[[Callable[[int], None]], Awaitable[object]]
+REPLAY = importlib.import_module("projections.replay")  # the package's name is its function
+TABLES = ("requests", "sessions", "agents", "locks", "usage_daily", "checkpoints")
+
+
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(REPLAY, "FLUSH_EVERY", 5)
+    monkeypatch.setattr(transfer, "BATCH", 5)
+
+
+async def cancelled_at_first_report(work: Work) -> list[int]:
+    """Run ``work(progress)``, cancelling its caller at its first progress report (which
+    comes from the worker thread); return every report it made."""
+    reports: list[int] = []
+    with anyio.CancelScope() as scope:
+
+        def progress(done: int) -> None:
+            reports.append(done)
+            anyio.from_thread.run_sync(scope.cancel)
+
+        await work(progress)
+    assert scope.cancelled_caught
+    return reports
+
+
+def projections(path: Path) -> list[list[tuple[object, ...]]]:
+    return [rows(path, f"SELECT * FROM {t} ORDER BY 1, 2") for t in TABLES]
+
+
+async def test_a_cancelled_rebuild_stops_and_changes_nothing(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await conversation(tracker)
+    before = projections(db_path)
+    assert await cancelled_at_first_report(tracker.rebuild) == [5]
+    assert beside(db_path) == []  # the scratch database is gone
+    assert projections(db_path) == before
+    await tracker.track_request("after", agent_id="a0")  # the tracker goes on
+    assert (await tracker.verify()).ok
+
+
+async def test_a_cancelled_verify_stops(tracker: Tracker, db_path: Path) -> None:
+    await conversation(tracker)
+    assert await cancelled_at_first_report(tracker.verify) == [5]
+    assert beside(db_path) == []
+    assert (await tracker.verify()).ok
+
+
+async def test_a_cancelled_replay_into_leaves_no_file(tracker: Tracker, tmp_path: Path) -> None:
+    await conversation(tracker)
+    target = tmp_path / "past.db"
+    reports = await cancelled_at_first_report(
+        lambda progress: tracker.replay_into(target, progress=progress)
+    )
+    assert reports == [5]
+    assert (target.exists(), beside(target)) == (False, [])
+
+
+async def test_a_cancelled_export_and_import_leave_no_file(
+    tracker: Tracker, db_path: Path, tmp_path: Path
+) -> None:
+    await conversation(tracker)
+    out, dump, copy = tmp_path / "cut.jsonl", tmp_path / "log.jsonl", tmp_path / "copy.db"
+    reports = await cancelled_at_first_report(
+        lambda progress: db.in_thread(db_path, transfer.export_file, db_path, out, progress)
+    )
+    assert reports == [5]
+    assert (out.exists(), beside(out)) == (False, [])
+    transfer.export_file(db_path, dump)
+    reports = await cancelled_at_first_report(
+        lambda progress: db.in_thread(copy, transfer.import_file, dump, copy, progress)
+    )
+    assert reports == [5]
+    assert (copy.exists(), beside(copy)) == (False, [])
+
+
+def test_outside_a_worker_thread_the_stop_point_does_nothing() -> None:
+    db.stop_if_cancelled()  # plain code, or a connection's own thread: no anyio worker
