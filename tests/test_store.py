@@ -24,7 +24,9 @@ from tracker import db
 from tracker.errors import (
     DatabaseNotFound,
     NotATrackerDatabase,
+    ReadOnlyDatabase,
     SchemaVersionError,
+    StorageError,
 )
 from tracker.events import KEYS, AgentReset, AnyEvent, RequestTracked, SessionAssigned, StoredEvent
 from tracker.store import EventStore, Filter, NoProjections
@@ -409,6 +411,18 @@ async def test_a_read_only_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "ReadOnlyDatabase" in done.stdout, done.stderr
     folder.chmod(0o755)
     assert event_count(path) == 1
+
+
+async def test_a_database_in_a_missing_folder_is_not_called_read_only(tmp_path: Path) -> None:
+    for path in (tmp_path / "no" / "t.db", tmp_path / "file.txt" / "t.db"):
+        (tmp_path / "file.txt").touch()
+        with pytest.raises(StorageError, match=r"cannot create database .*t\.db': No") as caught:
+            async with EventStore.open(path, NoProjections()):
+                pass
+        assert not isinstance(caught.value, ReadOnlyDatabase)
+    with pytest.raises(StorageError, match="cannot create database") as caught:
+        db.new_database(tmp_path / "no" / "t.db", "replay").__enter__()
+    assert not isinstance(caught.value, ReadOnlyDatabase)
 
 
 def test_errors_of_another_process_are_tracker_errors(db_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import stat
@@ -85,9 +86,24 @@ def create_file(path: Path, *, named: Path | None = None) -> None:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise errors.ReadOnlyDatabase(
-            f"cannot create database {str(named or path)!r}: {exc.strerror}"
-        ) from exc
+        raise cannot_create(named or path, exc) from exc
+
+
+def cannot_create(target: Path, exc: OSError) -> errors.StorageError:
+    """The error for a database file the system would not create: read-only only when
+    the system says so (a missing folder is not), full when the disk is."""
+    cls = _BY_ERRNO.get(exc.errno or 0, errors.StorageError)
+    return cls(f"cannot create database {str(target)!r}: {exc.strerror}")
+
+
+_BY_ERRNO: dict[int, type[errors.StorageError]] = {
+    errno.EACCES: errors.ReadOnlyDatabase,
+    errno.EPERM: errors.ReadOnlyDatabase,
+    errno.EROFS: errors.ReadOnlyDatabase,
+    errno.ENOSPC: errors.DiskFull,
+    errno.EDQUOT: errors.DiskFull,
+    errno.EFBIG: errors.DiskFull,
+}
 
 
 def prepare(path: Path, create: bool) -> None:
@@ -118,9 +134,7 @@ def new_database(target: Path, purpose: str) -> Iterator[sqlite3.Connection]:
     try:
         partial = Scratch.beside(target, "partial")
     except OSError as exc:
-        raise errors.ReadOnlyDatabase(
-            f"cannot create database {str(target)!r}: {exc.strerror}"
-        ) from None
+        raise cannot_create(target, exc) from None
     conn = sqlite3.connect(partial.path, isolation_level=None, check_same_thread=False)
     try:
         create_schema(conn)
