@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import sqlite3
 import stat
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -681,6 +684,20 @@ def test_every_command_has_help_with_an_example(
     out = capsys.readouterr().out
     assert "example:" in out
     assert f"tracker {' '.join(command)}" in out
+
+
+def test_version_names_the_package_schema_sqlite_and_python(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    package = metadata.version("agent-session-tracker")
+    assert out == (
+        f"tracker {package} (schema v{SCHEMA_VERSION}, SQLite {sqlite3.sqlite_version}, "
+        f"Python {platform.python_version()})\n"
+    )
 
 
 def test_python_dash_m_tracker_runs_the_cli(db: Path) -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import platform
+import sqlite3
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
 from tracker.cli import commands as c
 from tracker.cli.commands import Handler
+from tracker.schema import SCHEMA_VERSION
+
+DISTRIBUTION = "agent-session-tracker"  # pyproject.toml's project name
 
 COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "init": (c.cmd_init, "create the database (schema included)", "tracker init --db run.db"),
@@ -136,6 +142,30 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         _claude_arguments(p)
 
 
+def versions() -> str:
+    """What ``tracker --version`` prints: the package's version and what the file format
+    and behaviour depend on (the schema version, SQLite's, Python's)."""
+    try:
+        package = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree, not installed
+        package = "(not installed)"
+    return (
+        f"tracker {package} (schema v{SCHEMA_VERSION}, SQLite {sqlite3.sqlite_version}, "
+        f"Python {platform.python_version()})"
+    )
+
+
+class _Versions(argparse.Action):
+    """--version: print ``versions()`` and exit (worked out only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(versions())
+        parser.exit()
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (exit 2) that points to the help,
     not the usage block followed by the error."""
@@ -163,6 +193,7 @@ def build_parser() -> OneLineParser:
         "Every command takes --json.",
     )
     _common(parser, suppress=False)
+    parser.add_argument("--version", action=_Versions)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (handler, summary, example) in COMMANDS.items():
         sub = commands.add_parser(
