@@ -13,7 +13,7 @@ import pytest
 
 from bench.transcripts import generate
 from tests.helpers import ROOT
-from tracker import Tracker, Usage
+from tracker import InvalidInput, Tracker, Usage
 from tracker.claude import (
     ClaudeOutputError,
     ClaudeRunner,
@@ -415,6 +415,12 @@ async def test_a_transcript_that_cannot_be_read_is_reported_and_the_rest_importe
 
 
 # -- the command line ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["../../etc/passwd", "..", "", "a/b", "a\0b"])
+def test_validate_refuses_an_id_that_is_not_a_file_name(given: str) -> None:
+    with pytest.raises(InvalidInput, match="cannot name a transcript file"):
+        validate(given, None, PROJECTS)
 
 
 def test_cli_validate_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

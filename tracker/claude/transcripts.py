@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from tracker.claude.result import number, usage_of
+from tracker.errors import InvalidInput
 from tracker.events import Usage
 
 MAX_LINE = 8 << 20
@@ -52,7 +53,10 @@ def glob_escape(text: str) -> str:
 
 
 def find_session(session_id: str, cwd: str | None = None, root: Path | None = None) -> Path | None:
-    """The transcript file of ``session_id`` (in ``cwd``'s project, else anywhere)."""
+    """The transcript file of ``session_id`` (in ``cwd``'s project, else anywhere); an id
+    that is not a plain file name (``/``, ``..``) is InvalidInput, never a path elsewhere."""
+    if session_id in ("", ".", "..") or "/" in session_id or "\0" in session_id:
+        raise InvalidInput(f"session id {session_id!r} cannot name a transcript file")
     root = root or projects_root()
     folders = project_dirs(root, cwd) if cwd else sorted(d for d in root.glob("*") if d.is_dir())
     for folder in folders:
