@@ -233,6 +233,12 @@ EVERY_CALL: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
     ),
     "cleanup": (
         lambda t, **k: t.cleanup(**k),
-        {"idle_for": None, "stale_after": None, "expire_locks": True, "dry_run": False},
+        {
+            "idle_for": None,
+            "stale_after": None,
+            "max_sessions": None,
+            "expire_locks": True,
+            "dry_run": False,
+        },
     ),
 }

@@ -226,6 +226,13 @@ def test_cleanup_names_twenty_and_counts_the_rest(run: Run, tmp_path: Path) -> N
     assert out[1].startswith("  sessions: s")
     assert out[1].endswith(" ... and 5 more")
     assert out[1].count(", ") == 19
+    out = run("cleanup", "--max-sessions", "22", "--db", str(path))[1].splitlines()
+    assert out == [
+        "retired: 0 stuck requests, 0 idle sessions, 3 sessions over capacity, 0 locks",
+        "  over capacity: s0, s1, s2",
+    ]
+    report = json.loads(run("cleanup", "--max-sessions", "20", "--json", "--db", str(path))[1])
+    assert report["over_capacity_sessions"] == ["s3", "s4"]
 
 
 EXPORT_WITHIN = """

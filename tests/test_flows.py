@@ -486,6 +486,9 @@ async def test_bad_input_is_a_clear_typed_error(
         ({"request_timeout": "1h"}, "request_timeout is applied by the background"),
         ({"maintenance_every": 1, "session_ttl": -5}, "session_ttl must not be negative"),
         ({"maintenance_every": 1, "request_timeout": 10**30}, "request_timeout must be at most"),
+        ({"max_sessions": 100}, "max_sessions is applied by the background maintenance"),
+        ({"maintenance_every": 1, "max_sessions": -1}, "max_sessions must not be negative"),
+        ({"maintenance_every": 1, "max_sessions": 2.5}, "max_sessions must be a whole number"),
         ({"clock": 5}, "clock must have a now\\(\\) method"),
         ({"path": 5}, "path must be a file path"),
         ({"create": "no"}, "create must be True or False, got 'no'"),  # "no" is true

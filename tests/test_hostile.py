@@ -287,6 +287,7 @@ NUMBER_ARGUMENTS: dict[str, NumberCall] = {
     "limit": lambda t, r, n: t.in_flight(limit=n),
     "idle_for": lambda t, r, n: t.cleanup(idle_for=n),
     "stale_after": lambda t, r, n: t.cleanup(stale_after=n),
+    "max_sessions": lambda t, r, n: t.cleanup(max_sessions=n, dry_run=True),
 }
 NUMBER = (
     st.integers()

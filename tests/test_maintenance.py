@@ -129,6 +129,78 @@ async def test_cleanup_keeps_a_session_with_a_request_in_flight(
     assert report.expired_sessions == []
 
 
+async def finished_turn(t: Tracker, agent: str, session: str, clock: ManualClock) -> None:
+    """One request of ``agent`` answered with ``session`` and completed; a minute passes."""
+    rid = f"{agent}-{clock.now():%j%H%M}"  # the clock moves on: a new request each time
+    await t.track_request(rid, agent_id=agent)
+    await t.update_request_session(rid, session)
+    await t.complete_request(rid)
+    clock.advance(60)
+
+
+async def test_cleanup_retires_the_least_recently_active_sessions_beyond_max_sessions(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    await tracker.track_request("busy", agent_id="a9")  # the oldest, but in use: kept
+    await tracker.update_request_session("busy", "S9")
+    clock.advance(60)
+    for k in range(5):
+        await finished_turn(tracker, f"a{k}", f"S{k}", clock)
+    await finished_turn(tracker, "a0", "S0", clock)  # S0 active again: now the most recent
+
+    preview = await tracker.cleanup(max_sessions=3, dry_run=True)
+    assert preview.over_capacity_sessions == ["S1", "S2", "S3"]  # 6 active, 3 too many
+    report = await tracker.cleanup(max_sessions=3)
+    assert (report.over_capacity_sessions, report.expired_sessions, report.total) == (
+        ["S1", "S2", "S3"],
+        [],
+        3,
+    )
+    for k in (1, 2, 3):
+        session = await tracker.get_session(f"S{k}")
+        assert session is not None
+        assert (session.status, session.status_reason) == ("expired", "capacity")
+        assert await tracker.get_agent_session(f"a{k}") is None
+    assert [await tracker.get_agent_session(a) for a in ("a0", "a4", "a9")] == ["S0", "S4", "S9"]
+    assert (await tracker.cleanup(max_sessions=3)).total == 0
+    assert (await tracker.verify()).ok
+
+
+async def test_idle_sessions_retired_in_the_same_cleanup_count_toward_capacity(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    for k in range(4):
+        await finished_turn(tracker, f"a{k}", f"S{k}", clock)
+    clock.advance(3600)
+    await finished_turn(tracker, "a4", "S4", clock)
+    report = await tracker.cleanup(idle_for=3600, max_sessions=1)
+    assert (report.expired_sessions, report.over_capacity_sessions) == (
+        ["S0", "S1", "S2", "S3"],
+        [],
+    )
+    report = await tracker.cleanup(max_sessions=0)
+    assert report.over_capacity_sessions == ["S4"]
+
+
+async def test_capacity_counts_sessions_assigned_earlier_in_the_same_batch(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    for k in range(3):
+        await finished_turn(tracker, f"a{k}", f"S{k}", clock)
+    await tracker.track_request("new", agent_id="a3")
+    reports = []
+
+    async def clean() -> None:
+        reports.append(await tracker.cleanup(max_sessions=3))
+
+    writes = tracker._store.writes
+    async with anyio.create_task_group() as tg:  # both queued before the writer wakes
+        tg.start_soon(tracker.update_request_session, "new", "S3")
+        tg.start_soon(clean)
+    assert tracker._store.writes == writes + 1  # one transaction: the same batch
+    assert reports[0].over_capacity_sessions == ["S0"]  # S3 counted: 4 active
+
+
 async def test_background_maintenance_runs_cleanup(db_path: Path, clock: ManualClock) -> None:
     async with Tracker.open(
         db_path, clock=clock, maintenance_every=0.05, session_ttl=60, request_timeout=60
@@ -139,6 +211,16 @@ async def test_background_maintenance_runs_cleanup(db_path: Path, clock: ManualC
             while (request := await t.get_request("r1")) is None or request.status != "failed":
                 await anyio.sleep(0.02)
         assert request.error_kind == "abandoned"
+
+
+async def test_background_maintenance_keeps_max_sessions(db_path: Path, clock: ManualClock) -> None:
+    async with Tracker.open(db_path, clock=clock, maintenance_every=0.05, max_sessions=1) as t:
+        for k in range(3):
+            await finished_turn(t, f"a{k}", f"S{k}", clock)
+        with anyio.fail_after(5):
+            while await t.get_agent_session("a1") is not None:
+                await anyio.sleep(0.02)
+        assert [await t.get_agent_session(f"a{k}") for k in range(3)] == [None, None, "S2"]
 
 
 # -- events and follow ---------------------------------------------------------------

@@ -107,6 +107,11 @@ class Model:
             self.current[session.agent] = None
         return None
 
+    def in_use(self) -> set[str | None]:
+        """Sessions an unfinished request continues or was answered with."""
+        unfinished = [r for r in self.requests.values() if r.status in ("pending", "active")]
+        return {r.session for r in unfinished} | {r.resumed for r in unfinished}
+
     def reset(self, agent: str) -> type[TrackerError] | None:
         if agent not in self.current:
             return errors.UnknownAgent
@@ -191,6 +196,19 @@ class TrackerMachine(RuleBasedStateMachine):
             self.call(expected, lambda: self.tracker.delete_session(sid))
         else:
             self.call(expected, lambda: self.tracker.expire_session(sid))
+
+    @rule(most=st.integers(min_value=0, max_value=4))
+    def keep_at_most(self, most: int) -> None:
+        """cleanup(max_sessions=): which sessions is a matter of time; the model checks that
+        none was in use, that enough went, and follows what the report says."""
+        active = {sid for sid, s in self.model.sessions.items() if s.status == "active"}
+        in_use = self.model.in_use()
+        report = self.portal.call(lambda: self.tracker.cleanup(max_sessions=most))
+        retired = set(report.over_capacity_sessions)
+        assert retired <= active - in_use, (retired, active, in_use)
+        assert len(retired) == min(max(len(active) - most, 0), len(active - in_use))
+        for sid in retired:
+            self.model.retire(sid, "expired")
 
     @rule(agent=AGENTS)
     def reset(self, agent: str) -> None:

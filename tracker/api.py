@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterato
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import anyio
 import msgspec
@@ -75,14 +75,21 @@ def _own_metadata(found: WithMetadata) -> WithMetadata:
     )
 
 
-def _maintenance(
-    every: Duration | None, session_ttl: Duration | None, request_timeout: Duration | None
-) -> float | None:
-    """The background maintenance period; its thresholds are checked up front, since the
-    background task could only log a bad one at every turn."""
-    for value, name in ((session_ttl, "session_ttl"), (request_timeout, "request_timeout")):
+class Policy(NamedTuple):
+    """What the background maintenance's cleanup retires (see ``Tracker.open``)."""
+
+    session_ttl: Duration | None
+    request_timeout: Duration | None
+    max_sessions: int | None
+
+
+def _maintenance(every: Duration | None, policy: Policy) -> float | None:
+    """The background maintenance period; its policy is checked up front, since the
+    background task could only log a bad value at every turn."""
+    for name, value in policy._asdict().items():
         if value is not None:
-            validate.age(value, name)
+            check = validate.count if name == "max_sessions" else validate.age
+            check(value, name)
             if every is None:
                 raise InvalidInput(
                     f"{name} is applied by the background maintenance: give maintenance_every"
@@ -134,17 +141,21 @@ class Tracker:
         maintenance_every: Duration | None = None,
         session_ttl: Duration | None = None,
         request_timeout: Duration | None = None,
+        max_sessions: int | None = None,
     ) -> AsyncIterator[Tracker]:
         """Open the database at ``path`` (creating it unless ``create=False``) until exit.
 
         ``owner`` names this orchestrator process: requests a previous run of the
-        same owner left unfinished are failed as ``abandoned``.
+        same owner left unfinished are failed as ``abandoned``. ``maintenance_every``
+        runs ``cleanup`` in the background with ``session_ttl`` (``idle_for``),
+        ``request_timeout`` (``stale_after``) and ``max_sessions``.
         """
         validate.choice(content, "content", ("full", "preview", "none"))
         validate.choice(durability, "durability", ("full", "process"))
         create = validate.flag(create, "create")
         owner = validate.optional_ident(owner, "owner")
-        every = _maintenance(maintenance_every, session_ttl, request_timeout)
+        policy = Policy(session_ttl, request_timeout, max_sessions)
+        every = _maintenance(maintenance_every, policy)
         async with contextlib.AsyncExitStack() as held:  # released last to first
             store = await held.enter_async_context(
                 EventStore.open(
@@ -162,7 +173,7 @@ class Tracker:
                 await store.submit(AbandonOwned(owner))
             async with task_group() as tg:
                 if every:
-                    tg.start_soon(tracker._maintain, every, session_ttl, request_timeout)
+                    tg.start_soon(tracker._maintain, every, policy)
                 try:
                     yield tracker
                 finally:
@@ -536,24 +547,30 @@ class Tracker:
         *,
         idle_for: Duration | None = None,
         stale_after: Duration | None = None,
+        max_sessions: int | None = None,
         expire_locks: bool = True,
         dry_run: bool = False,
     ) -> CleanupReport:
         """Abandon requests older than ``stale_after``, expire sessions idle for
-        ``idle_for``, and record lapsed locks as expired (``dry_run``: only report)."""
+        ``idle_for``, then the least recently active beyond ``max_sessions`` active
+        sessions (reason ``capacity``), and record lapsed locks as expired (``dry_run``:
+        only report). A session an unfinished request or a held lock uses is kept."""
         idle = None if idle_for is None else validate.age(idle_for, "idle_for")
         stale = None if stale_after is None else validate.age(stale_after, "stale_after")
+        most = validate.optional_count(max_sessions, "max_sessions")
         expire_locks = validate.flag(expire_locks, "expire_locks")
         dry_run = validate.flag(dry_run, "dry_run")
-        return await self._store.submit(Cleanup(idle, stale, expire_locks, dry_run))
+        return await self._store.submit(Cleanup(idle, stale, expire_locks, dry_run, most))
 
-    async def _maintain(
-        self, every: float, session_ttl: Duration | None, request_timeout: Duration | None
-    ) -> None:
+    async def _maintain(self, every: float, policy: Policy) -> None:
         while True:
             await anyio.sleep(every)
             try:
-                await self.cleanup(idle_for=session_ttl, stale_after=request_timeout)
+                await self.cleanup(
+                    idle_for=policy.session_ttl,
+                    stale_after=policy.request_timeout,
+                    max_sessions=policy.max_sessions,
+                )
             except Exception:  # keep maintaining; the caller's calls surface real errors
                 log.exception("background cleanup failed")
 

@@ -2,7 +2,9 @@
 
 Candidates come from SQL over the projection tables (indexed), and each is
 checked again against the cached rows of the running transaction, so a row
-changed earlier in the same batch is judged on its current state.
+changed earlier in the same batch is judged on its current state. The capacity
+rule counts sessions, so it flushes the batch's earlier changes to the tables
+first (they commit together anyway).
 """
 
 from __future__ import annotations
@@ -19,32 +21,39 @@ from tracker.models import CleanupReport
 
 STALE_REQUESTS = f"SELECT request_id FROM requests WHERE {UNFINISHED} AND created_at < ?"
 OWNED_REQUESTS = f"SELECT request_id FROM requests WHERE {UNFINISHED} AND owner = ?"
-IDLE_SESSIONS = f"""
+# Active sessions no unfinished request and no held lock uses, least recently active first.
+_UNUSED_SESSIONS = """
 SELECT session_id FROM sessions
-WHERE status = 'active' AND last_activity < ?
+WHERE status = 'active' {idle}
   AND session_id NOT IN (SELECT session_id FROM requests
-                         WHERE {UNFINISHED} AND session_id IS NOT NULL)
+                         WHERE {unfinished} AND session_id IS NOT NULL)
   AND session_id NOT IN (SELECT resumed_session_id FROM requests
-                         WHERE {UNFINISHED} AND resumed_session_id IS NOT NULL)
+                         WHERE {unfinished} AND resumed_session_id IS NOT NULL)
   AND session_id NOT IN (SELECT target FROM locks WHERE scope = 'session' AND status = 'held')
-ORDER BY last_activity"""
+ORDER BY last_activity, session_id"""
+IDLE_SESSIONS = _UNUSED_SESSIONS.format(idle="AND last_activity < ?", unfinished=UNFINISHED)
+LEAST_RECENT_SESSIONS = _UNUSED_SESSIONS.format(idle="", unfinished=UNFINISHED) + " LIMIT ?"
+ACTIVE_SESSIONS = "SELECT count(*) FROM sessions WHERE status = 'active'"
 EXPIRED_LOCKS = "SELECT scope, target FROM locks WHERE status = 'held' AND expires_at <= ?"
 
 
 @dataclass(frozen=True, slots=True)
 class Cleanup:
     """Fail requests older than ``stale_after``, expire sessions idle for ``idle_for``,
-    and record locks past their TTL as expired."""
+    then the least recently active beyond ``max_sessions`` active ones, and record locks
+    past their TTL as expired."""
 
     idle_for: float | None
     stale_after: float | None
     expire_locks: bool
     dry_run: bool
+    max_sessions: int | None = None
 
     def __call__(self, tx: Tx) -> CleanupReport:
         events: list[AnyEvent] = []
         requests = self._stale_requests(tx, events)
         sessions = self._idle_sessions(tx, events)
+        over = self._over_capacity(tx, events, idle=sessions)
         locks = self._expired_locks(tx, events)
         if not self.dry_run:
             tx.append(events)
@@ -53,6 +62,7 @@ class Cleanup:
             abandoned_requests=requests,
             expired_sessions=sessions,
             expired_locks=locks,
+            over_capacity_sessions=over,
         )
 
     def _stale_requests(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
@@ -70,9 +80,25 @@ class Cleanup:
             row = state.sessions.get(session_id)
             if row is not None and row.status == "active" and row.last_activity < cutoff:
                 found.append(session_id)
-                events.append(
-                    SessionExpired(session_id=session_id, agent_id=row.agent_id, reason="idle")
-                )
+                events.append(_expired(row.agent_id, session_id, "idle"))
+        return found
+
+    def _over_capacity(self, tx: Tx, events: list[AnyEvent], idle: list[str]) -> list[str]:
+        """The least recently active unused sessions beyond ``max_sessions`` active ones
+        (the ``idle`` ones this call already expires no longer count)."""
+        if self.max_sessions is None:
+            return []
+        tx.hook.state.flush(tx.conn)  # count this batch's new and retired sessions too
+        active = tx.conn.execute(ACTIVE_SESSIONS).fetchone()[0] - len(idle)
+        if active <= self.max_sessions:
+            return []
+        state, excess, skip = tx.hook.state, active - self.max_sessions, set(idle)
+        found: list[str] = []
+        for (session_id,) in tx.conn.execute(LEAST_RECENT_SESSIONS, (excess + len(skip),)):
+            row = state.sessions.get(session_id)
+            if row is not None and session_id not in skip and len(found) < excess:
+                found.append(session_id)
+                events.append(_expired(row.agent_id, session_id, "capacity"))
         return found
 
     def _expired_locks(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
@@ -120,3 +146,7 @@ def _abandon(tx: Tx, sql: str, param: str, reason: str, events: list[AnyEvent]) 
 
 def _before(tx: Tx, age_s: float) -> str:
     return iso(tx.now - timedelta(seconds=age_s))
+
+
+def _expired(agent_id: str | None, session_id: str, reason: str) -> SessionExpired:
+    return SessionExpired(session_id=session_id, agent_id=agent_id, reason=reason)

@@ -162,12 +162,18 @@ class CleanupReport(_Result, frozen=True):
 
     dry_run: bool
     abandoned_requests: list[str]
-    expired_sessions: list[str]
+    expired_sessions: list[str]  # idle
     expired_locks: list[str]  # "scope:target"
+    over_capacity_sessions: list[str] = []  # expired beyond max_sessions
 
     @property
     def total(self) -> int:
-        return len(self.abandoned_requests) + len(self.expired_sessions) + len(self.expired_locks)
+        return (
+            len(self.abandoned_requests)
+            + len(self.expired_sessions)
+            + len(self.expired_locks)
+            + len(self.over_capacity_sessions)
+        )
 
 
 class Health(_Result, frozen=True):

@@ -355,20 +355,26 @@ async def cmd_verify(args: argparse.Namespace) -> int:
 
 async def cmd_cleanup(args: argparse.Namespace) -> int:
     async with existing(args) as t:
-        report = await t.cleanup(idle_for=args.idle, stale_after=args.stale, dry_run=args.dry_run)
+        report = await t.cleanup(
+            idle_for=args.idle,
+            stale_after=args.stale,
+            max_sessions=args.max_sessions,
+            dry_run=args.dry_run,
+        )
     if args.json:
         emit(report)
         return 0
-    verb = "would retire" if report.dry_run else "retired"
-    print(
-        f"{verb}: {len(report.abandoned_requests):,} stuck requests, "
-        f"{len(report.expired_sessions):,} idle sessions, {len(report.expired_locks):,} locks"
-    )
-    for name, items in (
-        ("requests", report.abandoned_requests),
-        ("sessions", report.expired_sessions),
-        ("locks", report.expired_locks),
-    ):
+    found = [
+        ("stuck requests", "requests", report.abandoned_requests),
+        ("idle sessions", "sessions", report.expired_sessions),
+        ("sessions over capacity", "over capacity", report.over_capacity_sessions),
+        ("locks", "locks", report.expired_locks),
+    ]
+    if args.max_sessions is None:
+        del found[2]
+    counts = ", ".join(f"{len(items):,} {what}" for what, _, items in found)
+    print(f"{'would retire' if report.dry_run else 'retired'}: {counts}")
+    for _, name, items in found:
         if items:
             more = f" ... and {len(items) - 20:,} more" if len(items) > 20 else ""
             print(f"  {name}: {', '.join(items[:20])}{more}")

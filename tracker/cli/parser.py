@@ -52,7 +52,7 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "cleanup": (
         c.cmd_cleanup,
         "retire idle sessions, abandon stuck requests, expire locks",
-        "tracker cleanup --idle 7d --stale 1h --dry-run",
+        "tracker cleanup --idle 7d --stale 1h --dry-run\n  tracker cleanup --max-sessions 5000",
     ),
     "export": (c.cmd_export, "the log as JSON lines", "tracker export --out log.jsonl"),
     "import": (
@@ -131,6 +131,12 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "cleanup":
         p.add_argument("--idle", metavar="AGE", help="expire sessions idle this long, e.g. 7d")
         p.add_argument("--stale", metavar="AGE", help="abandon requests older than this, e.g. 1h")
+        p.add_argument(
+            "--max-sessions",
+            type=int,
+            metavar="N",
+            help="then expire the least recently active sessions beyond N active ones",
+        )
         p.add_argument("--dry-run", action="store_true")
     elif name == "export":
         p.add_argument("--out", metavar="FILE")
