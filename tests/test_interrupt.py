@@ -3,16 +3,22 @@ once its caller is cancelled (Ctrl-C, a timeout), and leaves nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.helpers import beside, rows
+from tests.helpers import ROOT, beside, rows
 from tests.test_maintenance import conversation
 from tracker import Tracker, db, transfer
+from tracker.events import RequestTracked
+from tracker.store import EventStore, NoProjections
 
 Work = Callable[[Callable[[int], None]], Awaitable[object]]
 REPLAY = importlib.import_module("projections.replay")  # the package's name is its function
@@ -93,3 +99,39 @@ async def test_a_cancelled_export_and_import_leave_no_file(
 
 def test_outside_a_worker_thread_the_stop_point_does_nothing() -> None:
     db.stop_if_cancelled()  # plain code, or a connection's own thread: no anyio worker
+
+
+async def test_ctrl_c_stops_an_import_at_its_next_batch_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """A real process and a real SIGINT: ``tracker import -`` reads a pipe, so the test
+    holds it between two batches (5,000 lines each) while the signal lands. (The signal
+    can end the worker's blocked read as if the input had ended: the import must not
+    then complete with the lines it had.)"""
+    source, dump, copy = tmp_path / "source.db", tmp_path / "log.jsonl", tmp_path / "copy.db"
+    async with EventStore.open(source, NoProjections()) as store:
+        await store.append([RequestTracked(request_id=f"r{i}") for i in range(12_000)])
+    transfer.export_file(source, dump)
+    lines = dump.read_bytes().splitlines(keepends=True)
+    with subprocess.Popen(
+        [sys.executable, "-m", "tracker", "import", "-", "--db", str(copy)],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,  # nothing held back to flush into a closed pipe
+        cwd=ROOT,
+    ) as child:
+        assert child.stdin is not None
+        assert child.stderr is not None
+        child.stdin.write(b"".join(lines[:6_000]))  # the first batch, and a part of the next
+        with anyio.fail_after(30):
+            while not beside(copy):  # the partial database: the import is under way
+                await anyio.sleep(0.02)
+        child.send_signal(signal.SIGINT)
+        await anyio.sleep(0.3)
+        with contextlib.suppress(BrokenPipeError):  # it may have stopped reading already
+            child.stdin.write(b"".join(lines[6_000:]))  # what would complete it
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+        assert child.wait(timeout=30) == 130
+        assert child.stderr.read() == b""  # no traceback
+    assert (copy.exists(), beside(copy)) == (False, [])

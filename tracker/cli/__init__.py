@@ -8,13 +8,20 @@ still shows its traceback.
 
 from __future__ import annotations
 
+import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import anyio
+from anyio import CancelScope
 
 from tracker.cli.parser import COMMANDS, build_parser
 from tracker.errors import TrackerError
+from tracker.tasks import task_group
+
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT (128 + 2)
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -22,7 +29,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_command(argv)
     try:
-        code: int = anyio.run(args.handler, args)
+        code = anyio.run(_interruptible, args)
     except TrackerError as exc:
         print(f"tracker: {exc}", file=sys.stderr)
         return 1
@@ -35,5 +42,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tracker: {str(exc.filename)!r}: {exc.strerror}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
     return code
+
+
+async def _interruptible(args: argparse.Namespace) -> int:
+    """Run the command; Ctrl-C cancels it as a cancel scope, which long file work in a
+    worker thread sees at its next batch (``db.stop_if_cancelled``): it stops, removes
+    its partial files, and the command exits 130. (asyncio's own handler cancels the
+    main task, which a worker thread never sees: it would run to the end.) A second
+    Ctrl-C interrupts at once."""
+    code: int = INTERRUPTED  # unless the command returns
+    async with task_group() as tg:
+        if threading.current_thread() is threading.main_thread():  # where signals arrive
+            tg.start_soon(_cancel_on_sigint, tg.cancel_scope)
+        code = await args.handler(args)
+        tg.cancel_scope.cancel()  # done: stop listening
+    return code
+
+
+async def _cancel_on_sigint(scope: CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return  # leaving restores Python's handler: the next Ctrl-C raises at once
