@@ -308,6 +308,29 @@ def test_import_reads_a_pipe(run: Run, db: Path, tmp_path: Path) -> None:
     assert _snapshot(copy) == _snapshot(db)
 
 
+def test_import_from_a_terminal_is_refused_at_once(tmp_path: Path) -> None:
+    """``tracker import -`` with nothing piped would sit waiting for an export to be typed."""
+    controller, terminal = os.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tracker", "import", "-", "--db", str(tmp_path / "t.db")],
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert (done.returncode, done.stderr) == (
+        1,
+        "tracker: import - reads an export from a pipe, and stdin is a terminal\n",
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_to_stdout(run: Run, db: Path) -> None:
     code, out, _ = run("export", "--db", str(db))
     assert code == 0

@@ -397,6 +397,8 @@ async def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
+    if args.file == "-" and sys.stdin.isatty():  # nothing piped: it would wait for typing
+        raise InvalidInput("import - reads an export from a pipe, and stdin is a terminal")
     source, target = Path("/dev/stdin" if args.file == "-" else args.file), database(args)
     bar = Progress("import", await anyio.to_thread.run_sync(transfer.count_lines, source))
     count = await db.in_thread(target, transfer.import_file, source, target, bar)
