@@ -264,15 +264,29 @@ def test_an_export_that_fails_midway_leaves_the_previous_file(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.db", "log.jsonl"]  # no WAL left
 
 
+def head_of(path: Path) -> str:
+    """The hash of the last event, as ``tracker verify`` shows it."""
+    return str(rows(path, "SELECT lower(hex(hash)) FROM event_log ORDER BY seq DESC")[0][0])
+
+
 def test_export_import_gives_an_identical_database(run: Run, db: Path, tmp_path: Path) -> None:
-    dump = tmp_path / "log.jsonl"
-    assert run("export", "--out", str(dump), "--db", str(db))[0] == 0
+    """Both say the head hash they end on, so an operator can check a copy is whole."""
+    dump, head = tmp_path / "log.jsonl", head_of(db)
+    assert run("export", "--out", str(dump), "--db", str(db))[::2] == (
+        0,
+        f"exported 32 events to {dump} (head {head})\n",
+    )
     assert len(dump.read_text().splitlines()) == 32
     copy = tmp_path / "copy.db"
     code, out, _ = run("import", str(dump), "--db", str(copy))
-    assert (code, out) == (0, f"imported 32 events into {copy}\n")
+    assert (code, out) == (0, f"imported 32 events into {copy} (head {head})\n")
     assert _snapshot(copy) == _snapshot(db)
     assert run("verify", "--db", str(copy))[0] == 0
+    copy.unlink()
+    imported = json.loads(run("import", str(dump), "--db", str(copy), "--json")[1])
+    assert imported == {"events": 32, "db": str(copy), "head_hash": head}
+    verified = json.loads(run("verify", "--db", str(copy), "--json")[1])
+    assert verified["head_hash"] == head
 
 
 def test_export_into_a_pipe_writes_the_stream_and_leaves_the_pipe(
@@ -304,7 +318,7 @@ def test_import_reads_a_pipe(run: Run, db: Path, tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"imported 32 events into {copy}\n".encode()
+    assert done.stdout == f"imported 32 events into {copy} (head {head_of(db)})\n".encode()
     assert _snapshot(copy) == _snapshot(db)
 
 

@@ -13,7 +13,7 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import msgspec
 
@@ -46,8 +46,16 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Line)
 
 
-def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
-    """Export the log of ``path`` into the file ``out``; return the count.
+class Transferred(NamedTuple):
+    """What an export or import carried: the events, and the hash of the last one (the
+    head, as ``tracker verify`` shows it: compare the two sides; empty for no events)."""
+
+    events: int
+    head: str
+
+
+def export_file(path: Path, out: Path, progress: Progress | None = None) -> Transferred:
+    """Export the log of ``path`` into the file ``out``.
 
     A file is written beside ``out`` and renamed over it once complete and synced, so an
     export that fails (or a crash) leaves ``out`` as it was. Anything else already at
@@ -59,7 +67,7 @@ def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
                 return export_log(path, stream, progress)
         # owner only (Scratch), as the database: the export holds its prompts and responses
         with Scratch.beside(out, "partial") as partial, partial.path.open("wb") as f:
-            count = export_log(path, f, progress)
+            done = export_log(path, f, progress)
             f.flush()
             os.fsync(f.fileno())
             partial.path.replace(out)
@@ -67,7 +75,7 @@ def export_file(path: Path, out: Path, progress: Progress | None = None) -> int:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise DiskFull(f"no room for the export {str(out)!r}: {exc.strerror}") from None
         raise InvalidInput(f"cannot write the export to {str(out)!r}: {exc.strerror}") from None
-    return count
+    return done
 
 
 def count_lines(source: Path) -> int | None:
@@ -79,7 +87,7 @@ def count_lines(source: Path) -> int | None:
         return sum(1 for _ in stream)
 
 
-def import_file(source: Path, target: Path, progress: Progress | None = None) -> int:
+def import_file(source: Path, target: Path, progress: Progress | None = None) -> Transferred:
     """Import the export ``source`` (a file or a stream) into the new database ``target``."""
     with _open_export(source) as stream:
         return import_log(stream, target, progress)
@@ -102,14 +110,15 @@ def _open_export(source: Path) -> BinaryIO:
         raise InvalidInput(f"cannot read {str(source)!r}: {exc.strerror}") from None
 
 
-def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> int:
-    """Write every event of ``path`` to ``out``, one JSON object per line; return the count."""
+def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> Transferred:
+    """Write every event of ``path`` to ``out``, one JSON object per line."""
     conn = readonly.connect(path, guard=False)
     try:
         conn.execute("BEGIN")  # one snapshot
-        count = 0
+        count, head = 0, ""
         for row in conn.execute(f"SELECT {EVENT_COLUMNS} FROM event_log ORDER BY seq"):
             seq, id_, type_, version, at, rid, aid, sid, payload, digest = logrow.text_row(row)
+            head = bytes(digest).hex()
             out.write(
                 _encoder.encode(
                     Line(
@@ -122,7 +131,7 @@ def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> i
                         agent_id=aid,
                         session_id=sid,
                         payload=msgspec.Raw(payload.encode()),
-                        hash=bytes(digest).hex(),
+                        hash=head,
                     )
                 )
                 + b"\n"
@@ -137,21 +146,25 @@ def export_log(path: Path, out: BinaryIO, progress: Progress | None = None) -> i
         conn.close()
     if progress:
         progress(count)
-    return count
+    return Transferred(count, head)
 
 
-def import_log(source: Iterable[bytes], target: Path, progress: Progress | None = None) -> int:
-    """Create ``target`` from exported lines, checking every hash; return the event count.
+def import_log(
+    source: Iterable[bytes], target: Path, progress: Progress | None = None
+) -> Transferred:
+    """Create ``target`` from exported lines, checking every hash.
 
     Nothing is left behind when a line is malformed or the chain is broken.
     """
     with db.new_database(target, "import") as conn, db.immediate(conn):
-        count = _insert(conn, source, progress)
+        done = _insert(conn, source, progress)
         replay_own_log(conn)
-    return count
+    return done
 
 
-def _insert(conn: sqlite3.Connection, source: Iterable[bytes], progress: Progress | None) -> int:
+def _insert(
+    conn: sqlite3.Connection, source: Iterable[bytes], progress: Progress | None
+) -> Transferred:
     prev, count = chain.GENESIS, 0
     rows: list[tuple[object, ...]] = []
     for number, raw in enumerate(source, start=1):
@@ -194,7 +207,7 @@ def _insert(conn: sqlite3.Connection, source: Iterable[bytes], progress: Progres
         if len(rows) >= BATCH:
             _flush(conn, rows, count, progress)
     _flush(conn, rows, count, progress)
-    return count
+    return Transferred(count, prev.hex() if count else "")
 
 
 def _parse(raw: bytes, number: int) -> Line:

@@ -387,9 +387,9 @@ async def cmd_export(args: argparse.Namespace) -> int:
         total = (await t.stats()).events
         if args.out:
             bar = Progress("export", total)
-            count = await db.in_thread(path, transfer.export_file, path, Path(args.out), bar)
+            done = await db.in_thread(path, transfer.export_file, path, Path(args.out), bar)
             bar.close()
-            print(f"exported {count:,} events to {args.out}", file=sys.stderr)
+            print(f"exported {done.events:,} events to {args.out}{_head(done)}", file=sys.stderr)
         else:
             await db.in_thread(path, transfer.export_log, path, sys.stdout.buffer, None)
             sys.stdout.flush()
@@ -401,14 +401,19 @@ async def cmd_import(args: argparse.Namespace) -> int:
         raise InvalidInput("import - reads an export from a pipe, and stdin is a terminal")
     source, target = Path("/dev/stdin" if args.file == "-" else args.file), database(args)
     bar = Progress("import", await anyio.to_thread.run_sync(transfer.count_lines, source))
-    count = await db.in_thread(target, transfer.import_file, source, target, bar)
+    done = await db.in_thread(target, transfer.import_file, source, target, bar)
     bar.close()
     _say(
         args,
-        {"events": count, "db": str(target)},
-        f"imported {count:,} events into {target}",
+        {"events": done.events, "db": str(target), "head_hash": done.head},
+        f"imported {done.events:,} events into {target}{_head(done)}",
     )
     return 0
+
+
+def _head(done: transfer.Transferred) -> str:
+    """The head hash an export or import ends on, for comparing with the other side."""
+    return f" (head {done.head})" if done.head else ""
 
 
 async def cmd_query(args: argparse.Namespace) -> int:
