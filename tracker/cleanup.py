@@ -94,7 +94,8 @@ class Cleanup:
             return []
         state, excess, skip = tx.hook.state, active - self.max_sessions, set(idle)
         found: list[str] = []
-        for (session_id,) in tx.conn.execute(LEAST_RECENT_SESSIONS, (excess + len(skip),)):
+        candidates = tx.conn.execute(LEAST_RECENT_SESSIONS, (excess + len(skip),)).fetchall()
+        for (session_id,) in candidates:
             row = state.sessions.get(session_id)
             if row is not None and session_id not in skip and len(found) < excess:
                 found.append(session_id)

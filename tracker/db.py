@@ -295,8 +295,13 @@ def translate(exc: BaseException, path: Path) -> BaseException:
     if isinstance(exc, errors.TrackerError) or not isinstance(exc, sqlite3.Error):
         return exc
     name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
-    primary = "_".join(name.split("_")[:2])  # SQLITE_READONLY_DBMOVED -> SQLITE_READONLY
-    cls = _BY_CODE.get(name) or _BY_CODE.get(primary) or errors.StorageError
+    cls = _BY_CODE.get(name) or _BY_CODE.get(primary_code(exc)) or errors.StorageError
     new = cls(f"{str(path)!r}: {exc}")
     new.__cause__ = exc
     return new
+
+
+def primary_code(exc: sqlite3.Error) -> str:
+    """SQLite's primary result code of ``exc`` (SQLITE_READONLY for SQLITE_READONLY_DBMOVED)."""
+    name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
+    return "_".join(name.split("_")[:2])

@@ -123,8 +123,7 @@ def _refused(path: Path) -> Iterator[None]:
     except sqlite3.ProgrammingError as exc:
         raise InvalidInput(f"query refused: {exc}") from None
     except sqlite3.Error as exc:
-        code = "_".join((getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR").split("_")[:2])
-        if code not in _QUERY_FAULTS:
+        if db.primary_code(exc) not in _QUERY_FAULTS:
             raise db.translate(exc, path) from None
         reason = "only reading is allowed" if "not authorized" in str(exc) else str(exc)
         raise InvalidInput(f"query refused: {reason}") from None
