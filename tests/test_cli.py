@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -728,6 +729,21 @@ def test_every_command_has_help_with_an_example(
     out = capsys.readouterr().out
     assert "example:" in out
     assert f"tracker {' '.join(command)}" in out
+
+
+def test_a_command_leaves_the_sigint_handler_it_found(run: Run, db: Path) -> None:
+    """The CLI listens for Ctrl-C while a command runs; code embedding ``main`` gets its
+    own handler back."""
+
+    def mine(signum: int, frame: object) -> None:
+        raise AssertionError("not called")
+
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        assert run("stats", "--db", str(db))[0] == 0
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_version_names_the_package_schema_sqlite_and_python(

@@ -52,12 +52,17 @@ async def _interruptible(args: argparse.Namespace) -> int:
     its partial files, and the command exits 130. (asyncio's own handler cancels the
     main task, which a worker thread never sees: it would run to the end.) A second
     Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():  # no signals there
+        return int(await args.handler(args))
     code: int = INTERRUPTED  # unless the command returns
-    async with task_group() as tg:
-        if threading.current_thread() is threading.main_thread():  # where signals arrive
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        async with task_group() as tg:
             tg.start_soon(_cancel_on_sigint, tg.cancel_scope)
-        code = await args.handler(args)
-        tg.cancel_scope.cancel()  # done: stop listening
+            code = await args.handler(args)
+            tg.cancel_scope.cancel()  # done: stop listening
+    finally:
+        signal.signal(signal.SIGINT, previous)  # whoever handled it before (embedding code)
     return code
 
 
