@@ -79,18 +79,25 @@ def aware(moment: datetime) -> datetime:
 
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_PART = re.compile(rf"{_NUMBER}\s*(ms|s|m|h|d|w)")
+_DURATION = re.compile(rf"\s*(?:{_NUMBER}|(?:{_PART.pattern}\s*)+)\s*")
 
 
 def seconds(value: Duration | str, name: str) -> float:
-    """Return a duration in seconds; accept numbers, timedeltas and '7d', '90m', '1.5h'."""
+    """Return a duration in seconds; accept numbers, timedeltas and text: seconds, or
+    one or more parts with units ('7d', '90m', '1.5h', '1h30m', '2d 12h')."""
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InvalidInput(f"{name} must be seconds or a timedelta, got {value!r}")
     if isinstance(value, str):
-        match = _DURATION.match(value)
+        match = _DURATION.fullmatch(value)
         if match is None:
-            raise InvalidInput(f"bad duration {value!r} for {name}: use e.g. 30s, 15m, 1h, 7d")
-        return float(match[1]) * _UNITS[match[2] or "s"]
+            raise InvalidInput(
+                f"bad duration {value!r} for {name}: use e.g. 30s, 15m, 1h, 1h30m, 7d"
+            )
+        if match[1] is not None:  # a bare number: seconds
+            return float(match[1])
+        return sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value))
     return float(value)
