@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
-from tracker.render import table, table_lines, tree
+from tracker.render import table, table_lines, tree, width
 
 HEADERS = ["n", "name", "cost"]
 ROWS: list[list[Any]] = [[1, "a", 0.5], [22, "bbbb", None], [333, "cc", 12.25]]
@@ -21,6 +21,20 @@ def test_a_table_aligns_text_left_and_numbers_right() -> None:
         "333  cc    12.25",
     ]
     assert table(HEADERS, []).splitlines() == ["n  name  cost", "-  ----  ----"]
+
+
+def test_wide_characters_take_two_columns_and_combining_marks_none() -> None:
+    """CJK and emoji ids take two terminal columns each; a combining accent takes none."""
+    rows = [["代理人", 1], ["agent-🙂", 22], ["cafe\u0301", 3], ["plain", 4]]
+    assert table(["agent", "n"], rows).splitlines() == [
+        "agent     n",
+        "--------  --",
+        "代理人     1",
+        "agent-🙂  22",
+        "cafe\u0301       3",
+        "plain      4",
+    ]
+    assert [width(text) for text in ("代理人", "agent-🙂", "cafe\u0301", "")] == [6, 8, 4, 0]
 
 
 def test_streamed_blocks_show_the_same_cells_with_the_widths_seen_so_far() -> None:

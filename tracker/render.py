@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +33,7 @@ class Aligned:
 
     def __init__(self, headers: Sequence[str], block: int = BLOCK) -> None:
         self.headers, self.block = list(headers), block
-        self.widths = [len(h) for h in headers]
+        self.widths = [width(h) for h in headers]
         self.numeric: list[bool] | None = None
         self._held: list[Sequence[Any]] = []
 
@@ -48,7 +49,7 @@ class Aligned:
     def _lines(self) -> list[str]:
         rows, self._held = self._held, []
         cells = [[cell(v) for v in row] for row in rows]
-        self.widths = [max([w, *(len(r[i]) for r in cells)]) for i, w in enumerate(self.widths)]
+        self.widths = [max([w, *(width(r[i]) for r in cells)]) for i, w in enumerate(self.widths)]
         lines = []
         if self.numeric is None:
             self.numeric = [_numeric([r[i] for r in rows]) for i in range(len(self.widths))]
@@ -61,10 +62,24 @@ class Aligned:
 
     def _join(self, values: Sequence[str], numeric: Sequence[bool]) -> str:
         parts = [
-            v.rjust(w) if num else v.ljust(w)
+            " " * (w - width(v)) + v if num else v + " " * (w - width(v))
             for v, w, num in zip(values, self.widths, numeric, strict=True)
         ]
         return "  ".join(parts).rstrip()
+
+
+def width(text: str) -> int:
+    """The columns ``text`` takes on a terminal: two for a wide or full-width character
+    (CJK, most emoji), none for a combining mark, one for the rest."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(c) for c in text)
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
 def _numeric(column: list[Any]) -> bool:
