@@ -253,6 +253,58 @@ def test_a_full_disk_is_a_typed_error_and_loses_nothing_acknowledged(tmp_path: P
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
 
 
+FULL_MAINTENANCE_CHILD = """
+import resource, signal, sys, anyio
+from tracker import Tracker
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+async def main():
+    async with Tracker.open(sys.argv[1]) as t:
+        limit = int(sys.argv[2])  # room for the log's next writes, not for a scratch copy
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        for name, call in (
+            ("rebuild", t.rebuild),
+            ("verify", t.verify),
+            ("replay_into", lambda: t.replay_into(sys.argv[3])),
+        ):
+            try:
+                await call()
+                print(name, "done")
+            except Exception as exc:
+                print(name, type(exc).__name__, exc)
+anyio.run(main)
+"""
+
+
+def test_maintenance_on_a_full_disk_says_so_and_leaves_nothing(tmp_path: Path) -> None:
+    """SQLite ends the transaction itself when a write fails: the error must be the
+    write's (DiskFull), not the failed ROLLBACK's, and the scratch files must go."""
+    path, target = tmp_path / "t.db", tmp_path / "past.db"
+    anyio.run(_filled, path, 3000)
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_MAINTENANCE_CHILD, str(path), "200000", str(target)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    outcomes = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert outcomes.pop("verify") in ("done", outcomes["rebuild"])  # it may fit in its cache
+    assert outcomes == {
+        name: f"DiskFull {str(path)!r}: disk I/O error "
+        "(a write failed: is the disk, or the file size limit, full?)"
+        for name in ("rebuild", "replay_into")
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]  # no scratch, no target
+    anyio.run(_verified, path)
+
+
+async def _verified(path: Path) -> None:
+    async with Tracker.open(path) as t:
+        assert (await t.verify()).ok
+
+
 # -- fuzzing (bounded) ------------------------------------------------------------
 
 

@@ -256,8 +256,15 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        rollback(conn)
         raise
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if one is still open: SQLite ends it by itself on
+    some errors (a full disk), and a ROLLBACK then would fail and hide the error."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _run_schema(conn: sqlite3.Connection) -> None:
@@ -296,9 +303,14 @@ def translate(exc: BaseException, path: Path) -> BaseException:
         return exc
     name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
     cls = _BY_CODE.get(name) or _BY_CODE.get(primary_code(exc)) or errors.StorageError
-    new = cls(f"{str(path)!r}: {exc}")
+    hint = f" ({_HINTS[name]})" if name in _HINTS else ""
+    new = cls(f"{str(path)!r}: {exc}{hint}")
     new.__cause__ = exc
     return new
+
+
+# What SQLite's own words leave out.
+_HINTS = {"SQLITE_IOERR_WRITE": "a write failed: is the disk, or the file size limit, full?"}
 
 
 def primary_code(exc: sqlite3.Error) -> str:

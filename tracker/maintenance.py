@@ -111,7 +111,7 @@ def compare(
                 pass
             diffs = [TableDiff(table="(replay)", missing=0, unexpected=0, examples=[str(exc)])]
     finally:
-        conn.execute("ROLLBACK")
+        db.rollback(conn)
     return checker.report(), last, diffs
 
 

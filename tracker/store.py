@@ -339,8 +339,7 @@ class EventStore(Generic[H]):
         try:
             return fn(conn)
         except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            db.rollback(conn)
             return db.translate(exc, self.path)
         finally:  # maintenance may have rewritten projections: reload everything
             self.hook.reset()
@@ -397,8 +396,7 @@ class EventStore(Generic[H]):
         return True
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        db.rollback(conn)
         self.hook.reset()
         self._data_version = -1  # re-read the head before the next batch
 
