@@ -305,6 +305,27 @@ async def test_session_metadata_is_merged(tracker: Tracker) -> None:
     assert session.metadata == {"model": "sonnet", "mcp": ["fs"]}
 
 
+async def test_merged_metadata_stays_within_the_bound_of_one_call(
+    tracker: Tracker, db_path: Path
+) -> None:
+    """Each call's metadata is at most 1 MiB; merging calls must not grow past it."""
+    half = "x" * 600_000
+    await tracker.track_request("r1", agent_id="a1", metadata={"a": half})
+    await tracker.update_request_session("r1", "S1")
+    await tracker.update_session_metadata("S1", {"a": half})
+    before = event_count(db_path)
+    with pytest.raises(InvalidInput, match="the metadata of request 'r1' would be 1,200,0"):
+        await tracker.complete_request("r1", metadata={"b": half})
+    with pytest.raises(InvalidInput, match="the metadata of session 'S1' would be 1,200,0"):
+        await tracker.update_session_metadata("S1", {"b": half})
+    assert event_count(db_path) == before
+    await tracker.update_session_metadata("S1", {"a": "small", "b": half})  # replaced: fits
+    await tracker.complete_request("r1", metadata={"a": None, "b": half})
+    request = await tracker.get_request("r1")
+    assert request is not None
+    assert request.metadata == {"a": None, "b": half}
+
+
 async def test_repeating_a_metadata_update_appends_nothing(tracker: Tracker, db_path: Path) -> None:
     await turn(tracker, "r1", "a1", "S1")
     await tracker.update_session_metadata("S1", {"model": "opus", "tools": ["a", "b"]})

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from projections.common import merge_json
 from projections.requests import RequestRow
 from projections.sessions import SessionRow
 from projections.state import State
@@ -32,6 +33,7 @@ from tracker.events import (
 )
 from tracker.locking import LockKey, Tx, lock_key, release_for, take_lock
 from tracker.models import Request, request_from_row
+from tracker.validate import MAX_METADATA_BYTES
 
 
 def _request(state: State, request_id: str) -> RequestRow:
@@ -216,6 +218,7 @@ class Complete(_OnItsRequest):
                 f"request {self.request_id!r} has no session yet: "
                 f"call update_request_session before complete_request"
             )
+        _check_merge(row.metadata, self.metadata, f"request {self.request_id!r}")
         tx.append(
             [
                 RequestCompleted(
@@ -319,6 +322,19 @@ def undo_track(result: tuple[Request, bool]) -> Fail | None:
     )
 
 
+def _check_merge(current: str, changes: dict[str, Any], owner: str) -> None:
+    """Refuse ``changes`` whose merge into the stored metadata ``current`` would pass the
+    bound each call's metadata has (so a stored object stays within it too)."""
+    if not changes:
+        return
+    size = len(merge_json(current, changes).encode())
+    if size > MAX_METADATA_BYTES:
+        raise errors.InvalidInput(
+            f"the metadata of {owner} would be {size:,} bytes as JSON with these keys merged "
+            f"in, at most {MAX_METADATA_BYTES:,}: replace large values instead of adding keys"
+        )
+
+
 # -- sessions and agents ---------------------------------------------------------
 
 
@@ -332,6 +348,7 @@ class UpdateSessionMetadata:
         current = msgspec.json.decode(session.metadata)
         if all(key in current and current[key] == value for key, value in self.metadata.items()):
             return  # nothing would change: a retry, or an empty update
+        _check_merge(session.metadata, self.metadata, f"session {self.session_id!r}")
         tx.append(
             [
                 SessionMetadataUpdated(
