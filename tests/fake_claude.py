@@ -4,7 +4,8 @@ Behaviour by flags: no --resume starts a new session (or --session-id's);
 --resume keeps the id (current CLIs) unless --fork-session, or FAKE_CLAUDE_OLD=1
 (CLIs up to 1.0.123: every resume answers a new id); a resumed id starting
 with 11111111 is unknown. Markers in the prompt make it misbehave:
-[max-turns] [not-logged-in] [crash-after-init] [hang] [bad-args] [garbage].
+[max-turns] [not-logged-in] [crash-after-init] [hang] [bad-args] [garbage]
+[noisy] (20 MB of stderr, then success) [chatty] (20 MB of stream messages first).
 Stdlib only: it runs as its own process.
 """
 
@@ -37,6 +38,9 @@ def main() -> int:
     if "[bad-args]" in prompt:
         print("error: unknown option '--frobnicate'", file=sys.stderr)
         return 1
+    if "[noisy]" in prompt:
+        for _ in range(20_000):
+            sys.stderr.write("debug: " + "." * 1017 + "\n")
     if "[garbage]" in prompt:
         print("Welcome to Claude! this is not JSON")
         return 0
@@ -49,6 +53,10 @@ def main() -> int:
     lines = fixture("stream-success.jsonl", session).splitlines()
     if stream:
         print(lines[0], flush=True)  # system/init: the session id, first
+        if "[chatty]" in prompt:  # a long agentic run: every message is a line
+            message = {"type": "assistant", "session_id": session, "text": "." * 1000}
+            for _ in range(20_000):
+                print(json.dumps(message))
     if "[crash-after-init]" in prompt:
         os.kill(os.getpid(), signal.SIGKILL)
     if "[hang]" in prompt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import tracemalloc
 from functools import partial
 from pathlib import Path
 
@@ -240,6 +241,21 @@ async def test_bad_arguments_and_garbage(
     run = await ClaudeRunner(tracker, claude_bin=fake_claude).run(prompt, agent_id="a1")
     assert (run.request.status, run.request.error_kind) == ("failed", "cli_error")
     assert needle in (run.request.error or "")
+
+
+@pytest.mark.parametrize("prompt", ["[noisy]", "[chatty]"])
+async def test_a_cli_writing_megabytes_keeps_memory_flat(
+    tracker: Tracker, fake_claude: str, prompt: str
+) -> None:
+    """20 MB on stderr, or 20 MB of stream-json messages before the result."""
+    tracemalloc.start()
+    try:
+        run = await ClaudeRunner(tracker, claude_bin=fake_claude).run(prompt, agent_id="a1")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert run.request.status == "completed"
+    assert peak < 8 << 20, f"{peak:,} bytes for 20 MB of output"
 
 
 async def test_a_missing_cli(tracker: Tracker, tmp_path: Path) -> None:

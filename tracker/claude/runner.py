@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from tracker.models import Request
 
 CURRENT = "current"  # resume the agent's current session
 MAX_LINE = 64 << 20
+MAX_STDERR = 1 << 20
+STREAM_TAIL = 50  # stream-json lines kept
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,10 @@ class _Execution:
         self.t, self.rid, self.timeout, self.stream = tracker, request_id, timeout, stream
         self.assigned: str | None = None
         self.result: ClaudeResult | None = None
-        self.stdout: list[bytes] = []
-        self.stderr = b""
+        # json output is one document, kept whole; stream-json lines are read as they
+        # come, so only the last few are kept (for an error when no result came)
+        self.stdout: deque[bytes] = deque(maxlen=STREAM_TAIL if stream else None)
+        self.stderr = bytearray()
 
     async def run(self, argv: list[str], cwd: str | Path | None) -> Run:
         try:
@@ -152,9 +157,12 @@ class _Execution:
                         await proc.wait()
 
     async def _read_stderr(self, proc: Process) -> None:
+        """Keep the end of what the CLI says on stderr (where its error is), at most
+        MAX_STDERR bytes however much it writes."""
         assert proc.stderr is not None
         async for chunk in proc.stderr:
             self.stderr += chunk
+            del self.stderr[:-MAX_STDERR]
 
     async def _read_stdout(self, proc: Process) -> None:
         assert proc.stdout is not None
