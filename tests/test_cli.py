@@ -346,6 +346,23 @@ def test_import_from_a_terminal_is_refused_at_once(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_events_between_two_times_or_since_an_age(run: Run, db: Path) -> None:
+    """The fixture's turns are a minute apart from 2026-01-01T00:00Z: a1's first three,
+    then a2's, then one stuck request."""
+
+    def requests(*options: str) -> list[str]:
+        code, out, err = run("events", "--json", "--db", str(db), *options)
+        assert code == 0, err
+        return sorted({json.loads(line)["request_id"] for line in out.splitlines()})
+
+    assert requests("--after", "2026-01-01T00:05:00Z") == ["a2-r2", "stuck"]
+    assert requests("--before", "2026-01-01T00:01:00Z") == ["a1-r0"]
+    assert requests("--after", "2026-01-01T00:01", "--before", "2026-01-01T00:02") == ["a1-r1"]
+    assert requests("--after", "2026-01-01T00:01", "--until", "3") == []  # narrowed by both
+    assert len(requests("--after", "100000d")) == 7  # an age: that long ago
+    assert requests("--before", "100000d") == []
+
+
 def test_export_to_stdout(run: Run, db: Path) -> None:
     code, out, _ = run("export", "--db", str(db))
     assert code == 0
@@ -533,6 +550,8 @@ MISTAKES = [
     (["replay", "--until", "-5", "--into", "{dir}/x.db"], "until must not be negative, got -5"),
     (["events", "--last", "-2"], "last must not be negative, got -2"),
     (["events", "--since", "-1"], "since must not be negative, got -1"),
+    (["events", "--after", "soon"], "bad time 'soon' for --after: an ISO 8601 time"),
+    (["events", "--before", "2026-13-01"], "bad time '2026-13-01' for --before"),
     (["events", "--last", str(2**64)], "last must be at most 9,223,372,036,854,775,807"),
     (["cleanup", "--idle", "99999999999d"], "idle_for must be at most"),
     (["events", "--type", "RequestFialed"], "unknown event type 'RequestFialed': one of"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -420,6 +421,24 @@ async def test_the_injected_clock_stamps_events(tracker: Tracker, clock: ManualC
     assert request is not None
     assert request.assigned_at is not None
     assert (request.assigned_at - request.created_at).total_seconds() == 90
+
+
+async def test_seq_at_finds_the_last_event_at_or_before_a_moment(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    start = clock.now()
+    for k in range(5):
+        await turn(tracker, f"r{k}", "a1", f"S{k}")
+        clock.advance(60)
+    events = [e async for e in tracker.events()]
+    moments = [start - timedelta(seconds=1), *(e.at for e in events), clock.now()]
+    moments += [m + timedelta(seconds=30) for m in moments]
+    for moment in moments:
+        expected = max((e.seq for e in events if e.at <= moment), default=0)
+        assert await tracker.seq_at(moment) == expected, moment
+    assert await tracker.seq_at(start.isoformat()) == await tracker.seq_at(start)
+    with pytest.raises(InvalidInput, match="bad time 'noon'"):
+        await tracker.seq_at("noon")
 
 
 async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: ManualClock) -> None:

@@ -451,6 +451,12 @@ class Tracker:
         )
         return None if found is None else _own_metadata(found)
 
+    async def seq_at(self, moment: datetime | str) -> int:
+        """The seq of the last event at or before ``moment`` (a datetime or ISO 8601 text;
+        naive means UTC), 0 if none: a ``since`` or ``until`` for ``events`` by time."""
+        at = iso(validate.moment(moment, "moment"))
+        return await self._store.read_with(lambda c: queries.seq_at(c, at))
+
     async def find_sessions(self, prefix: str, *, limit: int = 10) -> list[str]:
         """The ids of sessions that start with ``prefix``, in order, at most ``limit``
         (the CLI's ids are long: a few characters name one)."""

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import msgspec
 
 from tracker import db, readonly, transfer
 from tracker.api import Tracker
-from tracker.clock import parse_time
+from tracker.clock import parse_time, seconds
 from tracker.errors import DatabaseNotFound, InvalidInput, UnknownAgent
 from tracker.events import StoredEvent
 from tracker.models import Session
@@ -80,10 +81,11 @@ async def cmd_init(args: argparse.Namespace) -> int:
 async def cmd_events(args: argparse.Namespace) -> int:
     async with existing(args) as t:
         session = None if args.session is None else await _session_named(t, args.session)
+        since, until = await _seq_range(t, args)
         stream = t.events(
-            args.since,
+            since,
             follow=args.follow,
-            until=args.until,
+            until=until,
             last=args.last,
             agent_id=args.agent,
             session_id=session,
@@ -100,6 +102,34 @@ async def cmd_events(args: argparse.Namespace) -> int:
         rows = (_event_row(e) async for e in stream)
         await _print_table(headers, rows, 1 if args.follow else BLOCK)  # follow: each at once
     return 0
+
+
+async def _seq_range(t: Tracker, args: argparse.Namespace) -> tuple[int, int | None]:
+    """``--since``/``--until`` narrowed by ``--after``/``--before``: the seqs of the
+    events at or after one time and before another."""
+    since, until = args.since, args.until
+    if args.after is not None:
+        since = max(since, await t.seq_at(_just_before(args.after, "--after")))
+    if args.before is not None:
+        before = await t.seq_at(_just_before(args.before, "--before"))
+        until = before if until is None else min(until, before)
+    return since, until
+
+
+def _just_before(given: str, option: str) -> datetime:
+    """The last microsecond before ``given``: an ISO 8601 time, or an age meaning that
+    long ago (the log's times have microseconds)."""
+    try:
+        moment = datetime.now(UTC) - timedelta(seconds=seconds(given, option))
+    except InvalidInput:
+        try:
+            moment = parse_time(given)
+        except InvalidInput:
+            raise InvalidInput(
+                f"bad time {given!r} for {option}: an ISO 8601 time "
+                "(2026-11-21T08:00:00Z) or an age (10m, 1h30m, 7d)"
+            ) from None
+    return moment - timedelta(microseconds=1)
 
 
 async def _print_table(headers: list[str], rows: AsyncIterator[list[Any]], block: int) -> None:

@@ -21,7 +21,8 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "events": (
         c.cmd_events,
         "the log, filtered; --follow tails new events live",
-        "tracker events --agent a1 --type RequestFailed\n  tracker events --last 20 --follow",
+        "tracker events --agent a1 --type RequestFailed\n  tracker events --last 20 --follow\n"
+        "  tracker events --type RequestFailed --after 1h",
     ),
     "audit": (
         c.cmd_audit,
@@ -96,6 +97,12 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name == "events":
         p.add_argument("--since", type=int, default=0, metavar="SEQ", help="after this seq")
         p.add_argument("--until", type=int, metavar="SEQ", help="up to this seq")
+        p.add_argument(
+            "--after",
+            metavar="WHEN",
+            help="at or after a time (ISO 8601) or an age ago (10m, 1h30m, 7d)",
+        )
+        p.add_argument("--before", metavar="WHEN", help="before a time, or an age ago")
         p.add_argument("--agent")
         p.add_argument("--session")
         p.add_argument("--request")
