@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -530,6 +531,7 @@ async def test_bad_input_is_a_clear_typed_error(
         ({"maintenance_every": 1, "max_sessions": -1}, "max_sessions must not be negative"),
         ({"maintenance_every": 1, "max_sessions": 2.5}, "max_sessions must be a whole number"),
         ({"clock": 5}, "clock must have a now\\(\\) method"),
+        ({"clock": SimpleNamespace(now=lambda: "noon")}, "clock.now\\(\\) must give a datetime"),
         ({"path": 5}, "path must be a file path"),
         ({"create": "no"}, "create must be True or False, got 'no'"),  # "no" is true
     ],

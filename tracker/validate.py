@@ -222,12 +222,17 @@ def path(value: Any, name: str = "path") -> Path:
 
 
 def clock(value: Any) -> Clock | None:
-    """Return ``value`` if it can serve as a clock (a ``now()`` method), or None."""
-    if value is not None and not callable(getattr(value, "now", None)):
+    """Return ``value`` if it can serve as a clock (a ``now()`` method that gives a
+    datetime), or None."""
+    if value is None:
+        return None
+    if not callable(getattr(value, "now", None)):
         raise InvalidInput(
             f"clock must have a now() method (see tracker.Clock), got {_show(value)}"
         )
-    checked: Clock | None = value
+    if not isinstance(now := value.now(), datetime):
+        raise InvalidInput(f"clock.now() must give a datetime, got {_show(now)}")
+    checked: Clock = value
     return checked
 
 
