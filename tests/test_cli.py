@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import ROOT, beside, rows, run_python, tamper
+from tests.helpers import ROOT, beside, rows, run_python, run_unprivileged, tamper
 from tracker import ManualClock, Tracker, chain
 from tracker.cli import COMMANDS, main
 from tracker.schema import SCHEMA_VERSION
@@ -620,6 +620,50 @@ def test_a_damaged_database_is_one_line(
     damaged.write_bytes(db.read_bytes()[:2000])  # the first page and half of the second
     code, _, err = run(*argv, "--db", str(damaged))
     assert (code, err) == (1, f"tracker: {str(damaged)!r}: database disk image is malformed\n")
+
+
+READ_ONLY_MEDIA = """
+import sys
+from tracker.cli import main
+for argv in (
+    ["stats", "--json"],
+    ["events", "--last", "1", "--json"],
+    ["query", "SELECT count(*) AS n FROM events", "--json"],
+    ["verify", "--json"],
+    ["cleanup", "--idle", "0s"],
+):
+    code = main([*argv, "--db", sys.argv[1]])
+    print("exit", argv[0], code, flush=True)
+"""
+
+
+def test_a_database_on_read_only_media_is_read_and_verified(db: Path, tmp_path: Path) -> None:
+    """A backup in a folder nobody may write (a snapshot, a read-only mount): SQLite
+    cannot create the WAL index beside it, so it is read as an unchanging file."""
+    folder = tmp_path / "backup"
+    folder.mkdir()
+    copy = folder / "t.db"
+    copy.write_bytes(db.read_bytes())
+    copy.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        done = run_unprivileged(READ_ONLY_MEDIA, str(copy))
+    finally:
+        folder.chmod(0o755)
+    out = done.stdout.splitlines()
+    assert [line for line in out if line.startswith("exit")] == [
+        "exit stats 0",
+        "exit events 0",
+        "exit query 0",
+        "exit verify 0",
+        "exit cleanup 1",  # a write: refused
+    ], done.stderr
+    assert json.loads(out[0])["requests"] == 7
+    assert json.loads(out[2])["seq"] == 32
+    assert json.loads(out[4]) == {"n": 32}
+    assert json.loads(out[6])["ok"] is True
+    assert "attempt to write a readonly database" in done.stderr
+    assert list(folder.iterdir()) == [copy]  # nothing written beside it
 
 
 def test_importing_a_tampered_export_is_refused(run: Run, db: Path, tmp_path: Path) -> None:

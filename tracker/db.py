@@ -106,17 +106,40 @@ _BY_ERRNO: dict[int, type[errors.StorageError]] = {
 }
 
 
+def uri(path: Path, *, read_only: bool = False) -> str:
+    """The URI to open the database ``path`` by: read-only if asked, and read as an
+    unchanging file when nothing else can read it (``frozen``)."""
+    if frozen(path):
+        return f"{path.absolute().as_uri()}?mode=ro&immutable=1"
+    return f"{path.absolute().as_uri()}?mode=ro" if read_only else path.absolute().as_uri()
+
+
+def frozen(path: Path) -> bool:
+    """Whether ``path`` is a database only an unchanging file can be read from: SQLite
+    cannot create the WAL index (``-shm``) in its read-only folder (a snapshot, a
+    read-only mount, another user's folder), and neither it nor a WAL with content is
+    there, so no writer has the file open. Read otherwise, SQLite says "attempt to write
+    a readonly database"."""
+    folder = path.absolute().parent
+    if os.access(folder, os.W_OK):
+        return False
+    wal = stat_of(path.with_name(path.name + "-wal"))
+    shm = stat_of(path.with_name(path.name + "-shm"))
+    return shm is None and (wal is None or wal.st_size == 0)
+
+
 def prepare(path: Path, create: bool) -> None:
     """Create the schema in an empty file, or check the file's; switch it to WAL.
 
     Runs on a plain connection before the tracker's own are opened, so a bad
     file fails here, cleanly.
     """
-    conn = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(uri(path), uri=True, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         check_schema(conn, path, create=create)
-        conn.execute("PRAGMA journal_mode = WAL")
+        if not frozen(path):
+            conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()
 
@@ -155,9 +178,7 @@ def writer_connector(path: Path, durability: Durability) -> Callable[[], sqlite3
     """Return a function opening the read-write connection of one process."""
 
     def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            path.absolute().as_uri(), uri=True, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(uri(path), uri=True, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
         return conn
@@ -169,8 +190,9 @@ def reader_connector(path: Path) -> Callable[[], sqlite3.Connection]:
     """Return a function opening a connection that cannot write."""
 
     def connect() -> sqlite3.Connection:
-        uri = f"{path.absolute().as_uri()}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            uri(path, read_only=True), uri=True, isolation_level=None, check_same_thread=False
+        )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA query_only = ON")
         return conn

@@ -10,6 +10,7 @@ writers wait about 1.2 s per million events.
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,10 +25,6 @@ from tracker.schema import EVENT_COLUMNS, EVENT_ROWS
 from tracker.scratch import Scratch
 
 Progress = Callable[[int], None]
-
-
-def _ro_uri(path: Path) -> str:
-    return f"{path.absolute().as_uri()}?mode=ro"
 
 
 def _scratch(path: Path) -> sqlite3.Connection:
@@ -67,12 +64,15 @@ def scratch_beside(live: Path, purpose: str) -> Scratch:
 
 @contextmanager
 def scratch_with_live(live: Path) -> Iterator[sqlite3.Connection]:
-    """A scratch database beside ``live`` with ``live`` attached as ``live``."""
-    with scratch_beside(live, "verify") as scratch:
+    """A scratch database beside ``live`` with ``live`` attached as ``live``; for a
+    database that can only be read (``db.frozen``: a backup on read-only media) the
+    scratch goes to the temporary folder instead, so it can still be verified."""
+    near = Path(tempfile.gettempdir()) / live.name if db.frozen(live) else live
+    with scratch_beside(near, "verify") as scratch:
         conn = _scratch(scratch.path)
         _drop_lookup_indexes(conn)  # verify reads the tables whole
         try:
-            conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
+            conn.execute("ATTACH DATABASE ? AS live", (db.uri(live, read_only=True),))
             yield conn
         finally:
             conn.close()
@@ -141,7 +141,7 @@ def swap_in(conn: sqlite3.Connection, scratch: Path, built_seq: int) -> int:
 
     Runs on the writer connection, outside any transaction (ATTACH needs that).
     """
-    conn.execute("ATTACH DATABASE ? AS scratch", (_ro_uri(scratch),))
+    conn.execute("ATTACH DATABASE ? AS scratch", (db.uri(scratch, read_only=True),))
     try:
         with db.immediate(conn):
             clear(conn)
@@ -169,7 +169,7 @@ def scratch_build(live: Path, scratch: Path) -> Iterator[sqlite3.Connection]:
     block ends, then their lookup indexes are built from the rows."""
     conn = _scratch(scratch)
     try:
-        conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
+        conn.execute("ATTACH DATABASE ? AS live", (db.uri(live, read_only=True),))
         with db.immediate(conn):
             lookups = _drop_lookup_indexes(conn)
             yield conn
@@ -188,7 +188,7 @@ def replay_into(
     """Write a tracker database at ``target`` holding the log up to a seq or time, and its
     projections as of that point; return the last seq."""
     with db.new_database(target, "replay") as conn:
-        conn.execute("ATTACH DATABASE ? AS live", (_ro_uri(live),))
+        conn.execute("ATTACH DATABASE ? AS live", (db.uri(live, read_only=True),))
         with db.immediate(conn):
             last = _copy_log(conn, until, at)
             replay_own_log(conn, progress)

@@ -76,7 +76,7 @@ def connect(path: Path, *, guard: bool = True) -> sqlite3.Connection:
     """
     if not db.present(path):
         raise DatabaseNotFound(f"no database at {str(path)!r}")
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn = sqlite3.connect(db.uri(path, read_only=True), uri=True, isolation_level=None)
     try:
         conn.execute("PRAGMA query_only = ON")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # not SQLite: fails here
