@@ -164,7 +164,9 @@ def test_damage_inside_the_log_is_a_clear_error_from_every_full_scan(
 ) -> None:
     path = tmp_path / "t.db"
     anyio.run(_filled, path)
-    with sqlite3.connect(path) as conn:  # a page in the middle: opening and stats never read it
+    with contextlib.closing(
+        sqlite3.connect(path)
+    ) as conn:  # a middle page: opening and stats skip it
         leaves = conn.execute(
             "SELECT pageno FROM dbstat WHERE name = 'event_log' AND pagetype = 'leaf' "
             "ORDER BY pageno"

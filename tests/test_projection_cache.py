@@ -4,6 +4,8 @@ nothing) until it evicts a row or another connection writes."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 
@@ -21,14 +23,15 @@ def _lock(target: str) -> LockRow:
     return LockRow("agent", target, "h", 1, "held", "t0", "t1", None, None, 1)
 
 
-def _new_database(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None)
-    db.create_schema(conn)
-    return conn
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to a new database (closed after the test)."""
+    with closing(sqlite3.connect(tmp_path / "new.db", isolation_level=None)) as new:
+        db.create_schema(new)
+        yield new
 
 
-def test_an_empty_table_answers_misses_without_reading(tmp_path: Path) -> None:
-    conn = _new_database(tmp_path / "t.db")
+def test_an_empty_table_answers_misses_without_reading(conn: sqlite3.Connection) -> None:
     selects: list[str] = []
     conn.set_trace_callback(lambda sql: selects.append(sql) if "SELECT" in sql else None)
     locks = table(limit=100)
@@ -38,8 +41,7 @@ def test_an_empty_table_answers_misses_without_reading(tmp_path: Path) -> None:
     assert selects == []
 
 
-def test_after_an_eviction_a_miss_reads_the_table(tmp_path: Path) -> None:
-    conn = _new_database(tmp_path / "t.db")
+def test_after_an_eviction_a_miss_reads_the_table(conn: sqlite3.Connection) -> None:
     locks = table(limit=4)
     locks.reload(conn)
     for i in range(10):
@@ -48,8 +50,7 @@ def test_after_an_eviction_a_miss_reads_the_table(tmp_path: Path) -> None:
     assert locks.get(("agent", "a0")) == _lock("a0")  # evicted, read back from the table
 
 
-def test_a_table_with_rows_is_never_assumed_complete(tmp_path: Path) -> None:
-    conn = _new_database(tmp_path / "t.db")
+def test_a_table_with_rows_is_never_assumed_complete(conn: sqlite3.Connection) -> None:
     writer = table(limit=100)
     writer.reload(conn)
     writer.add(("agent", "a0"), _lock("a0"))
@@ -70,16 +71,16 @@ async def test_rows_written_by_another_connection_are_seen(db_path: Path) -> Non
         assert (await first.verify()).ok
 
 
-async def test_a_replay_into_empty_tables_reads_no_rows_back(db_path: Path, tmp_path: Path) -> None:
+async def test_a_replay_into_empty_tables_reads_no_rows_back(
+    db_path: Path, conn: sqlite3.Connection
+) -> None:
     async with Tracker.open(db_path) as t:
         for i in range(20):
             await t.track_request(f"r{i}", agent_id=f"a{i % 3}", lock=True)
             await t.update_request_session(f"r{i}", f"s{i}")
             await t.complete_request(f"r{i}", response="ok")
-    with sqlite3.connect(db_path) as live:
-        log = live.execute(EVENT_ROWS.format(db="main") + " ORDER BY seq")
-        rows = log.fetchall()
-    conn = _new_database(tmp_path / "scratch.db")
+    with closing(sqlite3.connect(db_path)) as live:
+        rows = live.execute(EVENT_ROWS.format(db="main") + " ORDER BY seq").fetchall()
     reads: list[str] = []
     conn.set_trace_callback(lambda sql: reads.append(sql) if sql.startswith("SELECT") else None)
     assert replay(conn, rows) == len(rows)

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -172,14 +173,17 @@ async def test_the_last_n_and_the_count_match_a_scan(db_path: Path, where: Filte
 
 @pytest.mark.parametrize("where", KEY_FILTERS, ids=repr)
 def test_key_filters_seek_their_index_without_sorting(db_path: Path, where: Filter) -> None:
-    conn = sqlite3.connect(db_path)
-    db.create_schema(conn)
-    for sql, params in (
-        where.select(10, 9000, 100),
-        where.select_from_end(10, 9000, 5),
-        where.select_count(10, 9000),
-    ):
-        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    with closing(sqlite3.connect(db_path)) as conn:
+        db.create_schema(conn)
+        plans = [
+            " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            for sql, params in (
+                where.select(10, 9000, 100),
+                where.select_from_end(10, 9000, 5),
+                where.select_count(10, 9000),
+            )
+        ]
+    for plan in plans:
         assert "SEARCH event_log USING " in plan, plan
         assert "INDEX events_by_" in plan, plan
         assert "(<expr>=? AND" in plan, plan  # a seek on bucket and key, not a range scan
@@ -214,7 +218,7 @@ async def test_an_append_rewrites_few_key_index_pages_however_many_keys(db_path:
     async with EventStore.open(db_path, NoProjections()) as store:
         for start in range(0, 3 * 4096, 2048):
             await store.append(keyed(start, 2048))
-        with sqlite3.connect(db_path) as other:
+        with closing(sqlite3.connect(db_path)) as other:
             assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
         await store.append(keyed(3 * 4096, 200))  # 200 agents, requests and sessions
         pages = wal_pages_by_owner(db_path)
