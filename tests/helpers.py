@@ -18,7 +18,9 @@ from tracker.schema import EVENT_COLUMNS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+def rows(
+    path: Path, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+) -> list[tuple[Any, ...]]:
     """Run a read query on the file with a plain sqlite3 connection."""
     conn = sqlite3.connect(path)
     try:

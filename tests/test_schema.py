@@ -467,11 +467,11 @@ async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Pa
     [
         (cleanup.STALE_REQUESTS, ("2030-01-01",), "requests_unfinished"),
         (cleanup.OWNED_REQUESTS, ("orch-1",), "requests_by_owner"),
-        (queries._IN_FLIGHT, (None, None, -1), "requests_unfinished"),
+        (queries._IN_FLIGHT, {"agent": None, "owner": None, "limit": -1}, "requests_unfinished"),
     ],
 )
 async def test_unfinished_requests_are_read_through_their_partial_indexes(
-    db_path: Path, sql: str, params: tuple[object, ...], index: str
+    db_path: Path, sql: str, params: tuple[object, ...] | dict[str, object], index: str
 ) -> None:
     async with Tracker.open(db_path):
         pass

@@ -45,18 +45,18 @@ SELECT coalesce(sum(requests), 0), coalesce(sum(completed), 0), coalesce(sum(fai
        coalesce(sum(cost_usd), 0.0), coalesce(sum(duration_ms), 0),
        coalesce(sum(lock_acquisitions), 0), coalesce(sum(lock_waits), 0),
        coalesce(sum(lock_wait_ms), 0), coalesce(sum(lock_expiries), 0)
-FROM usage_daily WHERE ?1 IS NULL OR agent_id = ?1"""
-# Unfinished requests, oldest first; ?1 an agent or NULL, ?2 an owner or NULL, ?3 a limit
+FROM usage_daily WHERE :agent IS NULL OR agent_id = :agent"""
+# Unfinished requests, oldest first, of an agent and an owner (NULL: any), at most a limit
 # (-1: none). The requests_unfinished index finds them; the filters scan only those.
 _IN_FLIGHT = (
     _TABLES.requests.select_sql
     + f""" WHERE {UNFINISHED}
-    AND (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR owner = ?2)
-    ORDER BY created_at, rowid LIMIT ?3"""
+    AND (:agent IS NULL OR agent_id = :agent) AND (:owner IS NULL OR owner = :owner)
+    ORDER BY created_at, rowid LIMIT :limit"""
 )
 _UNFINISHED_BY_STATUS = f"""
 SELECT status, count(*) FROM requests
-WHERE {UNFINISHED} AND (?1 IS NULL OR agent_id = ?1) GROUP BY status"""
+WHERE {UNFINISHED} AND (:agent IS NULL OR agent_id = :agent) GROUP BY status"""
 
 
 def request(conn: sqlite3.Connection, request_id: str) -> Request | None:
@@ -67,7 +67,8 @@ def request(conn: sqlite3.Connection, request_id: str) -> Request | None:
 def in_flight(
     conn: sqlite3.Connection, agent_id: str | None, owner: str | None, limit: int | None
 ) -> list[Request]:
-    rows = conn.execute(_IN_FLIGHT, (agent_id, owner, -1 if limit is None else limit))
+    params = {"agent": agent_id, "owner": owner, "limit": -1 if limit is None else limit}
+    rows = conn.execute(_IN_FLIGHT, params)
     return [request_from_row(RequestRow(*row)) for row in rows]
 
 
@@ -94,10 +95,10 @@ def session(conn: sqlite3.Connection, session_id: str) -> Session | None:
 def session_ids_from(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:
     """Up to ``limit`` session ids starting with ``prefix``, in order (an index range)."""
     sql = (
-        "SELECT session_id FROM sessions WHERE session_id >= ?1 "
-        "AND session_id < ?1 || char(1114111) ORDER BY session_id LIMIT ?2"
+        "SELECT session_id FROM sessions WHERE session_id >= :prefix "
+        "AND session_id < :prefix || char(1114111) ORDER BY session_id LIMIT :limit"
     )
-    return [found for (found,) in conn.execute(sql, (prefix, limit))]
+    return [found for (found,) in conn.execute(sql, {"prefix": prefix, "limit": limit})]
 
 
 def _session_lock(conn: sqlite3.Connection, row: SessionRow) -> Lock | None:
@@ -119,7 +120,7 @@ def agent(conn: sqlite3.Connection, agent_id: str) -> Agent | None:
     row = conn.execute(_BY_AGENT, (agent_id,)).fetchone()
     if row is None:
         return None
-    sums = conn.execute(_USAGE_SUMS, (agent_id,)).fetchone()
+    sums = conn.execute(_USAGE_SUMS, {"agent": agent_id}).fetchone()
     totals = Usage(
         input_tokens=sums[3],
         output_tokens=sums[4],
@@ -144,8 +145,8 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
         waits,
         wait_ms,
         expiries,
-    ) = conn.execute(_USAGE_SUMS, (agent_id,)).fetchone()
-    unfinished = dict(conn.execute(_UNFINISHED_BY_STATUS, (agent_id,)).fetchall())
+    ) = conn.execute(_USAGE_SUMS, {"agent": agent_id}).fetchone()
+    unfinished = dict(conn.execute(_UNFINISHED_BY_STATUS, {"agent": agent_id}).fetchall())
     finished = completed + failed
     return Stats(
         agents=_count(conn, "agents", agent_id),
@@ -177,12 +178,12 @@ def _event_count(conn: sqlite3.Connection, agent_id: str | None) -> int:
     return int(conn.execute(*Filter(agent_id=agent_id).select_count()).fetchone()[0])
 
 
-# ?2 is the limit (-1: none); with one, the latest days, still shown in order
+# :limit (-1: none): with one, the latest days, still shown in order
 _GROUPS = {
     "day": "SELECT * FROM (SELECT day, {sums} FROM usage_daily {where} GROUP BY day "
-    "ORDER BY day DESC LIMIT ?2) ORDER BY day",
+    "ORDER BY day DESC LIMIT :limit) ORDER BY day",
     "agent": "SELECT agent_id, {sums} FROM usage_daily {where} GROUP BY agent_id "
-    "ORDER BY sum(cost_usd) DESC, agent_id LIMIT ?2",
+    "ORDER BY sum(cost_usd) DESC, agent_id LIMIT :limit",
 }
 _SUMS = (
     "sum(requests), sum(completed), sum(failed), sum(input_tokens), sum(output_tokens), "
@@ -191,8 +192,8 @@ _SUMS = (
 _USAGE_BY_SESSION = """
 SELECT session_id, request_count, completed, failed, input_tokens, output_tokens,
        cache_read_tokens, cache_write_tokens, cost_usd, duration_ms
-FROM sessions WHERE ?1 IS NULL OR agent_id = ?1 ORDER BY cost_usd DESC, session_id
-LIMIT ?2"""
+FROM sessions WHERE :agent IS NULL OR agent_id = :agent ORDER BY cost_usd DESC, session_id
+LIMIT :limit"""
 
 
 def usage_by(
@@ -200,11 +201,11 @@ def usage_by(
 ) -> list[UsageGroup]:
     """Usage grouped by UTC day, agent or session, most expensive first (days in order);
     ``limit``: at most that many groups (the most expensive, or the latest days)."""
-    params = (agent_id, -1 if limit is None else limit)
+    params = {"agent": agent_id, "limit": -1 if limit is None else limit}
     if by == "session":
         found = conn.execute(_USAGE_BY_SESSION, params).fetchall()
     else:
-        where = "WHERE agent_id = ?1" if agent_id is not None else "WHERE ?1 IS NULL"
+        where = "WHERE agent_id = :agent" if agent_id is not None else "WHERE :agent IS NULL"
         found = conn.execute(_GROUPS[by].format(sums=_SUMS, where=where), params).fetchall()
     return [_group(*row) for row in found]
 
