@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterato
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -75,26 +75,48 @@ def _own_metadata(found: WithMetadata) -> WithMetadata:
     )
 
 
-class Policy(NamedTuple):
-    """What the background maintenance's cleanup retires (see ``Tracker.open``)."""
-
-    session_ttl: Duration | None
-    request_timeout: Duration | None
-    max_sessions: int | None
+_BACKGROUND = ("session_ttl", "request_timeout", "max_sessions")  # open's names for them
 
 
-def _maintenance(every: Duration | None, policy: Policy) -> float | None:
-    """The background maintenance period; its policy is checked up front, since the
-    background task could only log a bad value at every turn."""
-    for name, value in policy._asdict().items():
-        if value is not None:
-            check = validate.count if name == "max_sessions" else validate.age
-            check(value, name)
-            if every is None:
+def _cleanup(
+    idle_for: Duration | None,
+    stale_after: Duration | None,
+    max_sessions: int | None,
+    *,
+    expire_locks: bool = True,
+    dry_run: bool = False,
+    names: tuple[str, str, str] = ("idle_for", "stale_after", "max_sessions"),
+) -> Cleanup:
+    """A checked cleanup job (``names``: what errors call the first three arguments)."""
+    idle, stale, most = names
+    return Cleanup(
+        None if idle_for is None else validate.age(idle_for, idle),
+        None if stale_after is None else validate.age(stale_after, stale),
+        validate.flag(expire_locks, "expire_locks"),
+        validate.flag(dry_run, "dry_run"),
+        validate.optional_count(max_sessions, most),
+    )
+
+
+def _maintenance(
+    every: Duration | None,
+    session_ttl: Duration | None,
+    request_timeout: Duration | None,
+    max_sessions: int | None,
+) -> tuple[float, Cleanup] | None:
+    """The background maintenance's period and cleanup job, checked up front: the
+    background task could only log a bad value at every turn, and a policy without a
+    period would never run."""
+    job = _cleanup(session_ttl, request_timeout, max_sessions, names=_BACKGROUND)
+    if every is None:
+        policy = (session_ttl, request_timeout, max_sessions)
+        for name, value in zip(_BACKGROUND, policy, strict=True):
+            if value is not None:
                 raise InvalidInput(
                     f"{name} is applied by the background maintenance: give maintenance_every"
                 )
-    return None if every is None else validate.interval(every, "maintenance_every")
+        return None
+    return validate.interval(every, "maintenance_every"), job
 
 
 @contextlib.contextmanager
@@ -154,8 +176,7 @@ class Tracker:
         validate.choice(durability, "durability", ("full", "process"))
         create = validate.flag(create, "create")
         owner = validate.optional_ident(owner, "owner")
-        policy = Policy(session_ttl, request_timeout, max_sessions)
-        every = _maintenance(maintenance_every, policy)
+        background = _maintenance(maintenance_every, session_ttl, request_timeout, max_sessions)
         async with contextlib.AsyncExitStack() as held:  # released last to first
             store = await held.enter_async_context(
                 EventStore.open(
@@ -172,8 +193,8 @@ class Tracker:
             if owner is not None:
                 await store.submit(AbandonOwned(owner))
             async with task_group() as tg:
-                if every:
-                    tg.start_soon(tracker._maintain, every, policy)
+                if background:
+                    tg.start_soon(tracker._maintain, *background)
                 try:
                     yield tracker
                 finally:
@@ -561,22 +582,16 @@ class Tracker:
         ``idle_for``, then the least recently active beyond ``max_sessions`` active
         sessions (reason ``capacity``), and record lapsed locks as expired (``dry_run``:
         only report). A session an unfinished request or a held lock uses is kept."""
-        idle = None if idle_for is None else validate.age(idle_for, "idle_for")
-        stale = None if stale_after is None else validate.age(stale_after, "stale_after")
-        most = validate.optional_count(max_sessions, "max_sessions")
-        expire_locks = validate.flag(expire_locks, "expire_locks")
-        dry_run = validate.flag(dry_run, "dry_run")
-        return await self._store.submit(Cleanup(idle, stale, expire_locks, dry_run, most))
+        job = _cleanup(
+            idle_for, stale_after, max_sessions, expire_locks=expire_locks, dry_run=dry_run
+        )
+        return await self._store.submit(job)
 
-    async def _maintain(self, every: float, policy: Policy) -> None:
+    async def _maintain(self, every: float, job: Cleanup) -> None:
         while True:
             await anyio.sleep(every)
             try:
-                await self.cleanup(
-                    idle_for=policy.session_ttl,
-                    stale_after=policy.request_timeout,
-                    max_sessions=policy.max_sessions,
-                )
+                await self._store.submit(job)
             except Exception:  # keep maintaining; the caller's calls surface real errors
                 log.exception("background cleanup failed")
 
