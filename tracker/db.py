@@ -106,10 +106,10 @@ _BY_ERRNO: dict[int, type[errors.StorageError]] = {
 }
 
 
-def uri(path: Path, *, read_only: bool = False) -> str:
-    """The URI to open the database ``path`` by: read-only if asked, and read as an
-    unchanging file when nothing else can read it (``frozen``)."""
-    if frozen(path):
+def uri(path: Path, *, read_only: bool = False, unchanging: bool | None = None) -> str:
+    """The URI to open the database ``path`` by: read-only if asked, and as an unchanging
+    file when it can be read no other way (``unchanging``: ``frozen(path)`` if not given)."""
+    if frozen(path) if unchanging is None else unchanging:
         return f"{path.absolute().as_uri()}?mode=ro&immutable=1"
     return f"{path.absolute().as_uri()}?mode=ro" if read_only else path.absolute().as_uri()
 
@@ -134,11 +134,12 @@ def prepare(path: Path, create: bool) -> None:
     Runs on a plain connection before the tracker's own are opened, so a bad
     file fails here, cleanly.
     """
-    conn = sqlite3.connect(uri(path), uri=True, isolation_level=None)
+    unchanging = frozen(path)
+    conn = sqlite3.connect(uri(path, unchanging=unchanging), uri=True, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         check_schema(conn, path, create=create)
-        if not frozen(path):
+        if not unchanging:  # it cannot be switched, and was WAL when it was written
             conn.execute("PRAGMA journal_mode = WAL")
     finally:
         conn.close()
