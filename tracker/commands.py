@@ -19,6 +19,7 @@ from projections.requests import RequestRow
 from projections.sessions import SessionRow
 from projections.state import State
 from tracker import errors
+from tracker.codec import encode_value
 from tracker.events import (
     AgentReset,
     AnyEvent,
@@ -325,9 +326,9 @@ def undo_track(result: tuple[Request, bool]) -> Fail | None:
 def _check_merge(current: str, changes: dict[str, Any], owner: str) -> None:
     """Refuse ``changes`` whose merge into the stored metadata ``current`` would pass the
     bound each call's metadata has (so a stored object stays within it too)."""
-    if not changes:
-        return
-    size = len(merge_json(current, changes).encode())
+    if not changes or 4 * len(current) + len(encode_value(changes)) <= MAX_METADATA_BYTES:
+        return  # within the bound however the keys overlap (UTF-8: 4 bytes a character)
+    size = len(merge_json(current, changes).encode())  # the projection merges it again
     if size > MAX_METADATA_BYTES:
         raise errors.InvalidInput(
             f"the metadata of {owner} would be {size:,} bytes as JSON with these keys merged "
