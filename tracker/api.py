@@ -650,14 +650,11 @@ class Tracker:
         ISO 8601 text; naive means UTC) and the projections as of that point; return its
         last seq."""
         until = validate.optional_count(until, "until")
-        moment = iso(validate.moment(at, "at")) if at is not None else None
+        target = validate.path(target, "target")
+        if at is not None:  # the last event at or before it (the log's times never go back)
+            point = await self.seq_at(validate.moment(at, "at"))
+            until = point if until is None else min(until, point)
         self._store.ensure_open()
         return await db.in_thread(
-            self.path,
-            maintenance.replay_into,
-            self.path,
-            validate.path(target, "target"),
-            until,
-            moment,
-            progress,
+            self.path, maintenance.replay_into, self.path, target, until, progress
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 from projections import clear, replay, table_names
 from projections.replay import EventRow, ReplayFailed
-from tracker import chain, db, logrow
+from tracker import chain, db
 from tracker.errors import StorageError
 from tracker.models import TableDiff
 from tracker.schema import EVENT_COLUMNS, EVENT_ROWS
@@ -183,14 +183,14 @@ def scratch_build(live: Path, scratch: Path) -> Iterator[sqlite3.Connection]:
 
 
 def replay_into(
-    live: Path, target: Path, until: int | None, at: str | None, progress: Progress | None = None
+    live: Path, target: Path, until: int | None, progress: Progress | None = None
 ) -> int:
-    """Write a tracker database at ``target`` holding the log up to a seq or time, and its
-    projections as of that point; return the last seq."""
+    """Write a tracker database at ``target`` holding the log up to seq ``until`` (None:
+    all of it), and its projections as of that point; return the last seq."""
     with db.new_database(target, "replay") as conn:
         conn.execute("ATTACH DATABASE ? AS live", (db.uri(live, read_only=True),))
         with db.immediate(conn):
-            last = _copy_log(conn, until, at)
+            last = _copy_log(conn, until)
             replay_own_log(conn, progress)
         conn.execute("DETACH DATABASE live")
         return last
@@ -203,17 +203,8 @@ def replay_own_log(conn: sqlite3.Connection, progress: Progress | None = None) -
     return replay(conn, rows, progress=progress)
 
 
-def _copy_log(conn: sqlite3.Connection, until: int | None, at: str | None) -> int:
-    where, params = ["1"], list[Any]()
-    if until is not None:
-        where.append("seq <= ?")
-        params.append(until)
-    if at is not None:  # a time stored as microseconds, or as text (logrow)
-        micros = logrow.stored_at(at)
-        where.append("CASE typeof(at) WHEN 'integer' THEN at <= ? ELSE at <= ? END")
-        # a bound not storable as microseconds is before 1970: no such time is at or before it
-        params.extend((micros if isinstance(micros, int) else -1, at))
-    clause = " AND ".join(where)
+def _copy_log(conn: sqlite3.Connection, until: int | None) -> int:
+    clause, params = ("seq <= ?", [until]) if until is not None else ("1", [])
     conn.execute(
         f"INSERT INTO main.event_log ({EVENT_COLUMNS}) "
         f"SELECT {EVENT_COLUMNS} FROM live.event_log WHERE {clause} ORDER BY seq",
