@@ -394,14 +394,13 @@ async def cmd_cleanup(args: argparse.Namespace) -> int:
     if args.json:
         emit(report)
         return 0
+    capacity = [("sessions over capacity", "over capacity", report.over_capacity_sessions)]
     found = [
         ("stuck requests", "requests", report.abandoned_requests),
         ("idle sessions", "sessions", report.expired_sessions),
-        ("sessions over capacity", "over capacity", report.over_capacity_sessions),
+        *(capacity if args.max_sessions is not None else []),  # said only when asked
         ("locks", "locks", report.expired_locks),
     ]
-    if args.max_sessions is None:
-        del found[2]
     counts = ", ".join(f"{len(items):,} {what}" for what, _, items in found)
     print(f"{'would retire' if report.dry_run else 'retired'}: {counts}")
     for _, name, items in found:
