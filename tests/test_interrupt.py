@@ -135,3 +135,38 @@ async def test_ctrl_c_stops_an_import_at_its_next_batch_and_leaves_nothing(
         assert child.wait(timeout=30) == 130
         assert child.stderr.read() == b""  # no traceback
     assert (copy.exists(), beside(copy)) == (False, [])
+
+
+STUBBORN = """
+import anyio
+from tracker.cli import COMMANDS, main
+
+async def stubborn(args):
+    print("started", flush=True)
+    with anyio.CancelScope(shield=True):  # work that does not stop at the first Ctrl-C
+        await anyio.sleep(60)
+    return 0
+
+COMMANDS["stats"] = (stubborn, *COMMANDS["stats"][1:])
+raise SystemExit(main(["stats"]))
+"""
+
+
+def test_a_second_ctrl_c_interrupts_at_once() -> None:
+    """The first Ctrl-C cancels the command (which the CLI listens for before the command
+    starts); work that does not stop then is interrupted by the second."""
+    with subprocess.Popen(
+        [sys.executable, "-c", STUBBORN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "started\n"
+        child.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=0.5)  # the first: a cancellation the shielded work ignores
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=10)  # not the 60 s of the work
+    assert (child.returncode, err) == (130, "")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import anyio
 from anyio import CancelScope
+from anyio.abc import TaskStatus
 
 from tracker.cli.parser import COMMANDS, build_parser
 from tracker.errors import TrackerError
@@ -58,7 +59,7 @@ async def _interruptible(args: argparse.Namespace) -> int:
     previous = signal.getsignal(signal.SIGINT)
     try:
         async with task_group() as tg:
-            tg.start_soon(_cancel_on_sigint, tg.cancel_scope)
+            await tg.start(_cancel_on_sigint, tg.cancel_scope)  # listening before it runs
             code = await args.handler(args)
             tg.cancel_scope.cancel()  # done: stop listening
     finally:
@@ -66,8 +67,11 @@ async def _interruptible(args: argparse.Namespace) -> int:
     return code
 
 
-async def _cancel_on_sigint(scope: CancelScope) -> None:
+async def _cancel_on_sigint(
+    scope: CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
         async for _ in signals:
             scope.cancel()
             return  # leaving restores Python's handler: the next Ctrl-C raises at once
