@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -26,7 +28,9 @@ from tracker import (
     UnknownRequest,
     UnknownSession,
     Usage,
+    queries,
 )
+from tracker.clock import iso
 
 USAGE = {
     "input_tokens": 1200,
@@ -440,6 +444,24 @@ async def test_seq_at_finds_the_last_event_at_or_before_a_moment(
     assert await tracker.seq_at(start.isoformat()) == await tracker.seq_at(start)
     with pytest.raises(InvalidInput, match="bad time 'noon'"):
         await tracker.seq_at("noon")
+
+
+async def test_seq_at_reads_a_logarithmic_number_of_events(
+    tracker: Tracker, clock: ManualClock, db_path: Path
+) -> None:
+    """The README's "about 20 point reads on a million events": a binary search."""
+    for k in range(100):
+        await turn(tracker, f"r{k}", f"a{k % 7}", f"S{k}")
+        clock.advance(1)
+    events = [e async for e in tracker.events()]
+    middle = events[len(events) // 2].at
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        reads: list[str] = []
+        conn.set_trace_callback(reads.append)
+        assert queries.seq_at(conn, iso(middle)) == max(e.seq for e in events if e.at == middle)
+    points = [sql for sql in reads if "WHERE seq = " in sql]
+    assert 0 < len(points) <= math.ceil(math.log2(event_count(db_path))) + 1, points
+    assert len(reads) == len(points) + 1  # and the head
 
 
 async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: ManualClock) -> None:
