@@ -293,10 +293,10 @@ def test_maintenance_on_a_full_disk_says_so_and_leaves_nothing(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     outcomes = dict(line.split(" ", 1) for line in done.stdout.splitlines())
     assert outcomes.pop("verify") in ("done", outcomes["rebuild"])  # it may fit in its cache
-    assert outcomes == {
-        name: f"DiskFull {str(path)!r}: disk I/O error "
-        "(a write failed: is the disk, or the file size limit, full?)"
-        for name in ("rebuild", "replay_into")
+    full = "disk I/O error (a write failed: is the disk, or the file size limit, full?)"
+    assert outcomes == {  # each names the file it could not write
+        "rebuild": f"DiskFull {str(path)!r}: {full}",  # its scratch is beside the database
+        "replay_into": f"DiskFull {str(target)!r}: {full}",
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]  # no scratch, no target
     anyio.run(_verified, path)

@@ -170,6 +170,10 @@ def new_database(target: Path, purpose: str) -> Iterator[sqlite3.Connection]:
             raise errors.InvalidInput(
                 f"{str(target)!r} appeared meanwhile: {purpose} writes a new database"
             ) from None
+    except sqlite3.Error as exc:
+        if class_of(exc) is errors.DiskFull:  # a write of the new file, not a file read
+            raise translate(exc, target) from None
+        raise
     finally:
         conn.close()
         partial.close()
@@ -325,11 +329,16 @@ def translate(exc: BaseException, path: Path) -> BaseException:
     if isinstance(exc, errors.TrackerError) or not isinstance(exc, sqlite3.Error):
         return exc
     name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
-    cls = _BY_CODE.get(name) or _BY_CODE.get(primary_code(exc)) or errors.StorageError
     hint = f" ({_HINTS[name]})" if name in _HINTS else ""
-    new = cls(f"{str(path)!r}: {exc}{hint}")
+    new = class_of(exc)(f"{str(path)!r}: {exc}{hint}")
     new.__cause__ = exc
     return new
+
+
+def class_of(exc: sqlite3.Error) -> type[errors.TrackerError]:
+    """The TrackerError class ``translate`` gives ``exc``."""
+    name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
+    return _BY_CODE.get(name) or _BY_CODE.get(primary_code(exc)) or errors.StorageError
 
 
 # What SQLite's own words leave out.
