@@ -24,7 +24,7 @@ from tracker.api import Tracker
 from tracker.clock import parse_time, seconds
 from tracker.errors import DatabaseNotFound, InvalidInput, UnknownAgent
 from tracker.events import StoredEvent
-from tracker.models import Session
+from tracker.models import Session, UsageGroup
 from tracker.progress import Progress
 from tracker.render import BLOCK, Aligned, cell, dollars, duration, table, table_lines, tree, when
 
@@ -266,44 +266,8 @@ async def cmd_stats(args: argparse.Namespace) -> int:
             groups = await t.usage_by(args.by, args.agent, limit=args.limit)
             if args.json:
                 emit(groups)
-                return 0
-            print(
-                table(
-                    [
-                        args.by,
-                        "requests",
-                        "completed",
-                        "failed",
-                        "failure rate",
-                        "input tokens",
-                        "output tokens",
-                        "cache read",
-                        "cache write",
-                        "cost",
-                        "avg duration",
-                    ],
-                    [
-                        [
-                            g.key,
-                            g.requests,
-                            g.completed,
-                            g.failed,
-                            _rate(g.failure_rate),
-                            g.input_tokens,
-                            g.output_tokens,
-                            g.cache_read_tokens,
-                            g.cache_write_tokens,
-                            dollars(g.cost_usd),
-                            duration(
-                                g.duration_ms / (g.completed + g.failed)
-                                if g.completed + g.failed
-                                else None
-                            ),
-                        ]
-                        for g in groups
-                    ],
-                )
-            )
+            else:
+                print(_usage_table(args.by, groups))
             return 0
         stats = await t.stats(args.agent)
     if args.json:
@@ -315,6 +279,37 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     values["failure_rate"] = _rate(stats.failure_rate)
     print(key_values(list(values.items())))
     return 0
+
+
+_USAGE_COLUMNS = [
+    "requests", "completed", "failed", "failure rate", "input tokens", "output tokens",
+    "cache read", "cache write", "cost", "avg duration",
+]  # fmt: skip
+
+
+def _usage_table(by: str, groups: list[UsageGroup]) -> str:
+    """``stats --by``: one row a day, agent or session."""
+    return table(
+        [by, *_USAGE_COLUMNS],
+        [
+            [
+                g.key,
+                g.requests,
+                g.completed,
+                g.failed,
+                _rate(g.failure_rate),
+                g.input_tokens,
+                g.output_tokens,
+                g.cache_read_tokens,
+                g.cache_write_tokens,
+                dollars(g.cost_usd),
+                duration(
+                    g.duration_ms / (g.completed + g.failed) if g.completed + g.failed else None
+                ),
+            ]
+            for g in groups
+        ],
+    )
 
 
 def _rate(rate: float | None) -> str:
