@@ -6,7 +6,6 @@ import argparse
 import platform
 import sqlite3
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -158,6 +157,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
 def versions() -> str:
     """What ``tracker --version`` prints: the package's version and what the file format
     and behaviour depend on (the schema version, SQLite's, Python's)."""
+    from importlib import metadata  # here, not at startup, where every command paid for it
+
     try:
         package = metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:  # run from a source tree, not installed
