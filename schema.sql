@@ -255,7 +255,8 @@ FROM agents a LEFT JOIN sessions s ON s.session_id = a.current_session_id;
 -- Every session with its depth and root in its agent's chain (forks share a parent; a
 -- session whose parent is unknown, or another agent's, is a root). A WHERE does not
 -- reach into a recursive view: even for one agent it works out every chain (0.45 s
--- for 104,000 sessions). sessions_by_agent reads one agent's sessions at once.
+-- for 104,000 sessions). For one agent, start the recursion from its sessions, through
+-- sessions_by_agent (the README's query: 0.1 ms there).
 CREATE VIEW IF NOT EXISTS session_chains AS
 WITH RECURSIVE chain(session_id, agent_id, parent_session_id, root_session_id, depth,
                      position, status) AS (

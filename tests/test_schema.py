@@ -445,9 +445,57 @@ async def test_the_readme_way_to_filter_the_log_by_time_counts_what_the_view_doe
     assert fast == [(2 * 5,)]  # tracked, locked, assigned, completed, released
 
 
-async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:
+def readme_sql(part: str) -> str:
+    """The README's ```sql block holding ``part``."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    sql = readme.split("```sql\n", 1)[1].split("```", 1)[0]
+    return next(q for q in readme.split("```sql\n")[1:] if part in q.split("```")[0]).split("```")[
+        0
+    ]
+
+
+async def _assign(t: Tracker, rid: str, agent: str, resumed: str | None, answered: str) -> None:
+    await t.track_request(rid, agent_id=agent, session_id=resumed)
+    await t.update_request_session(rid, answered)
+    await t.complete_request(rid)
+
+
+async def test_the_readme_way_to_read_one_agents_chain_is_the_views_rows_by_index(
+    db_path: Path,
+) -> None:
+    sql = readme_sql("FROM chain c JOIN sessions s")
+    async with Tracker.open(db_path) as t:
+        for rid, agent, resumed, answered in [
+            ("r1", "agent-03", None, "s1"),
+            ("r2", "agent-03", "s1", "s2"),  # a chain
+            ("r3", "agent-03", "s1", "s3"),  # a fork of s1
+            ("r4", "agent-03", "s3", "s3"),  # the same id: s3 continues
+            ("r5", "agent-03", "s3", "s4"),
+            ("r6", "agent-03", None, "s5"),  # a second root
+            ("r7", "agent-03", "minted-elsewhere", "s6"),  # an unknown parent: a root
+            ("r8", "other", None, "o1"),
+            ("r9", "other", "o1", "o2"),
+        ]:
+            await _assign(t, rid, agent, resumed, answered)
+        await t.expire_session("s2")  # statuses come along
+    view = (
+        "SELECT session_id, parent_session_id, root_session_id, depth, position, status "
+        "FROM session_chains WHERE agent_id = ? ORDER BY position"
+    )
+    for agent in ("agent-03", "other", "nobody"):
+        mine = rows(db_path, sql.replace("'agent-03'", f"'{agent}'"))
+        assert mine == rows(db_path, view, (agent,))
+    assert len(rows(db_path, sql)) == 6
+    assert {r[2] for r in rows(db_path, sql)} == {"s1", "s5", "s6"}
+    conn = sqlite3.connect(db_path)
+    plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    conn.close()
+    assert "SEARCH s USING INDEX sessions_by_agent (agent_id=?)" in plan, plan
+    assert any(p.startswith("SEARCH s USING INDEX sessions_by_parent") for p in plan), plan
+    assert not any(p.startswith("SCAN s") for p in plan), plan  # never every session
+
+
+async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:
+    sql = readme_sql("WITH RECURSIVE b(n)")
     async with Tracker.open(db_path) as t:
         for k in range(3):
             await track_one(t, f"r{k}")
