@@ -267,7 +267,7 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
             for statement in (s for step in steps for s in UPGRADES_AFTER_SCHEMA.get(step, ())):
                 conn.execute(statement)
     except sqlite3.OperationalError as exc:
-        if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+        if primary_code(exc) != "SQLITE_READONLY":
             raise
         raise errors.ReadOnlyDatabase(
             f"{str(path)!r} has an older schema version: upgrading it to {SCHEMA_VERSION} "
@@ -328,17 +328,15 @@ def translate(exc: BaseException, path: Path) -> BaseException:
     """Return the TrackerError for a sqlite3 error (other exceptions unchanged)."""
     if isinstance(exc, errors.TrackerError) or not isinstance(exc, sqlite3.Error):
         return exc
-    name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
-    hint = f" ({_HINTS[name]})" if name in _HINTS else ""
-    new = class_of(exc)(f"{str(path)!r}: {exc}{hint}")
+    hint = _HINTS.get(error_name(exc))
+    new = class_of(exc)(f"{str(path)!r}: {exc}" + (f" ({hint})" if hint else ""))
     new.__cause__ = exc
     return new
 
 
 def class_of(exc: sqlite3.Error) -> type[errors.TrackerError]:
     """The TrackerError class ``translate`` gives ``exc``."""
-    name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
-    return _BY_CODE.get(name) or _BY_CODE.get(primary_code(exc)) or errors.StorageError
+    return _BY_CODE.get(error_name(exc)) or _BY_CODE.get(primary_code(exc)) or errors.StorageError
 
 
 # What SQLite's own words leave out.
@@ -347,5 +345,9 @@ _HINTS = {"SQLITE_IOERR_WRITE": "a write failed: is the disk, or the file size l
 
 def primary_code(exc: sqlite3.Error) -> str:
     """SQLite's primary result code of ``exc`` (SQLITE_READONLY for SQLITE_READONLY_DBMOVED)."""
-    name = getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"
-    return "_".join(name.split("_")[:2])
+    return "_".join(error_name(exc).split("_")[:2])
+
+
+def error_name(exc: sqlite3.Error) -> str:
+    """SQLite's (extended) result code of ``exc``, SQLITE_ERROR when it gives none."""
+    return getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR"

@@ -377,7 +377,7 @@ class EventStore(Generic[H]):
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY":
+                if db.error_name(exc) != "SQLITE_BUSY":
                     raise
                 if time.monotonic() > deadline:
                     raise DatabaseBusy(
