@@ -405,9 +405,18 @@ async def test_a_version_1_file_that_cannot_be_written_says_why(db_path: Path) -
     assert rows(db_path, "PRAGMA user_version") == [(1,)]
 
 
+def readme() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def readme_sql(part: str) -> str:
+    """The README's ```sql block holding ``part``."""
+    blocks = [block.split("```")[0] for block in readme().split("```sql\n")[1:]]
+    return next(block for block in blocks if part in block)
+
+
 async def test_the_readme_way_to_read_a_payload_with_json_extract(db_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "json_extract(payload, '$.usage.input_tokens')" in readme
+    assert "json_extract(payload, '$.usage.input_tokens')" in readme()
     async with Tracker.open(db_path) as t:
         await t.track_request("r1", agent_id="a1", lock=False)
         await t.update_request_session("r1", "s1")
@@ -421,8 +430,7 @@ async def test_the_readme_way_to_read_a_payload_with_json_extract(db_path: Path)
 
 
 async def test_the_view_events_shows_the_envelope_as_the_api_does(db_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "the view shows them as the\nAPI does" in readme
+    assert "the view shows them as the\nAPI does" in readme()
     async with Tracker.open(db_path) as t:
         await track_one(t, "r1")
         shown = [(e.seq, e.id, e.type, iso(e.at)) async for e in t.events()]
@@ -432,8 +440,7 @@ async def test_the_view_events_shows_the_envelope_as_the_api_does(db_path: Path)
 async def test_the_readme_way_to_filter_the_log_by_time_counts_what_the_view_does(
     db_path: Path, clock: ManualClock
 ) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    sql = next(q for q in readme.split("```sql\n")[1:] if "strftime('%s'" in q).split("```")[0]
+    sql = readme_sql("strftime('%s'")
     async with Tracker.open(db_path, clock=clock) as t:
         for k in range(4):
             await track_one(t, f"r{k}")
@@ -445,62 +452,13 @@ async def test_the_readme_way_to_filter_the_log_by_time_counts_what_the_view_doe
     assert fast == [(2 * 5,)]  # tracked, locked, assigned, completed, released
 
 
-def readme_sql(part: str) -> str:
-    """The README's ```sql block holding ``part``."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    return next(q for q in readme.split("```sql\n")[1:] if part in q.split("```")[0]).split("```")[
-        0
-    ]
-
-
-async def _assign(t: Tracker, rid: str, agent: str, resumed: str | None, answered: str) -> None:
-    await t.track_request(rid, agent_id=agent, session_id=resumed)
-    await t.update_request_session(rid, answered)
-    await t.complete_request(rid)
-
-
-async def test_the_readme_way_to_read_one_agents_chain_is_the_views_rows_by_index(
-    db_path: Path,
-) -> None:
-    sql = readme_sql("FROM chain c JOIN sessions s")
-    async with Tracker.open(db_path) as t:
-        for rid, agent, resumed, answered in [
-            ("r1", "agent-03", None, "s1"),
-            ("r2", "agent-03", "s1", "s2"),  # a chain
-            ("r3", "agent-03", "s1", "s3"),  # a fork of s1
-            ("r4", "agent-03", "s3", "s3"),  # the same id: s3 continues
-            ("r5", "agent-03", "s3", "s4"),
-            ("r6", "agent-03", None, "s5"),  # a second root
-            ("r7", "agent-03", "minted-elsewhere", "s6"),  # an unknown parent: a root
-            ("r8", "other", None, "o1"),
-            ("r9", "other", "o1", "o2"),
-        ]:
-            await _assign(t, rid, agent, resumed, answered)
-        await t.expire_session("s2")  # statuses come along
-    view = (
-        "SELECT session_id, parent_session_id, root_session_id, depth, position, status "
-        "FROM session_chains WHERE agent_id = ? ORDER BY position"
-    )
-    for agent in ("agent-03", "other", "nobody"):
-        mine = rows(db_path, sql.replace("'agent-03'", f"'{agent}'"))
-        assert mine == rows(db_path, view, (agent,))
-    assert len(rows(db_path, sql)) == 6
-    assert {r[2] for r in rows(db_path, sql)} == {"s1", "s5", "s6"}
-    conn = sqlite3.connect(db_path)
-    plan = [r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
-    conn.close()
-    assert "SEARCH s USING INDEX sessions_by_agent (agent_id=?)" in plan, plan
-    assert any(p.startswith("SEARCH s USING INDEX sessions_by_parent") for p in plan), plan
-    assert not any(p.startswith("SCAN s") for p in plan), plan  # never every session
-
-
 async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:
     sql = readme_sql("WITH RECURSIVE b(n)")
     async with Tracker.open(db_path) as t:
         for k in range(3):
             await track_one(t, f"r{k}")
+    plan = plan_of(db_path, sql)
     conn = sqlite3.connect(db_path)
-    plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
     assert "SEARCH event_log USING INDEX events_by_agent (<expr>=? AND agent_id=?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
     by_key = conn.execute(sql.replace("'agent-03'", "'a1'")).fetchall()
@@ -523,27 +481,34 @@ async def test_unfinished_requests_are_read_through_their_partial_indexes(
 ) -> None:
     async with Tracker.open(db_path):
         pass
-    plan = " | ".join(r[3] for r in rows(db_path, f"EXPLAIN QUERY PLAN {sql}", params))
+    plan = plan_of(db_path, sql, params)
     assert f"USING INDEX {index} " in plan, plan  # UNFINISHED is the indexes' WHERE
 
 
-async def test_session_chains_roots_forks_and_depths(db_path: Path) -> None:
-    turns = [  # request, agent, resumed session, the session the CLI answers with
-        ("r1", "a1", None, "s1"),
-        ("r2", "a1", "s1", "s2"),
-        ("r3", "a1", "s1", "s3"),  # a fork: s1 resumed twice
-        ("r4", "a1", "s2", "s2"),  # the same id again: no new session
-        ("r5", "a2", "pre", "s5"),  # resumes a session from before the tracker
-        ("r6", None, None, "s6"),  # no agent: chained by session
-        ("r7", None, "s6", "s7"),
-        ("r8", "a3", "x", "s8"),  # x is unknown now, and becomes a4's session later
-        ("r9", "a4", None, "x"),
-    ]
-    async with Tracker.open(db_path) as t:
-        for request_id, agent, resumed, answer in turns:
+CHAIN_TURNS = [  # request, agent, resumed session, the session the CLI answers with
+    ("r1", "a1", None, "s1"),
+    ("r2", "a1", "s1", "s2"),
+    ("r3", "a1", "s1", "s3"),  # a fork: s1 resumed twice
+    ("r4", "a1", "s2", "s2"),  # the same id again: no new session
+    ("r5", "a2", "pre", "s5"),  # resumes a session from before the tracker
+    ("r6", None, None, "s6"),  # no agent: chained by session
+    ("r7", None, "s6", "s7"),
+    ("r8", "a3", "x", "s8"),  # x is unknown now, and becomes a4's session later
+    ("r9", "a4", None, "x"),
+]
+
+
+async def chained(path: Path) -> None:
+    """A database holding CHAIN_TURNS."""
+    async with Tracker.open(path) as t:
+        for request_id, agent, resumed, answer in CHAIN_TURNS:
             await t.track_request(request_id, agent_id=agent, session_id=resumed, lock=False)
             await t.update_request_session(request_id, answer)
             await t.complete_request(request_id)
+
+
+async def test_session_chains_roots_forks_and_depths(db_path: Path) -> None:
+    await chained(db_path)
     chains = rows(
         db_path,
         "SELECT session_id, agent_id, parent_session_id, root_session_id, depth "
@@ -589,3 +554,38 @@ def test_the_built_wheel_ships_schema_sql_equal_to_the_top_level_file(tmp_path: 
         shipped = archive.read("tracker/schema.sql").decode()
         assert "tracker/py.typed" in archive.namelist()
     assert shipped == (ROOT / "schema.sql").read_text(encoding="utf-8")
+
+
+async def test_the_readme_way_to_read_one_agents_chain_is_the_views_rows_by_index(
+    db_path: Path,
+) -> None:
+    sql = readme_sql("FROM chain c JOIN sessions s")
+    await chained(db_path)
+    view = (
+        "SELECT session_id, parent_session_id, root_session_id, depth, position, status "
+        "FROM session_chains WHERE agent_id = ? ORDER BY position"
+    )
+    for agent in ("a1", "a2", "a3", "a4", "nobody"):
+        one = rows(db_path, sql.replace("'agent-03'", f"'{agent}'"))
+        assert one == rows(db_path, view, (agent,)), agent
+    assert [r[0] for r in rows(db_path, sql.replace("'agent-03'", "'a1'"))] == ["s1", "s2", "s3"]
+    plan = plan_of(db_path, sql)
+    assert "SEARCH s USING INDEX sessions_by_agent (agent_id=?)" in plan, plan
+    assert "SEARCH s USING INDEX sessions_by_parent (agent_id=? AND" in plan, plan
+    scans = [step for step in plan.split(" | ") if step.startswith("SCAN")]
+    assert scans == ["SCAN c", "SCAN chain"], plan  # the recursion's own rows, no table
+    # what the README says the view does, even for one agent: it reads every session
+    assert "SCAN s |" in plan_of(db_path, view, ("a1",))
+
+
+async def test_lock_events_scans_the_log_as_the_readme_says(db_path: Path) -> None:
+    assert "`lock_events` scans the log" in readme()
+    async with Tracker.open(db_path):
+        pass
+    plan = plan_of(db_path, "SELECT * FROM lock_events WHERE agent_id = ?", ("a1",))
+    assert "SCAN event_log" in plan, plan
+
+
+def plan_of(path: Path, sql: str, params: tuple[object, ...] | dict[str, object] = ()) -> str:
+    """SQLite's query plan of ``sql``, its steps joined by " | "."""
+    return " | ".join(r[3] for r in rows(path, f"EXPLAIN QUERY PLAN {sql}", params))
