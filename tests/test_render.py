@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any
@@ -58,17 +59,51 @@ def test_a_streamed_table_reads_one_block_ahead_at_most() -> None:
     assert len(read) == 200  # two blocks, not the 10,000 rows
 
 
-def test_a_tree_branches_at_forks_and_runs_on_in_a_column() -> None:
-    nodes = [("a", None, "a"), ("b", "a", "b"), ("c", "b", "c"), ("d", "b", "d")]
-    nodes += [("e", "d", "e"), ("r", "gone", "r")]  # r's parent is unknown: a root
+def test_a_tree_branches_off_the_elder_child_at_a_fork_and_runs_on_in_a_column() -> None:
+    nodes = [("a", None, "a"), ("b", "a", "b"), ("c", "b", "c"), ("c1", "c", "c1")]
+    nodes += [("d", "b", "d"), ("e", "d", "e"), ("r", "gone", "r")]  # r's parent is unknown
     assert tree(nodes).splitlines() == [
         "├── a",
         "│   b",
         "│   ├── c",
-        "│   └── d",
-        "│       e",
+        "│   │   c1",
+        "│   d",
+        "│   e",
         "└── r",
     ]
+
+
+def parents_drawn(drawing: str) -> dict[str, str | None]:
+    """Read a drawn tree back: a label after a branch hangs from the last label one column
+    to the left (none: a root), a label alone goes on from the last one in its column."""
+    last_in: dict[int, str] = {}  # column of a label -> the last label seen there
+    parents: dict[str, str | None] = {}
+    for line in drawing.splitlines():
+        label = line.lstrip(" │├└─")
+        column = len(line) - len(label)
+        branched = line[column - 4 : column] in ("├── ", "└── ")
+        parents[label] = last_in.get(column - 4) if branched else last_in[column]
+        last_in = {c: n for c, n in last_in.items() if c < column} | {column: label}
+    return parents
+
+
+def test_any_forest_drawn_reads_back_to_its_parents() -> None:
+    rng = random.Random(7)
+    for size in range(1, 300, 7):
+        nodes: list[tuple[str, str | None, str]] = []
+        for k in range(size):  # a parent among the earlier nodes, or a root
+            parent = rng.choice([None, *(n for n, _, _ in nodes[-5:]), nodes[0][0] if k else None])
+            nodes.append((f"s{k}", parent, f"s{k}"))
+        assert parents_drawn(tree(nodes)) == {n: p for n, p, _ in nodes}, size
+
+
+def test_a_chain_that_forks_at_every_turn_stays_a_column() -> None:
+    nodes: list[tuple[str, str | None, str]] = [("s0", None, "s0")]
+    for k in range(1, 3000):  # s(k-1) forks: a short-lived branch, then the one that goes on
+        nodes += [(f"b{k}", f"s{k - 1}", f"b{k}"), (f"s{k}", f"s{k - 1}", f"s{k}")]
+    lines = tree(nodes).splitlines()
+    assert max(map(len, lines)) == len("    ├── b2999")  # 4 columns of lead, whatever the depth
+    assert lines[-3:] == ["    s2998", "    ├── b2999", "    s2999"]
 
 
 def test_a_chain_of_thousands_is_a_column() -> None:

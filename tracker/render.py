@@ -126,31 +126,35 @@ def duration(ms: float | None) -> str:
 def tree(nodes: Sequence[tuple[str, str | None, str]]) -> str:
     """Draw (id, parent, label) nodes as a tree; roots are nodes without a known parent.
 
-    Branches are drawn where there is a choice (several roots, a fork); an only child
-    goes on in its parent's column, so a long chain stays a column, not a staircase.
+    A child goes on in its parent's column: the only child, or at a fork the last
+    one (the newest), while its elder siblings branch off above it. So the width
+    grows with forks of forks, not with the number of forks: a long-lived agent's
+    chain, however often it forked, stays a column.
     """
     known = {node_id for node_id, _, _ in nodes}
     children: dict[str | None, list[tuple[str, str]]] = {}
     for node_id, parent, label in nodes:
         children.setdefault(parent if parent in known else None, []).append((node_id, label))
     lines: list[str] = []
-    todo = _branches(children.get(None, []), "")  # a stack, not recursion: chains run long
+    todo = _branches(children.get(None, []), "", closing=True)  # a stack: chains run long
     while todo:
         node_id, label, lead, below = todo.pop()
         lines.append(f"{lead}{label}")
-        kids = children.get(node_id, [])
-        if len(kids) == 1:
-            todo.append((*kids[0], below, below))
-        else:
-            todo += _branches(kids, below)
+        if kids := children.get(node_id):
+            *elder, newest = kids
+            todo.append((*newest, below, below))  # drawn after its elder siblings
+            todo += _branches(elder, below, closing=False)
     return "\n".join(lines)
 
 
-def _branches(kids: list[tuple[str, str]], indent: str) -> list[tuple[str, str, str, str]]:
-    """(id, label, its line's lead, its children's indent) of each kid, last kid first."""
+def _branches(
+    kids: list[tuple[str, str]], indent: str, *, closing: bool
+) -> list[tuple[str, str, str, str]]:
+    """(id, label, its line's lead, its children's indent) of each kid, last kid first;
+    ``closing``: nothing goes on in the column below them, so the last kid ends it."""
     drawn = []
     for i, (node_id, label) in enumerate(kids):
-        last = i == len(kids) - 1
+        last = closing and i == len(kids) - 1
         lead, below = ("└── ", "    ") if last else ("├── ", "│   ")
         drawn.append((node_id, label, indent + lead, indent + below))
     return drawn[::-1]
