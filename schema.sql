@@ -1,4 +1,4 @@
--- Session tracker database, schema version 5.
+-- Session tracker database, schema version 6.
 --
 -- One file holds everything: the append-only event log, the projections
 -- derived from it (droppable, rebuilt identically by replay), their
@@ -183,6 +183,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
     cost_usd            REAL NOT NULL DEFAULT 0,
     duration_ms         INTEGER NOT NULL DEFAULT 0,  -- sum over its finished requests
+    timed               INTEGER NOT NULL DEFAULT 0,  -- of those, how many reported one
     metadata            TEXT NOT NULL DEFAULT '{}',
     last_seq            INTEGER NOT NULL
 );
@@ -235,6 +236,7 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     cache_write_tokens  INTEGER NOT NULL DEFAULT 0,
     cost_usd            REAL NOT NULL DEFAULT 0,
     duration_ms         INTEGER NOT NULL DEFAULT 0,  -- sum over finished requests
+    timed               INTEGER NOT NULL DEFAULT 0,  -- of those, how many reported one
     lock_acquisitions   INTEGER NOT NULL DEFAULT 0,
     lock_waits          INTEGER NOT NULL DEFAULT 0,  -- acquisitions that had to wait
     lock_wait_ms        INTEGER NOT NULL DEFAULT 0,
@@ -272,23 +274,25 @@ WITH RECURSIVE chain(session_id, agent_id, parent_session_id, root_session_id, d
 )
 SELECT * FROM chain;
 
--- Usage totals per agent.
+-- Usage totals per agent (the mean duration: of the requests that reported one).
 CREATE VIEW IF NOT EXISTS agent_usage AS
 SELECT agent_id, SUM(requests) AS requests, SUM(completed) AS completed, SUM(failed) AS failed,
        SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
        SUM(cache_read_tokens) AS cache_read_tokens, SUM(cache_write_tokens) AS cache_write_tokens,
        ROUND(SUM(cost_usd), 6) AS cost_usd, SUM(duration_ms) AS duration_ms,
+       ROUND(1.0 * SUM(duration_ms) / NULLIF(SUM(timed), 0), 1) AS avg_duration_ms,
        ROUND(1.0 * SUM(failed) / NULLIF(SUM(completed) + SUM(failed), 0), 4) AS failure_rate,
        SUM(lock_acquisitions) AS lock_acquisitions, SUM(lock_waits) AS lock_waits,
        SUM(lock_expiries) AS lock_expiries
 FROM usage_daily GROUP BY agent_id;
 
--- Usage totals per UTC day.
+-- Usage totals per UTC day (the mean duration: of the requests that reported one).
 CREATE VIEW IF NOT EXISTS daily_usage AS
 SELECT day, SUM(requests) AS requests, SUM(completed) AS completed, SUM(failed) AS failed,
        SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,
        SUM(cache_read_tokens) AS cache_read_tokens, SUM(cache_write_tokens) AS cache_write_tokens,
        ROUND(SUM(cost_usd), 6) AS cost_usd, SUM(duration_ms) AS duration_ms,
+       ROUND(1.0 * SUM(duration_ms) / NULLIF(SUM(timed), 0), 1) AS avg_duration_ms,
        ROUND(1.0 * SUM(failed) / NULLIF(SUM(completed) + SUM(failed), 0), 4) AS failure_rate
 FROM usage_daily GROUP BY day;
 
@@ -330,4 +334,4 @@ SELECT agent_id, SUM(lock_acquisitions) AS acquisitions, SUM(lock_waits) AS wait
        SUM(lock_wait_ms) AS wait_ms, SUM(lock_expiries) AS expiries
 FROM usage_daily GROUP BY agent_id;
 
-PRAGMA user_version = 5;
+PRAGMA user_version = 6;

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from projections.common import add_usage, merge_json
+from projections.common import add_finished, merge_json
 from projections.table import Table
 from tracker.events import (
     RequestCompleted,
@@ -45,6 +45,7 @@ class SessionRow(msgspec.Struct):
     cache_write_tokens: int
     cost_usd: float
     duration_ms: int
+    timed: int
     metadata: str
     last_seq: int
 
@@ -79,6 +80,7 @@ def assigned(state: State, seq: int, at: str, ev: SessionAssigned) -> None:
                 0,
                 0.0,
                 0,
+                0,
                 "{}",
                 seq,
             ),
@@ -95,12 +97,7 @@ def finished(state: State, seq: int, at: str, ev: RequestCompleted | RequestFail
     if ev.session_id is None:
         return
     row = state.sessions.edit(ev.session_id)
-    add_usage(row, ev.usage, ev.cost_usd)
-    if isinstance(ev, RequestCompleted):
-        row.completed += 1
-    else:
-        row.failed += 1
-    row.duration_ms += ev.duration_ms or 0
+    add_finished(row, ev)
     row.last_activity, row.last_seq = at, seq
 
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from projections.common import add_usage
+from projections.common import add_finished
 from projections.table import Table
 from tracker.events import (
     LockAcquired,
@@ -34,6 +34,7 @@ class UsageRow(msgspec.Struct):
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     duration_ms: int = 0
+    timed: int = 0  # finished requests that reported a duration
     lock_acquisitions: int = 0
     lock_waits: int = 0
     lock_wait_ms: int = 0
@@ -56,13 +57,7 @@ def tracked(state: State, seq: int, at: str, ev: RequestTracked) -> None:
 
 
 def finished(state: State, seq: int, at: str, ev: RequestCompleted | RequestFailed) -> None:
-    row = _row(state, at, ev.agent_id)
-    if isinstance(ev, RequestCompleted):
-        row.completed += 1
-    else:
-        row.failed += 1
-    add_usage(row, ev.usage, ev.cost_usd)
-    row.duration_ms += ev.duration_ms or 0
+    add_finished(_row(state, at, ev.agent_id), ev)
 
 
 def lock_taken(state: State, seq: int, at: str, ev: LockAcquired) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tracker import Tracker, db, logrow
 from tracker.events import StoredEvent
-from tracker.schema import EVENT_COLUMNS
+from tracker.schema import EVENT_COLUMNS, schema_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,9 +32,35 @@ def rows(
 V4_LOG = (ROOT / "tests" / "fixtures" / "schema_v4_log.sql").read_text(encoding="utf-8")
 
 
+V5_USAGE = (ROOT / "tests" / "fixtures" / "schema_v5_usage.sql").read_text(encoding="utf-8")
+V5_TABLES = ("sessions", "usage_daily")
+
+
+def make_version_5(path: Path) -> None:
+    """Give a file the projections schema version 5 had: sessions and usage_daily without
+    the count of requests that reported a duration, and the views on them of then."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    with db.immediate(conn):
+        for (view,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'"):
+            conn.execute(f"DROP VIEW {view}")  # schema.sql puts back those version 5 shares
+        for table in V5_TABLES:
+            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_v6")
+        for statement in db.statements(V5_USAGE):
+            conn.execute(statement)
+        for table in V5_TABLES:
+            columns = [c for _, c, *_ in conn.execute(f"PRAGMA table_info({table})")]
+            conn.execute(f"INSERT INTO {table} SELECT {', '.join(columns)} FROM {table}_v6")
+            conn.execute(f"DROP TABLE {table}_v6")  # and its indexes: schema.sql remakes them
+        for statement in db.statements(schema_sql()):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 5")
+    conn.close()
+
+
 def make_version_4(path: Path) -> None:
     """Give a file the event log schema version 4 had: the table events, with the type
     and time stored as text (and the ids the tracker mints as their 16 bytes)."""
+    make_version_5(path)
     conn = sqlite3.connect(path, isolation_level=None)
     log = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY seq").fetchall()
     with db.immediate(conn):
@@ -48,6 +74,20 @@ def make_version_4(path: Path) -> None:
         )
         conn.execute("PRAGMA user_version = 4")
     conn.close()
+
+
+async def durations_some_unreported(t: Tracker) -> None:
+    """Agent a1's session S1 finishes four requests, two with a duration (1 s and 3 s);
+    agent a2's one request fails before the CLI ran: it reported no duration."""
+    for rid in ("r1", "r2", "r3", "r4"):
+        await t.track_request(rid, agent_id="a1", session_id=None if rid == "r1" else "S1")
+        await t.update_request_session(rid, "S1")
+    await t.complete_request("r1", duration_ms=1000)
+    await t.fail_request("r2", error="cli error", duration_ms=3000)
+    await t.fail_request("r3", error="killed")
+    await t.complete_request("r4")
+    await t.track_request("r5", agent_id="a2")
+    await t.fail_request("r5", error="no CLI", kind="cli_error")
 
 
 def log_as_text(path: Path) -> list[tuple[Any, ...]]:

@@ -15,7 +15,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.helpers import EVERY_CALL, event_count, first, public_calls
+from tests.helpers import (
+    EVERY_CALL,
+    durations_some_unreported,
+    event_count,
+    first,
+    public_calls,
+    rows,
+)
 from tracker import (
     DuplicateRequest,
     InvalidInput,
@@ -634,3 +641,30 @@ async def test_usage_by_a_limit_keeps_the_most_expensive_or_the_latest_days(
     assert await tracker.usage_by("day", limit=2) == days[-2:]  # the latest, in order
     assert [g.key for g in await tracker.usage_by("agent", limit=1)] == ["a1"]
     assert await tracker.usage_by("session", "a0", limit=0) == []
+
+
+async def test_the_mean_duration_leaves_out_the_requests_that_reported_none(
+    tracker: Tracker, db_path: Path
+) -> None:
+    """Counted as 0 ms, the three requests without a duration would make the mean 800 ms."""
+    await durations_some_unreported(tracker)
+    stats = await tracker.stats()
+    assert (stats.completed + stats.failed, stats.duration_ms, stats.avg_duration_ms) == (
+        5,
+        4000,
+        2000,
+    )
+    assert (await tracker.stats("a2")).avg_duration_ms is None
+    means = {
+        by: {g.key: g.avg_duration_ms for g in await tracker.usage_by(by)}
+        for by in ("day", "agent", "session")
+    }
+    assert means == {
+        "day": {"2026-01-01": 2000},
+        "agent": {"a1": 2000, "a2": None},
+        "session": {"S1": 2000},
+    }
+    sql = "SELECT agent_id, avg_duration_ms FROM agent_usage ORDER BY agent_id"
+    assert rows(db_path, sql) == [("a1", 2000.0), ("a2", None)]
+    assert rows(db_path, "SELECT avg_duration_ms FROM daily_usage") == [(2000.0,)]
+    assert rows(db_path, "SELECT avg(duration_ms) FROM requests") == [(2000.0,)]

@@ -14,7 +14,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.helpers import ROOT, log_as_text, make_version_4, rows, run_unprivileged
+from tests.helpers import (
+    ROOT,
+    durations_some_unreported,
+    log_as_text,
+    make_version_4,
+    make_version_5,
+    rows,
+    run_unprivileged,
+)
 from tracker import Tracker, chain, cleanup, codec, logrow, queries
 from tracker.clock import ManualClock, iso
 from tracker.events import KEYS as EVENT_KEYS
@@ -69,6 +77,7 @@ PINNED: dict[str, list[str]] = {
         "cache_write_tokens",
         "cost_usd",
         "duration_ms",
+        "timed",
         "metadata",
         "last_seq",
     ],
@@ -106,6 +115,7 @@ PINNED: dict[str, list[str]] = {
         "cache_write_tokens",
         "cost_usd",
         "duration_ms",
+        "timed",
         "lock_acquisitions",
         "lock_waits",
         "lock_wait_ms",
@@ -140,6 +150,7 @@ PINNED: dict[str, list[str]] = {
         "cache_write_tokens",
         "cost_usd",
         "duration_ms",
+        "avg_duration_ms",
         "failure_rate",
         "lock_acquisitions",
         "lock_waits",
@@ -156,6 +167,7 @@ PINNED: dict[str, list[str]] = {
         "cache_write_tokens",
         "cost_usd",
         "duration_ms",
+        "avg_duration_ms",
         "failure_rate",
     ],
     "stale_requests": [
@@ -261,6 +273,32 @@ async def test_a_version_1_file_is_upgraded_at_open_keeping_its_log(tmp_path: Pa
     assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert layout(old) == layout(new)  # exactly what a new file has
     assert log_as_text(old)[: len(log)] == log
+
+
+async def test_a_version_5_file_counts_the_requests_that_reported_a_duration(
+    tmp_path: Path,
+) -> None:
+    old, new, clock = tmp_path / "old.db", tmp_path / "new.db", ManualClock()
+
+    async def figures(t: Tracker) -> list[Any]:
+        return [await t.stats(), *[await t.usage_by(by) for by in ("day", "agent", "session")]]
+
+    async with Tracker.open(old, clock=clock) as t:
+        await durations_some_unreported(t)
+        clock.advance(86400)  # a second day, and a request without an agent
+        await t.track_request("r6")
+        await t.update_request_session("r6", "S6")
+        await t.complete_request("r6", duration_ms=500)
+        before = await figures(t)
+    async with Tracker.open(new):
+        pass
+    make_version_5(old)
+    assert "timed" not in str(rows(old, "PRAGMA table_info(sessions)"))
+    async with Tracker.open(old) as t:
+        assert await figures(t) == before
+        assert (await t.verify()).ok
+    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert layout(old) == layout(new)  # exactly what a new file has
 
 
 # How an older schema version stored an event: from its stored payload and the event

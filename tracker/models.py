@@ -132,7 +132,7 @@ class Stats(_Result, frozen=True):
     cache_write_tokens: int
     cost_usd: float
     duration_ms: int
-    avg_duration_ms: float | None
+    avg_duration_ms: float | None  # of the finished requests that reported a duration
     failure_rate: float | None
     lock_acquisitions: int
     lock_waits: int
@@ -154,6 +154,7 @@ class UsageGroup(_Result, frozen=True):
     cache_write_tokens: int
     cost_usd: float
     duration_ms: int
+    avg_duration_ms: float | None  # of the finished requests that reported a duration
     failure_rate: float | None
 
 

@@ -42,7 +42,7 @@ _USAGE_SUMS = """
 SELECT coalesce(sum(requests), 0), coalesce(sum(completed), 0), coalesce(sum(failed), 0),
        coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
        coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_write_tokens), 0),
-       coalesce(sum(cost_usd), 0.0), coalesce(sum(duration_ms), 0),
+       coalesce(sum(cost_usd), 0.0), coalesce(sum(duration_ms), 0), coalesce(sum(timed), 0),
        coalesce(sum(lock_acquisitions), 0), coalesce(sum(lock_waits), 0),
        coalesce(sum(lock_wait_ms), 0), coalesce(sum(lock_expiries), 0)
 FROM usage_daily WHERE :agent IS NULL OR agent_id = :agent"""
@@ -141,13 +141,13 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
         cache_write,
         cost,
         duration,
+        timed,
         acquisitions,
         waits,
         wait_ms,
         expiries,
     ) = conn.execute(_USAGE_SUMS, {"agent": agent_id}).fetchone()
     unfinished = dict(conn.execute(_UNFINISHED_BY_STATUS, {"agent": agent_id}).fetchall())
-    finished = completed + failed
     return Stats(
         agents=_count(conn, "agents", agent_id),
         sessions=_count(conn, "sessions", agent_id),
@@ -162,14 +162,19 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
         cache_write_tokens=cache_write,
         cost_usd=round(cost, 9),
         duration_ms=duration,
-        avg_duration_ms=duration / finished if finished else None,
-        failure_rate=failed / finished if finished else None,
+        avg_duration_ms=_ratio(duration, timed),
+        failure_rate=_ratio(failed, completed + failed),
         lock_acquisitions=acquisitions,
         lock_waits=waits,
         lock_wait_ms=wait_ms,
         lock_expiries=expiries,
         events=_event_count(conn, agent_id),
     )
+
+
+def _ratio(part: float, whole: int) -> float | None:
+    """``part / whole``, None when there is nothing to divide by (no finished request)."""
+    return part / whole if whole else None
 
 
 def _event_count(conn: sqlite3.Connection, agent_id: str | None) -> int:
@@ -187,11 +192,11 @@ _GROUPS = {
 }
 _SUMS = (
     "sum(requests), sum(completed), sum(failed), sum(input_tokens), sum(output_tokens), "
-    "sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd), sum(duration_ms)"
+    "sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd), sum(duration_ms), sum(timed)"
 )
 _USAGE_BY_SESSION = """
 SELECT session_id, request_count, completed, failed, input_tokens, output_tokens,
-       cache_read_tokens, cache_write_tokens, cost_usd, duration_ms
+       cache_read_tokens, cache_write_tokens, cost_usd, duration_ms, timed
 FROM sessions WHERE :agent IS NULL OR agent_id = :agent ORDER BY cost_usd DESC, session_id
 LIMIT :limit"""
 
@@ -221,8 +226,8 @@ def _group(
     cache_write: int,
     cost: float,
     duration: int,
+    timed: int,
 ) -> UsageGroup:
-    finished = completed + failed
     return UsageGroup(
         key=key or "(no agent)",
         requests=requests,
@@ -234,7 +239,8 @@ def _group(
         cache_write_tokens=cache_write,
         cost_usd=round(cost, 9),
         duration_ms=duration,
-        failure_rate=failed / finished if finished else None,
+        avg_duration_ms=_ratio(duration, timed),
+        failure_rate=_ratio(failed, completed + failed),
     )
 
 

@@ -7,9 +7,17 @@ from importlib import resources
 
 from tracker.logrow import TYPE_CODES
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The columns of the event log, in table order (the hash chain covers all but hash).
 EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
+_VIEWS_ON_SESSIONS_OR_USAGE = (
+    "current_agent_sessions",
+    "session_chains",
+    "idle_sessions",
+    "agent_usage",
+    "daily_usage",
+    "lock_contention",
+)
 # What brings a file of an older version to the next one, before schema.sql (whose
 # statements are idempotent) completes it; one transaction, at open.
 UPGRADES: dict[int, tuple[str, ...]] = {
@@ -35,6 +43,16 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         *(f"DROP INDEX IF EXISTS events_by_{key}" for key in ("request", "agent", "session")),
         "ALTER TABLE events RENAME TO events_v4",
     ),
+    # 5 -> 6: sessions and usage_daily count the finished requests that reported a
+    # duration (timed); both are copied after schema.sql ran, counting them in requests.
+    # The views on them are dropped first (a rename would carry them along), and the
+    # indexes (they would keep their names on the old table, and schema.sql skip them).
+    5: (
+        *(f"DROP VIEW IF EXISTS {view}" for view in _VIEWS_ON_SESSIONS_OR_USAGE),
+        *(f"DROP INDEX IF EXISTS sessions_{name}" for name in ("by_agent", "by_parent", "active")),
+        "ALTER TABLE sessions RENAME TO sessions_v5",
+        "ALTER TABLE usage_daily RENAME TO usage_daily_v5",
+    ),
 }
 STORED_TYPE_SQL = (  # logrow.stored_type in SQL
     "CASE type "
@@ -49,6 +67,21 @@ STORED_AT_SQL = (  # logrow.stored_at in SQL: text that does not read back exact
     "THEN CAST(strftime('%s', substr(at, 1, 19)) AS INTEGER) * 1000000 "
     "+ CAST(substr(at, 21, 6) AS INTEGER) ELSE at END"
 )
+# The columns version 5 and 6 share, up to duration_ms, and the finished requests with a
+# duration, for the 5 -> 6 copy.
+_TOTALS = (
+    "completed, failed, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+    "cost_usd, duration_ms"
+)
+_SESSION_COLUMNS_V5 = (
+    "session_id, agent_id, parent_session_id, position, status, status_reason, first_seen, "
+    f"last_activity, request_count, {_TOTALS}"
+)
+_USAGE_COLUMNS_V5 = f"day, agent_id, requests, {_TOTALS}"
+_TIMED = (
+    "SELECT count(*) FILTER (WHERE status IN ('completed', 'failed') AND duration_ms IS NOT NULL)"
+    " AS n"
+)
 # What completes an upgrade once schema.sql created this version's tables.
 UPGRADES_AFTER_SCHEMA: dict[int, tuple[str, ...]] = {
     4: (
@@ -56,6 +89,17 @@ UPGRADES_AFTER_SCHEMA: dict[int, tuple[str, ...]] = {
         f"{STORED_TYPE_SQL}, version, {STORED_AT_SQL}, "
         "request_id, agent_id, session_id, payload, hash FROM events_v4 ORDER BY seq",
         "DROP TABLE events_v4",
+    ),
+    5: (
+        f"INSERT INTO sessions SELECT {_SESSION_COLUMNS_V5}, coalesce(n, 0), metadata, last_seq "
+        f"FROM sessions_v5 LEFT JOIN ({_TIMED}, session_id AS s FROM requests "
+        "WHERE session_id IS NOT NULL GROUP BY session_id) ON s = session_id",
+        "DROP TABLE sessions_v5",
+        f"INSERT INTO usage_daily SELECT {_USAGE_COLUMNS_V5}, coalesce(n, 0), "
+        "lock_acquisitions, lock_waits, lock_wait_ms, lock_expiries "
+        f"FROM usage_daily_v5 LEFT JOIN ({_TIMED}, substr(finished_at, 1, 10) AS d, "
+        "coalesce(agent_id, '') AS a FROM requests GROUP BY d, a) ON d = day AND a = agent_id",
+        "DROP TABLE usage_daily_v5",
     ),
 }
 # Events per bucket of the key indexes, as a shift: seq >> KEY_BUCKET_BITS (schema.sql).

@@ -303,9 +303,7 @@ def _usage_table(by: str, groups: list[UsageGroup]) -> str:
                 g.cache_read_tokens,
                 g.cache_write_tokens,
                 dollars(g.cost_usd),
-                duration(
-                    g.duration_ms / (g.completed + g.failed) if g.completed + g.failed else None
-                ),
+                duration(g.avg_duration_ms),
             ]
             for g in groups
         ],
