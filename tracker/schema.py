@@ -10,6 +10,7 @@ from tracker.logrow import TYPE_CODES
 SCHEMA_VERSION = 6
 # The columns of the event log, in table order (the hash chain covers all but hash).
 EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
+# The views of schema.sql that read sessions or usage_daily (the 5 -> 6 upgrade).
 _VIEWS_ON_SESSIONS_OR_USAGE = (
     "current_agent_sessions",
     "session_chains",
