@@ -68,21 +68,23 @@ STORED_AT_SQL = (  # logrow.stored_at in SQL: text that does not read back exact
     "THEN CAST(strftime('%s', substr(at, 1, 19)) AS INTEGER) * 1000000 "
     "+ CAST(substr(at, 21, 6) AS INTEGER) ELSE at END"
 )
-# The columns version 5 and 6 share, up to duration_ms, and the finished requests with a
-# duration, for the 5 -> 6 copy.
+# The columns of sessions and usage_daily the 5 -> 6 copy writes: those of version 5
+# (named: a later schema.sql may add more), and timed, counted in requests (a request has
+# a duration once finished, and only if it reported one). A copy, not ADD COLUMN, which
+# would put timed last: a new file has it beside duration_ms.
 _TOTALS = (
     "completed, failed, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
     "cost_usd, duration_ms"
 )
-_SESSION_COLUMNS_V5 = (
+_SESSIONS_V5 = (
     "session_id, agent_id, parent_session_id, position, status, status_reason, first_seen, "
-    f"last_activity, request_count, {_TOTALS}"
+    f"last_activity, request_count, {_TOTALS}, metadata, last_seq"
 )
-_USAGE_COLUMNS_V5 = f"day, agent_id, requests, {_TOTALS}"
-_TIMED = (
-    "SELECT count(*) FILTER (WHERE status IN ('completed', 'failed') AND duration_ms IS NOT NULL)"
-    " AS n"
+_USAGE_V5 = (
+    f"day, agent_id, requests, {_TOTALS}, lock_acquisitions, lock_waits, lock_wait_ms, "
+    "lock_expiries"
 )
+_TIMED = "SELECT count(duration_ms) AS n"
 # What completes an upgrade once schema.sql created this version's tables.
 UPGRADES_AFTER_SCHEMA: dict[int, tuple[str, ...]] = {
     4: (
@@ -92,12 +94,11 @@ UPGRADES_AFTER_SCHEMA: dict[int, tuple[str, ...]] = {
         "DROP TABLE events_v4",
     ),
     5: (
-        f"INSERT INTO sessions SELECT {_SESSION_COLUMNS_V5}, coalesce(n, 0), metadata, last_seq "
-        f"FROM sessions_v5 LEFT JOIN ({_TIMED}, session_id AS s FROM requests "
-        "WHERE session_id IS NOT NULL GROUP BY session_id) ON s = session_id",
+        f"INSERT INTO sessions ({_SESSIONS_V5}, timed) SELECT {_SESSIONS_V5}, coalesce(n, 0) "
+        f"FROM sessions_v5 LEFT JOIN ({_TIMED}, session_id AS s FROM requests GROUP BY s) "
+        "ON s = session_id",
         "DROP TABLE sessions_v5",
-        f"INSERT INTO usage_daily SELECT {_USAGE_COLUMNS_V5}, coalesce(n, 0), "
-        "lock_acquisitions, lock_waits, lock_wait_ms, lock_expiries "
+        f"INSERT INTO usage_daily ({_USAGE_V5}, timed) SELECT {_USAGE_V5}, coalesce(n, 0) "
         f"FROM usage_daily_v5 LEFT JOIN ({_TIMED}, substr(finished_at, 1, 10) AS d, "
         "coalesce(agent_id, '') AS a FROM requests GROUP BY d, a) ON d = day AND a = agent_id",
         "DROP TABLE usage_daily_v5",
