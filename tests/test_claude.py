@@ -168,6 +168,18 @@ async def test_a_resume_answering_a_new_id(
     assert await tracker.get_agent_session("a1") == second.request.session_id
 
 
+async def test_runs_for_one_agent_at_once_continue_each_other(
+    tracker: Tracker, fake_claude: str, old_cli: None
+) -> None:
+    runner = ClaudeRunner(tracker, claude_bin=fake_claude)
+    async with anyio.create_task_group() as tg:  # each resumes once it holds the lock
+        for k in range(3):
+            tg.start_soon(partial(runner.run, f"message {k}", agent_id="a1"))
+    chain = await tracker.get_chain("a1")
+    assert len(chain) == 3
+    assert [s.parent_session_id for s in chain] == [None, chain[0].session_id, chain[1].session_id]
+
+
 async def test_forks(tracker: Tracker, fake_claude: str) -> None:
     runner = ClaudeRunner(tracker, claude_bin=fake_claude)
     root = await runner.run("start", agent_id="a1")

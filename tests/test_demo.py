@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, rows
 
 
 def demo(db: Path, *args: str, env: dict[str, str] | None = None) -> str:
@@ -30,6 +30,13 @@ def test_the_simulated_orchestrator(tmp_path: Path) -> None:
     assert "a forked chain" in out
     assert "audit trail of" in out
     assert "verify(): ok=True" in out
+    # a message that waited for the agent's lock continued its conversation: no agent
+    # (never reset) has a second conversation, however its messages raced
+    roots = rows(
+        tmp_path / "demo.db",
+        "SELECT count(*) FROM sessions WHERE parent_session_id IS NULL GROUP BY agent_id",
+    )
+    assert roots == [(1,)] * 12
 
 
 def test_the_demo_with_a_claude_binary(tmp_path: Path, fake_claude: str) -> None:

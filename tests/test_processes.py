@@ -3,6 +3,7 @@ a contended lock never held by two holders at once."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,56 @@ async def main():
 
 anyio.run(main)
 """
+
+
+RELAY = """
+import pathlib, sys, anyio
+from tracker import CURRENT, Tracker
+async def main():
+    db, name, turns, procs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    async with Tracker.open(db) as t:
+        pathlib.Path(f"{db}.ready-{name}").touch()  # start together
+        while len(list(pathlib.Path(db).parent.glob("*.ready-*"))) < procs:
+            await anyio.sleep(0.01)
+        for k in range(turns):
+            rid = f"{name}-{k}"
+            await t.track_request(rid, agent_id="conv", session_id=CURRENT, lock=True,
+                                  lock_wait=60)
+            await t.update_request_session(rid, f"S-{rid}")  # an old CLI: a new id each time
+            await anyio.sleep(0.01)  # the CLI runs
+            await t.complete_request(rid)
+            await anyio.sleep(0.03)  # the orchestrator reads the answer
+    print("done")
+anyio.run(main)
+"""
+
+
+@pytest.mark.slow
+async def test_processes_taking_turns_on_one_agent_grow_one_line(db_path: Path) -> None:
+    """Each turn resumes the session the turn before it was given, whichever process
+    ran that turn: the session to resume is read under the lock, from fresh state."""
+    async with Tracker.open(db_path):
+        pass
+    procs, turns = 3, 10
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", RELAY, str(db_path), f"p{i}", str(turns), str(procs)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(procs)
+    ]
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert (child.returncode, out.strip()) == (0, "done"), err
+    async with Tracker.open(db_path) as t:
+        chain = await t.get_chain("conv")
+    assert len(chain) == procs * turns
+    assert [s.parent_session_id for s in chain] == [None] + [s.session_id for s in chain[:-1]]
+    runs = [s.session_id.split("-")[1] for s in chain]  # the process of each turn
+    assert sum(a != b for a, b in itertools.pairwise(runs)) > procs - 1  # they took turns
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ from tracker.errors import (
 )
 from tracker.events import StoredEvent, Usage
 from tracker.models import (
+    CURRENT,
     Agent,
     CleanupReport,
     Health,
@@ -42,6 +43,7 @@ from tracker.models import (
 )
 
 __all__ = [
+    "CURRENT",
     "Agent",
     "ChainReport",
     "CleanupReport",

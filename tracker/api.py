@@ -48,6 +48,7 @@ from tracker.models import (
     Lock,
     RebuildReport,
     Request,
+    ResumedSession,
     Session,
     Stats,
     TableDiff,
@@ -211,7 +212,7 @@ class Tracker:
         request_id: str,
         *,
         agent_id: str | None = None,
-        session_id: str | None = None,
+        session_id: ResumedSession = None,
         prompt: str | None = None,
         metadata: dict[str, Any] | None = None,
         lock: bool = False,
@@ -220,24 +221,28 @@ class Tracker:
     ) -> Request:
         """Record a request sent to the CLI; ``session_id`` is the session it resumes.
 
-        With ``lock=True`` the conversation's lock (the agent's, or the session's
-        for agent-less requests) is taken atomically, waiting up to ``lock_wait``;
-        completing or failing the request releases it.
+        ``session_id=CURRENT`` resumes the agent's current session as of tracking
+        (the returned request's ``resumed_session_id`` names it). With ``lock=True``
+        the conversation's lock (the agent's, or the session's for agent-less
+        requests) is taken atomically, waiting up to ``lock_wait``; completing or
+        failing the request releases it.
         """
         request_id = validate.ident(request_id, "request_id")
         agent_id = validate.optional_ident(agent_id, "agent_id")
-        session_id = validate.optional_ident(session_id, "session_id")
+        resumed, current = validate.resumed(session_id, agent_id)
         prompt = validate.text(prompt, "prompt")
         meta = validate.metadata(metadata)
         ttl = validate.ttl(lock_ttl, "lock_ttl")
         lock = validate.flag(lock, "lock")
-        digest = _digest("track", agent_id, session_id, prompt, meta, lock, ttl)
+        call = "track current" if current else "track"  # as a request tracked before it
+        digest = _digest(call, agent_id, resumed, prompt, meta, lock, ttl)
 
         def command(waited_ms: int) -> Track:
             return Track(
                 request_id,
                 agent_id,
-                session_id,
+                resumed,
+                current,
                 self._retain(prompt),
                 len(prompt or ""),
                 meta,

@@ -9,7 +9,7 @@ returns the same result (retries are safe).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -63,6 +63,7 @@ class Track:
     request_id: str
     agent_id: str | None
     resumed_session_id: str | None
+    resume_current: bool  # resume the agent's current session (resumed_session_id None)
     prompt: str | None  # as retained (full, preview or None)
     prompt_chars: int
     metadata: dict[str, Any]
@@ -76,6 +77,8 @@ class Track:
         yield "requests", self.request_id
         if self.resumed_session_id is not None:
             yield "sessions", self.resumed_session_id
+        if self.resume_current and self.agent_id is not None:
+            yield "agents", self.agent_id
 
     def __call__(self, tx: Tx) -> tuple[Request, bool]:
         """The request, and whether this call tracked it (False: a retry)."""
@@ -87,6 +90,9 @@ class Track:
             raise errors.DuplicateRequest(
                 f"request {self.request_id!r} was already tracked with other arguments"
             )
+        if self.resume_current:  # decided now, in the transaction that takes the lock
+            decided = replace(self, resumed_session_id=self._current(state), resume_current=False)
+            return decided(tx)
         self._check_resumed(state)
         events: list[AnyEvent] = [
             RequestTracked(
@@ -111,6 +117,10 @@ class Track:
             )
         tx.append(events)
         return _result(state, self.request_id), True
+
+    def _current(self, state: State) -> str | None:
+        agent = state.agents.get(self.agent_id) if self.agent_id is not None else None
+        return agent.current_session_id if agent is not None else None
 
     def _check_resumed(self, state: State) -> None:
         if self.resumed_session_id is None:

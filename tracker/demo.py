@@ -20,7 +20,8 @@ from pathlib import Path
 
 import anyio
 
-from tracker import LockHeld, Tracker
+from tracker import CURRENT, LockHeld, Tracker
+from tracker.events import LockAcquired
 from tracker.render import dollars, duration, table, tree
 
 TIMEOUT_S = 0.25
@@ -90,12 +91,11 @@ class Orchestrator:
                 await self.turn(agent, f"{agent}-t{k}")
 
     async def turn(self, agent: str, rid: str, wait: float = 2.0) -> None:
-        resume = await self.t.get_agent_session(agent)
-        try:
-            await self.t.track_request(
+        try:  # CURRENT: the session to resume is decided once the agent's lock is held
+            request = await self.t.track_request(
                 rid,
                 agent_id=agent,
-                session_id=resume,
+                session_id=CURRENT,
                 lock=True,
                 lock_wait=wait,
                 prompt=f"turn {rid}: carry on",
@@ -103,7 +103,7 @@ class Orchestrator:
         except LockHeld:
             self.seen["refused: lock held"] += 1
             return
-        await self.run(rid, resume, fork=False)
+        await self.run(rid, request.resumed_session_id, fork=False)
 
     async def fork(self, agent: str, k: int) -> None:
         """Explore two alternatives from the current session (--fork-session)."""
@@ -248,11 +248,17 @@ async def show_audit(t: Tracker) -> None:
     followups = [
         e
         async for e in t.events(types=["LockAcquired"])
-        if e.request_id and e.request_id.endswith("followup")
+        if isinstance(e.event, LockAcquired)
+        and e.event.waited_ms  # it waited for the lock
+        and e.request_id
+        and e.request_id.endswith("followup")
     ]
     rid = followups[0].request_id if followups else "agent-00-t0"
     assert rid is not None
-    print(f"\naudit trail of {rid} (a message that arrived while another held the lock):")
+    print(
+        f"\naudit trail of {rid} (a message that arrived while another held the lock: "
+        "it waited, then resumed the session its predecessor was given):"
+    )
     print(
         table(
             ["seq", "at", "event", "session", "detail"],
@@ -265,10 +271,10 @@ async def show_audit(t: Tracker) -> None:
 
 
 def _detail(event: object) -> str:
-    for name in ("waited_ms", "error", "cost_usd", "parent_session_id"):
+    for name in ("resumed_session_id", "waited_ms", "error", "cost_usd", "parent_session_id"):
         value = getattr(event, name, None)
         if value:
-            return f"{name}={value}"
+            return f"{name}={value[:8] if name.endswith('session_id') else value}"
     return ""
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -12,6 +13,20 @@ from projections.locks import LockRow
 from projections.requests import RequestRow
 from projections.sessions import SessionRow
 from tracker.events import Usage
+
+
+class Resume(enum.Enum):
+    """What ``track_request(session_id=CURRENT)`` resumes (see CURRENT)."""
+
+    CURRENT = "current"
+
+
+# track_request(session_id=CURRENT): resume the agent's current session as the tracker
+# knows it when the request is tracked. With lock=True that is once the lock is held, so
+# a request that waited for it continues the session its predecessor was given; a
+# session read beforehand (get_agent_session) may be stale by then.
+CURRENT = Resume.CURRENT
+ResumedSession = str | Literal[Resume.CURRENT] | None
 
 
 class _Result(msgspec.Struct, frozen=True, kw_only=True):

@@ -15,6 +15,7 @@ import msgspec
 from tracker.clock import Clock, aware, parse_time, seconds
 from tracker.errors import InvalidInput
 from tracker.events import BY_TAG, NO_USAGE, Usage
+from tracker.models import CURRENT
 
 MAX_ID_CHARS = 512
 MAX_TEXT_CHARS = 4_000_000
@@ -56,6 +57,16 @@ def ident(value: Any, name: str) -> str:
 def optional_ident(value: Any, name: str) -> str | None:
     """Return None or a valid id."""
     return None if value is None else ident(value, name)
+
+
+def resumed(value: Any, agent_id: str | None) -> tuple[str | None, bool]:
+    """The session a request resumes, and whether it is the agent's current one
+    (CURRENT: then the first is None, decided when the request is tracked)."""
+    if value is not CURRENT:
+        return optional_ident(value, "session_id"), False
+    if agent_id is None:
+        raise InvalidInput("session_id=CURRENT resumes an agent's current session: give agent_id")
+    return None, True
 
 
 def text(value: Any, name: str, *, limit: int = MAX_TEXT_CHARS) -> str | None:

@@ -25,9 +25,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tracker.api import Tracker
 from tracker.claude.result import ClaudeOutputError, ClaudeResult, parse_output, parse_result
-from tracker.models import Request
+from tracker.models import CURRENT, Request, ResumedSession
 
-CURRENT = "current"  # resume the agent's current session
 MAX_LINE = 64 << 20
 MAX_STDERR = 1 << 20
 STREAM_TAIL = 50  # stream-json lines kept
@@ -88,19 +87,21 @@ class ClaudeRunner:
         *,
         agent_id: str | None = None,
         request_id: str | None = None,
-        resume: str | None = CURRENT,
+        resume: ResumedSession = CURRENT,
         fork: bool = False,
         session_id: str | None = None,
         model: str | None = None,
         cwd: str | Path | None = None,
     ) -> Run:
-        """Run the CLI once for ``agent_id`` (resuming its current session by default)."""
+        """Run the CLI once for ``agent_id``, resuming by default its current session as of
+        when the run holds the agent's lock (a run that waited for it continues the session
+        the run before it was given)."""
         async with self._limit:
             rid = request_id or f"claude-{uuid.uuid4()}"
-            if resume == CURRENT:
-                resume = await self.tracker.get_agent_session(agent_id) if agent_id else None
+            if resume is CURRENT and agent_id is None:
+                resume = None
             lock = not fork and (agent_id is not None or resume is not None)
-            await self.tracker.track_request(
+            request = await self.tracker.track_request(
                 rid,
                 agent_id=agent_id,
                 session_id=resume,
@@ -110,7 +111,11 @@ class ClaudeRunner:
                 metadata={"cli": "claude", "fork": fork, "model": model},
             )
             argv = self.command(
-                prompt, resume=resume, fork=fork, session_id=session_id, model=model
+                prompt,
+                resume=request.resumed_session_id,
+                fork=fork,
+                session_id=session_id,
+                model=model,
             )
             return await _Execution(self.tracker, rid, self.timeout, self.stream).run(argv, cwd)
 

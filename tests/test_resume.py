@@ -1,0 +1,115 @@
+"""session_id=CURRENT: the agent's current session, decided when the request is tracked
+(under the agent's lock with lock=True), so a request that waited for the lock continues
+the session its predecessor was given."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.helpers import event_count, rows
+from tracker import CURRENT, InvalidInput, Request, Tracker
+
+
+async def track_current(tracker: Tracker, request_id: str, agent_id: str = "a1") -> Request:
+    return await tracker.track_request(
+        request_id, agent_id=agent_id, session_id=CURRENT, lock=True, lock_wait=10
+    )
+
+
+async def test_a_request_that_waited_for_the_lock_resumes_what_its_predecessor_got(
+    tracker: Tracker, db_path: Path
+) -> None:
+    first = await track_current(tracker, "r1")
+    assert first.resumed_session_id is None  # a new agent: a new conversation
+    waited: list[Request] = []
+
+    async def second() -> None:
+        waited.append(await track_current(tracker, "r2"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.sleep(0.1)
+        assert not waited  # the first still holds the agent's lock
+        await tracker.update_request_session("r1", "s1")
+        await tracker.complete_request("r1")
+    assert waited[0].resumed_session_id == "s1"
+    await tracker.update_request_session("r2", "s2")
+    chain = await tracker.get_chain("a1")
+    assert [(s.session_id, s.parent_session_id) for s in chain] == [("s1", None), ("s2", "s1")]
+    logged = rows(
+        db_path,
+        "SELECT json_extract(payload, '$.resumed_session_id') FROM events "
+        "WHERE type = 'RequestTracked' AND request_id = 'r2'",
+    )
+    assert logged == [("s1",)]  # the log holds the session decided, not the marker
+
+
+async def test_callers_racing_for_one_agent_grow_one_line(tracker: Tracker) -> None:
+    rng = random.Random(5)
+
+    async def turn(k: int) -> None:
+        await anyio.sleep(rng.random() / 100)
+        request = await track_current(tracker, f"r{k}")
+        await anyio.sleep(rng.random() / 200)
+        await tracker.update_request_session(f"r{k}", f"s{k}")  # an old CLI: a new id
+        await tracker.complete_request(f"r{k}")
+        assert request.resumed_session_id != f"s{k}"
+
+    async with anyio.create_task_group() as tg:
+        for k in range(30):
+            tg.start_soon(turn, k)
+    chain = await tracker.get_chain("a1")
+    assert len(chain) == 30
+    parents = [s.parent_session_id for s in chain]
+    assert parents == [None] + [s.session_id for s in chain[:-1]]  # no root twice, no fork
+    assert await tracker.get_agent_session("a1") == chain[-1].session_id
+
+
+async def test_without_a_lock_it_is_the_current_session_when_tracked(tracker: Tracker) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "s1")
+    request = await tracker.track_request("r2", agent_id="a1", session_id=CURRENT)
+    assert request.resumed_session_id == "s1"
+    other = await tracker.track_request("r3", agent_id="a2", session_id=CURRENT)
+    assert other.resumed_session_id is None
+
+
+@pytest.mark.parametrize("retire", ["expire", "delete", "reset"])
+async def test_a_retired_session_is_not_resumed(tracker: Tracker, retire: str) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "s1")
+    await tracker.complete_request("r1")
+    if retire == "expire":
+        await tracker.expire_session("s1")
+    elif retire == "delete":
+        await tracker.delete_session("s1")
+    else:
+        await tracker.reset_agent("a1")
+    request = await track_current(tracker, "r2")
+    assert request.resumed_session_id is None
+
+
+async def test_a_retry_returns_the_request_as_first_tracked(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await track_current(tracker, "r1")
+    await tracker.update_request_session("r1", "s1")
+    await tracker.complete_request("r1")
+    first = await track_current(tracker, "r2")
+    await tracker.update_request_session("r2", "s2")  # a1's current session is now s2
+    before = event_count(db_path)
+    again = await track_current(tracker, "r2")
+    assert again.resumed_session_id == first.resumed_session_id == "s1"
+    assert event_count(db_path) == before
+
+
+async def test_without_an_agent_it_is_refused(tracker: Tracker, db_path: Path) -> None:
+    before = event_count(db_path)
+    with pytest.raises(InvalidInput, match=r"session_id=CURRENT .* agent_id"):
+        await tracker.track_request("r1", session_id=CURRENT)
+    assert event_count(db_path) == before
+    assert await tracker.get_request("r1") is None
