@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, rows, run_python
+from tests.helpers import ROOT, rows, run_python, start_python
 from tracker import OwnerInUse, SchemaVersionError, Tracker
 from tracker.schema import SCHEMA_VERSION
 
@@ -91,14 +91,7 @@ async def test_processes_taking_turns_on_one_agent_grow_one_line(db_path: Path) 
         pass
     procs, turns = 3, 10
     children = [
-        subprocess.Popen(
-            [sys.executable, "-c", RELAY, str(db_path), f"p{i}", str(turns), str(procs)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(procs)
+        start_python(RELAY, str(db_path), f"p{i}", str(turns), str(procs)) for i in range(procs)
     ]
     for child in children:
         out, err = child.communicate(timeout=120)
@@ -117,22 +110,9 @@ async def test_four_processes_share_one_file(db_path: Path) -> None:
         pass  # create it once, as an orchestrator deployment would
     procs, agents, turns = 4, 5, 20
     total = procs * agents * turns
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(db_path), str(2 * total)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    reader = start_python(READER, str(db_path), str(2 * total))
     children = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(db_path), f"p{i}", str(agents), str(turns)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(procs)
+        start_python(WORKER, str(db_path), f"p{i}", str(agents), str(turns)) for i in range(procs)
     ]
     for child in children:
         out, err = child.communicate(timeout=240)
@@ -160,13 +140,7 @@ async def test_four_processes_share_one_file(db_path: Path) -> None:
 async def test_a_rebuild_while_another_process_appends_loses_nothing(db_path: Path) -> None:
     agents, turns = 5, 20
     async with Tracker.open(db_path) as t:
-        child = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(db_path), "w", str(agents), str(turns)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        child = start_python(WORKER, str(db_path), "w", str(agents), str(turns))
         rebuilds = 0
         while child.poll() is None or rebuilds < 2:
             await t.rebuild()  # each swap replaces every row the child reads and writes
