@@ -5,7 +5,8 @@ Behaviour by flags: no --resume starts a new session (or --session-id's);
 (CLIs up to 1.0.123: every resume answers a new id); a resumed id starting
 with 11111111 is unknown. Markers in the prompt make it misbehave:
 [max-turns] [not-logged-in] [crash-after-init] [hang] [bad-args] [garbage]
-[noisy] (20 MB of stderr, then success) [chatty] (20 MB of stream messages first).
+[noisy] (20 MB of stderr, then success) [chatty] (20 MB of stream messages first)
+[slow] (1.5 s after reporting its session, then success).
 Stdlib only: it runs as its own process.
 """
 
@@ -61,6 +62,8 @@ def main() -> int:
         os.kill(os.getpid(), signal.SIGKILL)
     if "[hang]" in prompt:
         time.sleep(60)
+    if "[slow]" in prompt:
+        time.sleep(1.5)
     if "[max-turns]" in prompt:
         print(
             fixture("result-max-turns.json", session)

@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from bench.transcripts import generate
-from tests.helpers import ROOT
-from tracker import InvalidInput, Tracker, Usage
+from tests.helpers import ROOT, rows
+from tracker import CURRENT, InvalidInput, ManualClock, Tracker, Usage
 from tracker.claude import (
     ClaudeOutputError,
     ClaudeRunner,
@@ -27,6 +27,7 @@ from tracker.claude import (
 from tracker.claude import transcripts as transcripts_module
 from tracker.claude.transcripts import find_session, project_dirs, projects_root
 from tracker.cli import main
+from tracker.models import ResumedSession
 
 FIXTURES = ROOT / "tests" / "fixtures" / "claude"
 PROJECTS = FIXTURES / "projects"
@@ -178,6 +179,54 @@ async def test_runs_for_one_agent_at_once_continue_each_other(
     chain = await tracker.get_chain("a1")
     assert len(chain) == 3
     assert [s.parent_session_id for s in chain] == [None, chain[0].session_id, chain[1].session_id]
+
+
+@pytest.mark.parametrize(
+    ("agent_id", "resume"), [("a1", CURRENT), (None, SESSION)], ids=["agent", "session"]
+)
+async def test_a_run_outlasting_its_lock_ttl_keeps_the_lock(
+    db_path: Path, fake_claude: str, agent_id: str | None, resume: ResumedSession
+) -> None:
+    async with Tracker.open(db_path) as t:  # the system clock: the TTL lapses in real time
+        runner = ClaudeRunner(t, claude_bin=fake_claude, lock_ttl=0.4, lock_wait=10)
+        run = partial(runner.run, agent_id=agent_id, resume=resume)  # the agent's or S's lock
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(run, "[slow] long", request_id="long"))
+            await anyio.sleep(0.2)  # tracked, with the conversation's lock
+            tg.start_soon(partial(run, "next", request_id="next"))
+    held = rows(
+        db_path,
+        "SELECT type, request_id FROM events WHERE type IN "
+        "('LockAcquired', 'LockExpired', 'LockReleased', 'RequestCompleted') ORDER BY seq",
+    )
+    assert held == [
+        ("LockAcquired", "long"),
+        ("RequestCompleted", "long"),  # 1.5 s later: no one took the lock over meanwhile
+        ("LockReleased", "long"),
+        ("LockAcquired", "next"),
+        ("RequestCompleted", "next"),
+        ("LockReleased", "next"),
+    ]
+    [(renewals,)] = rows(db_path, "SELECT count(*) FROM events WHERE type = 'LockRenewed'")
+    assert renewals >= 3
+
+
+async def test_a_run_whose_lock_was_taken_over_says_so_and_finishes(
+    tracker: Tracker, fake_claude: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = ClaudeRunner(tracker, claude_bin=fake_claude, lock_ttl=0.3)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(runner.run, "[slow] a long task", agent_id="a1", request_id="long"))
+        await anyio.sleep(0.2)
+        clock.advance(60)  # as if the orchestrator had stalled past the TTL
+        await tracker.acquire_lock(agent_id="a1", holder="intruder")
+    assert "request 'long' no longer renews its lock" in caplog.text
+    request = await tracker.get_request("long")
+    assert request is not None
+    assert request.status == "completed"
+    lock = await tracker.get_lock(agent_id="a1")
+    assert lock is not None
+    assert (lock.holder, lock.status) == ("intruder", "held")  # its finish released nothing
 
 
 async def test_forks(tracker: Tracker, fake_claude: str) -> None:

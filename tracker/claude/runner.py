@@ -3,12 +3,15 @@
 One run: track the request (taking the agent's lock), start the CLI, assign
 the session as soon as it is known (stream-json's ``system/init``, so a crash
 mid-run still records it), then complete with the usage and cost the CLI
-reported, or fail with its error kind. A timeout kills the process. Runs
-across agents share a concurrency limit.
+reported, or fail with its error kind. The lock is renewed while the CLI runs,
+however long: its TTL only bounds how long a crashed orchestrator's lock
+outlives it. A timeout kills the process. Runs across agents share a
+concurrency limit.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import uuid
@@ -25,11 +28,13 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tracker.api import Tracker
 from tracker.claude.result import ClaudeOutputError, ClaudeResult, parse_output, parse_result
+from tracker.errors import TrackerError
 from tracker.models import CURRENT, Request, ResumedSession
 
 MAX_LINE = 64 << 20
 MAX_STDERR = 1 << 20
 STREAM_TAIL = 50  # stream-json lines kept
+log = logging.getLogger("tracker")
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,12 @@ class ClaudeRunner:
         concurrency: int = 4,
         timeout: float = 600,
         lock_wait: float = 60,
+        lock_ttl: float = 30,
         stream: bool = True,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.tracker, self.timeout, self.lock_wait = tracker, timeout, lock_wait
+        self.lock_ttl = lock_ttl
         self.claude_bin = claude_bin or os.environ.get("CLAUDE_BIN") or "claude"
         self.stream, self.extra_args = stream, tuple(extra_args)
         self._limit = anyio.CapacityLimiter(concurrency)
@@ -107,6 +114,7 @@ class ClaudeRunner:
                 session_id=resume,
                 prompt=prompt,
                 lock=lock,
+                lock_ttl=self.lock_ttl,
                 lock_wait=self.lock_wait,
                 metadata={"cli": "claude", "fork": fork, "model": model},
             )
@@ -117,14 +125,52 @@ class ClaudeRunner:
                 session_id=session_id,
                 model=model,
             )
-            return await _Execution(self.tracker, rid, self.timeout, self.stream).run(argv, cwd)
+            lease = _Lease.of(self.tracker, request, self.lock_ttl) if lock else None
+            execution = _Execution(self.tracker, rid, self.timeout, self.stream, lease)
+            return await execution.run(argv, cwd)
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """The lock a run took with its request, renewed while the CLI runs."""
+
+    tracker: Tracker
+    agent_id: str | None  # the agent's lock, or else the resumed session's
+    session_id: str | None
+    holder: str
+    ttl: float
+
+    @classmethod
+    def of(cls, tracker: Tracker, request: Request, ttl: float) -> _Lease:
+        session_id = None if request.agent_id else request.resumed_session_id
+        return cls(tracker, request.agent_id, session_id, request.request_id, ttl)
+
+    async def keep(self, scope: anyio.CancelScope) -> None:
+        """Renew the lock every third of its TTL until ``scope`` is cancelled; stop,
+        saying why, if it was lost (taken over after the process stalled past its TTL)."""
+        with scope:
+            while True:
+                await anyio.sleep(self.ttl / 3)
+                try:
+                    await self.tracker.renew_lock(
+                        agent_id=self.agent_id,
+                        session_id=self.session_id,
+                        holder=self.holder,
+                        ttl=self.ttl,
+                    )
+                except TrackerError as exc:
+                    log.warning("request %r no longer renews its lock: %s", self.holder, exc)
+                    return
 
 
 class _Execution:
     """One process, and the tracker calls its output leads to."""
 
-    def __init__(self, tracker: Tracker, request_id: str, timeout: float, stream: bool) -> None:
+    def __init__(
+        self, tracker: Tracker, request_id: str, timeout: float, stream: bool, lease: _Lease | None
+    ) -> None:
         self.t, self.rid, self.timeout, self.stream = tracker, request_id, timeout, stream
+        self.lease = lease
         self.assigned: str | None = None
         self.result: ClaudeResult | None = None
         # json output is one document, kept whole; stream-json lines are read as they
@@ -153,7 +199,11 @@ class _Execution:
                 with anyio.fail_after(self.timeout):
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._read_stderr, proc)
+                        renewing = anyio.CancelScope()
+                        if self.lease is not None:
+                            tg.start_soon(self.lease.keep, renewing)
                         await self._read_stdout(proc)
+                        renewing.cancel()  # the CLI is done: its request finishes next
                     return await proc.wait()
             finally:
                 if proc.returncode is None:
