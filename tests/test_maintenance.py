@@ -117,6 +117,24 @@ async def test_cleanup_retires_idle_sessions_stale_requests_and_lapsed_locks(
     assert (await tracker.cleanup(idle_for="1h", stale_after="1h")).total == 0
 
 
+async def test_cleanup_spares_a_request_whose_lock_is_kept_alive(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    await tracker.track_request("long", agent_id="a1", lock=True, lock_ttl=600)
+    await tracker.acquire_lock(agent_id="a2", holder="by-hand", ttl=600)  # t.lock()'s way
+    await tracker.track_request("by-hand", agent_id="a2")
+    await tracker.track_request("stuck", agent_id="a3")
+    clock.advance(500)
+    for agent, holder in (("a1", "long"), ("a2", "by-hand")):
+        await tracker.renew_lock(agent_id=agent, holder=holder, ttl=600)  # its CLI still runs
+    clock.advance(500)  # all three are 1,000 s old; the two locks hold until 1,100 s
+    report = await tracker.cleanup(stale_after=900)
+    assert report.abandoned_requests == ["stuck"]
+    clock.advance(200)  # no one renewed them: their orchestrator is gone
+    report = await tracker.cleanup(stale_after=900)
+    assert sorted(report.abandoned_requests) == ["by-hand", "long"]
+
+
 async def test_cleanup_keeps_a_session_with_a_request_in_flight(
     tracker: Tracker, clock: ManualClock
 ) -> None:

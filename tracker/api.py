@@ -583,7 +583,8 @@ class Tracker:
         expire_locks: bool = True,
         dry_run: bool = False,
     ) -> CleanupReport:
-        """Abandon requests older than ``stale_after``, expire sessions idle for
+        """Abandon requests older than ``stale_after`` (not one holding an unexpired lock:
+        it is running, its lock renewed), expire sessions idle for
         ``idle_for``, then the least recently active beyond ``max_sessions`` active
         sessions (reason ``capacity``), and record lapsed locks as expired (``dry_run``:
         only report). A session an unfinished request or a held lock uses is kept."""

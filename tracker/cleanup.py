@@ -9,10 +9,11 @@ first (they commit together anyway).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from projections.requests import UNFINISHED
+from projections.requests import UNFINISHED, RequestRow
 from tracker.clock import iso
 from tracker.commands import fail_events
 from tracker.events import AnyEvent, LockReleased, SessionExpired
@@ -39,9 +40,9 @@ EXPIRED_LOCKS = "SELECT scope, target FROM locks WHERE status = 'held' AND expir
 
 @dataclass(frozen=True, slots=True)
 class Cleanup:
-    """Fail requests older than ``stale_after``, expire sessions idle for ``idle_for``,
-    then the least recently active beyond ``max_sessions`` active ones, and record locks
-    past their TTL as expired."""
+    """Fail requests older than ``stale_after`` (not one holding an unexpired lock), expire
+    sessions idle for ``idle_for``, then the least recently active beyond ``max_sessions``
+    active ones, and record locks past their TTL as expired."""
 
     idle_for: float | None
     stale_after: float | None
@@ -66,11 +67,13 @@ class Cleanup:
         )
 
     def _stale_requests(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
+        """Requests older than ``stale_after``, but those holding an unexpired lock: one
+        whose lock is being renewed (ClaudeRunner renews it) is running, not stuck."""
         if self.stale_after is None:
             return []
         cutoff = _before(tx, self.stale_after)
         reason = f"no outcome after {self.stale_after:g}s: abandoned by cleanup"
-        return _abandon(tx, STALE_REQUESTS, cutoff, reason, events)
+        return _abandon(tx, STALE_REQUESTS, cutoff, reason, events, spare=_holds_a_live_lock)
 
     def _idle_sessions(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
         if self.idle_for is None:
@@ -132,17 +135,34 @@ class AbandonOwned:
         return found
 
 
-def _abandon(tx: Tx, sql: str, param: str, reason: str, events: list[AnyEvent]) -> list[str]:
-    """Fail the unfinished requests ``sql`` finds (checked again: one may have finished
-    earlier in this batch)."""
+def _abandon(
+    tx: Tx,
+    sql: str,
+    param: str,
+    reason: str,
+    events: list[AnyEvent],
+    spare: Callable[[Tx, RequestRow], bool] | None = None,
+) -> list[str]:
+    """Fail the unfinished requests ``sql`` finds but those ``spare`` keeps (checked
+    again on the cached rows: one may have finished earlier in this batch)."""
     state, found = tx.hook.state, []
     for (request_id,) in tx.conn.execute(sql, (param,)).fetchall():
         row = state.requests.get(request_id)
-        if row is None or row.finished:
+        if row is None or row.finished or (spare is not None and spare(tx, row)):
             continue
         found.append(request_id)
         events.extend(fail_events(tx, row, reason, "abandoned"))
     return found
+
+
+def _holds_a_live_lock(tx: Tx, row: RequestRow) -> bool:
+    """Whether ``row``'s request holds its conversation's lock, unexpired (the lock
+    track_request takes, or one whose holder is the request id)."""
+    scope, target = ("agent", row.agent_id) if row.agent_id else ("session", row.resumed_session_id)
+    lock = tx.hook.state.locks.get((scope, target)) if target is not None else None
+    if lock is None or not lock.held_at(tx.at):
+        return False
+    return row.request_id in (lock.request_id, lock.holder)
 
 
 def _before(tx: Tx, age_s: float) -> str:

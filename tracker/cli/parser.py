@@ -136,7 +136,11 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--into", type=Path, metavar="FILE")
     elif name == "cleanup":
         p.add_argument("--idle", metavar="AGE", help="expire sessions idle this long, e.g. 7d")
-        p.add_argument("--stale", metavar="AGE", help="abandon requests older than this, e.g. 1h")
+        p.add_argument(
+            "--stale",
+            metavar="AGE",
+            help="abandon requests older than this, e.g. 1h (not one holding an unexpired lock)",
+        )
         p.add_argument(
             "--max-sessions",
             type=int,
