@@ -56,7 +56,7 @@ class ClaudeRunner:
         concurrency: int = 4,
         timeout: float = 600,
         lock_wait: float = 60,
-        lock_ttl: float = 30,
+        lock_ttl: float = 120,
         stream: bool = True,
         extra_args: Sequence[str] = (),
     ) -> None:
