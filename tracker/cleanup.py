@@ -17,7 +17,7 @@ from projections.requests import UNFINISHED, RequestRow
 from tracker.clock import iso
 from tracker.commands import fail_events
 from tracker.events import AnyEvent, LockReleased, SessionExpired
-from tracker.locking import Tx, expired, lock_key
+from tracker.locking import Tx, expired, holds_live_lock, lock_key
 from tracker.models import CleanupReport
 
 STALE_REQUESTS = f"SELECT request_id FROM requests WHERE {UNFINISHED} AND created_at < ?"
@@ -73,7 +73,7 @@ class Cleanup:
             return []
         cutoff = _before(tx, self.stale_after)
         reason = f"no outcome after {self.stale_after:g}s: abandoned by cleanup"
-        return _abandon(tx, STALE_REQUESTS, cutoff, reason, events, spare=_holds_a_live_lock)
+        return _abandon(tx, STALE_REQUESTS, cutoff, reason, events, spare=holds_live_lock)
 
     def _idle_sessions(self, tx: Tx, events: list[AnyEvent]) -> list[str]:
         if self.idle_for is None:
@@ -153,16 +153,6 @@ def _abandon(
         found.append(request_id)
         events.extend(fail_events(tx, row, reason, "abandoned"))
     return found
-
-
-def _holds_a_live_lock(tx: Tx, row: RequestRow) -> bool:
-    """Whether ``row``'s request holds its conversation's lock, unexpired (the lock
-    track_request takes, or one whose holder is the request id)."""
-    scope, target = ("agent", row.agent_id) if row.agent_id else ("session", row.resumed_session_id)
-    lock = tx.hook.state.locks.get((scope, target)) if target is not None else None
-    if lock is None or not lock.held_at(tx.at):
-        return False
-    return row.request_id in (lock.request_id, lock.holder)
 
 
 def _before(tx: Tx, age_s: float) -> str:

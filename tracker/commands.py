@@ -32,7 +32,7 @@ from tracker.events import (
     SessionMetadataUpdated,
     Usage,
 )
-from tracker.locking import LockKey, Tx, lock_key, release_for, take_lock
+from tracker.locking import LockKey, Tx, conversation, lock_key, release_for, take_lock
 from tracker.models import Request, request_from_row
 from tracker.validate import MAX_METADATA_BYTES
 
@@ -139,10 +139,9 @@ class Track:
             )
 
     def _lock_key(self, state: State) -> LockKey:
-        if self.agent_id is not None:
-            return lock_key(state, "agent", self.agent_id)
-        if self.resumed_session_id is not None:
-            return lock_key(state, "session", self.resumed_session_id)
+        found = conversation(self.agent_id, self.resumed_session_id)
+        if found is not None:
+            return lock_key(state, *found)
         raise errors.InvalidInput(
             f"request {self.request_id!r} has no agent and no session to lock: "
             f"pass agent_id= or session_id=, or lock=False"

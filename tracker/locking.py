@@ -182,13 +182,30 @@ def _owned(tx: Tx, key: LockKey, holder: str, verb: str) -> LockRow:
     return row
 
 
+def conversation(agent_id: str | None, session_id: str | None) -> tuple[str, str] | None:
+    """The (scope, target) of the lock a request takes: its agent's, or else the one of
+    the session it resumes; None if it has neither."""
+    if agent_id is not None:
+        return "agent", agent_id
+    if session_id is not None:
+        return "session", session_id
+    return None
+
+
+def holds_live_lock(tx: Tx, row: RequestRow) -> bool:
+    """Whether a request holds its conversation's lock, unexpired, under its id: the lock
+    it took when tracked, or ``Tracker.lock(holder=request_id)``'s."""
+    found = conversation(row.agent_id, row.resumed_session_id)
+    lock = tx.hook.state.locks.get(found) if found else None
+    return lock is not None and lock.holder == row.request_id and lock.held_at(tx.at)
+
+
 def release_for(tx: Tx, row: RequestRow) -> list[AnyEvent]:
     """The release of the lock taken with a request, if that request still holds it."""
-    if row.lock_token is None:
+    found = conversation(row.agent_id, row.resumed_session_id)
+    if row.lock_token is None or found is None:
         return []
-    scope, target = ("agent", row.agent_id) if row.agent_id else ("session", row.resumed_session_id)
-    assert target is not None
-    key = lock_key(tx.hook.state, scope, target)
+    key = lock_key(tx.hook.state, *found)
     lock = _lock_row(tx, key)
     if lock is None or lock.status != "held" or lock.token != row.lock_token:
         return []  # it expired and someone else may hold it now: not ours to release

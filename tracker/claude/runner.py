@@ -29,6 +29,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from tracker.api import Tracker
 from tracker.claude.result import ClaudeOutputError, ClaudeResult, parse_output, parse_result
 from tracker.errors import TrackerError
+from tracker.locking import conversation
 from tracker.models import CURRENT, Request, ResumedSession
 
 MAX_LINE = 64 << 20
@@ -135,15 +136,16 @@ class _Lease:
     """The lock a run took with its request, renewed while the CLI runs."""
 
     tracker: Tracker
-    agent_id: str | None  # the agent's lock, or else the resumed session's
-    session_id: str | None
+    scope: str  # the agent's lock, or else the resumed session's
+    target: str
     holder: str
     ttl: float
 
     @classmethod
     def of(cls, tracker: Tracker, request: Request, ttl: float) -> _Lease:
-        session_id = None if request.agent_id else request.resumed_session_id
-        return cls(tracker, request.agent_id, session_id, request.request_id, ttl)
+        found = conversation(request.agent_id, request.resumed_session_id)
+        assert found is not None, "a run locks only with an agent or a session to resume"
+        return cls(tracker, *found, request.request_id, ttl)
 
     async def keep(self, scope: anyio.CancelScope) -> None:
         """Renew the lock every third of its TTL until ``scope`` is cancelled; stop,
@@ -153,8 +155,8 @@ class _Lease:
                 await anyio.sleep(self.ttl / 3)
                 try:
                     await self.tracker.renew_lock(
-                        agent_id=self.agent_id,
-                        session_id=self.session_id,
+                        agent_id=self.target if self.scope == "agent" else None,
+                        session_id=self.target if self.scope == "session" else None,
                         holder=self.holder,
                         ttl=self.ttl,
                     )
