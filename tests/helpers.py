@@ -124,6 +124,16 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
     )
 
 
+def readme() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def readme_block(language: str, part: str) -> str:
+    """The README's fenced ``language`` block holding ``part``."""
+    blocks = [block.split("```")[0] for block in readme().split(f"```{language}\n")[1:]]
+    return next(block for block in blocks if part in block)
+
+
 def start_python(code: str, *args: str) -> subprocess.Popen[str]:
     """Start ``code`` in a fresh interpreter, its output piped as text (``communicate``)."""
     return subprocess.Popen(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import sqlite3
+import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -21,6 +23,7 @@ from tests.helpers import (
     event_count,
     first,
     public_calls,
+    readme_block,
     rows,
 )
 from tracker import (
@@ -668,3 +671,27 @@ async def test_the_mean_duration_leaves_out_the_requests_that_reported_none(
     assert rows(db_path, sql) == [("a1", 2000.0), ("a2", None)]
     assert rows(db_path, "SELECT avg_duration_ms FROM daily_usage") == [(2000.0,)]
     assert rows(db_path, "SELECT avg(duration_ms) FROM requests") == [(2000.0,)]
+
+
+@pytest.mark.parametrize(
+    ("example", "printed"),
+    [
+        ("session_id=CURRENT, lock=True", r"Stats\(agents=1, .*completed=1, .*\) True"),
+        ("ClaudeRunner(t,", r"completed [0-9a-f-]{36} 0\.049836"),  # the fake CLI's figures
+    ],
+    ids=["api", "claude"],
+)
+async def test_the_readme_python_examples_run(
+    tmp_path: Path,
+    fake_claude: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    example: str,
+    printed: str,
+) -> None:
+    code = readme_block("python", example).replace('"tracker.db"', repr(str(tmp_path / "t.db")))
+    monkeypatch.setenv("CLAUDE_BIN", fake_claude)
+    namespace: dict[str, Any] = {}
+    exec("async def example():\n" + textwrap.indent(code, "    "), namespace)
+    await namespace["example"]()
+    assert re.fullmatch(printed, capsys.readouterr().out.strip())

@@ -53,11 +53,10 @@ async def test_callers_racing_for_one_agent_grow_one_line(tracker: Tracker) -> N
 
     async def turn(k: int) -> None:
         await anyio.sleep(rng.random() / 100)
-        request = await track_current(tracker, f"r{k}")
+        await track_current(tracker, f"r{k}")
         await anyio.sleep(rng.random() / 200)
         await tracker.update_request_session(f"r{k}", f"s{k}")  # an old CLI: a new id
         await tracker.complete_request(f"r{k}")
-        assert request.resumed_session_id != f"s{k}"
 
     async with anyio.create_task_group() as tg:
         for k in range(30):

@@ -20,6 +20,8 @@ from tests.helpers import (
     log_as_text,
     make_version_4,
     make_version_5,
+    readme,
+    readme_block,
     rows,
     run_unprivileged,
 )
@@ -443,16 +445,6 @@ async def test_a_version_1_file_that_cannot_be_written_says_why(db_path: Path) -
     assert rows(db_path, "PRAGMA user_version") == [(1,)]
 
 
-def readme() -> str:
-    return (ROOT / "README.md").read_text(encoding="utf-8")
-
-
-def readme_sql(part: str) -> str:
-    """The README's ```sql block holding ``part``."""
-    blocks = [block.split("```")[0] for block in readme().split("```sql\n")[1:]]
-    return next(block for block in blocks if part in block)
-
-
 async def test_the_readme_way_to_read_a_payload_with_json_extract(db_path: Path) -> None:
     assert "json_extract(payload, '$.usage.input_tokens')" in readme()
     async with Tracker.open(db_path) as t:
@@ -478,7 +470,7 @@ async def test_the_view_events_shows_the_envelope_as_the_api_does(db_path: Path)
 async def test_the_readme_way_to_filter_the_log_by_time_counts_what_the_view_does(
     db_path: Path, clock: ManualClock
 ) -> None:
-    sql = readme_sql("strftime('%s'")
+    sql = readme_block("sql", "strftime('%s'")
     async with Tracker.open(db_path, clock=clock) as t:
         for k in range(4):
             await track_one(t, f"r{k}")
@@ -491,7 +483,7 @@ async def test_the_readme_way_to_filter_the_log_by_time_counts_what_the_view_doe
 
 
 async def test_the_readme_way_to_read_the_log_by_key_seeks_the_index(db_path: Path) -> None:
-    sql = readme_sql("WITH RECURSIVE b(n)")
+    sql = readme_block("sql", "WITH RECURSIVE b(n)")
     async with Tracker.open(db_path) as t:
         for k in range(3):
             await track_one(t, f"r{k}")
@@ -597,7 +589,7 @@ def test_the_built_wheel_ships_schema_sql_equal_to_the_top_level_file(tmp_path: 
 async def test_the_readme_way_to_read_one_agents_chain_is_the_views_rows_by_index(
     db_path: Path,
 ) -> None:
-    sql = readme_sql("FROM chain c JOIN sessions s")
+    sql = readme_block("sql", "FROM chain c JOIN sessions s")
     await chained(db_path)
     view = (
         "SELECT session_id, parent_session_id, root_session_id, depth, position, status "

@@ -234,7 +234,9 @@ class Tracker:
         meta = validate.metadata(metadata)
         ttl = validate.ttl(lock_ttl, "lock_ttl")
         lock = validate.flag(lock, "lock")
-        call = "track current" if current else "track"  # as a request tracked before it
+        # CURRENT is fingerprinted apart from any session id (one may be "current"); a
+        # call without it keeps the fingerprint requests tracked before CURRENT have
+        call = "track current" if current else "track"
         digest = _digest(call, agent_id, resumed, prompt, meta, lock, ttl)
 
         def command(waited_ms: int) -> Track:
