@@ -58,7 +58,9 @@ def assigned(state: State, seq: int, at: str, ev: SessionAssigned) -> None:
     row = state.agents.edit(ev.agent_id)
     if state.sessions.get(ev.session_id) is None:
         row.chain_length += 1
-    row.current_session_id, row.last_activity, row.last_seq = ev.session_id, at, seq
+    if not ev.fenced:  # a fenced-out request's session is a branch, not where to go on
+        row.current_session_id = ev.session_id
+    row.last_activity, row.last_seq = at, seq
 
 
 def retired(state: State, seq: int, at: str, ev: SessionExpired | SessionDeleted) -> None:

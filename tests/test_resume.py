@@ -1,6 +1,7 @@
 """session_id=CURRENT: the agent's current session, decided when the request is tracked
 (under the agent's lock with lock=True), so a request that waited for the lock continues
-the session its predecessor was given."""
+the session its predecessor was given; and a request whose lock was taken over does not
+move the agent on (its session is fenced out: a branch of the chain)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import anyio
 import pytest
 
 from tests.helpers import event_count, rows
-from tracker import CURRENT, InvalidInput, Request, Tracker
+from tracker import CURRENT, InvalidInput, ManualClock, Request, Tracker
 
 
 async def track_current(tracker: Tracker, request_id: str, agent_id: str = "a1") -> Request:
@@ -112,3 +113,75 @@ async def test_without_an_agent_it_is_refused(tracker: Tracker, db_path: Path) -
         await tracker.track_request("r1", session_id=CURRENT)
     assert event_count(db_path) == before
     assert await tracker.get_request("r1") is None
+
+
+def fenced(db_path: Path, request_id: str) -> bool:
+    """Whether the log says the request's session was fenced out."""
+    sql = (
+        "SELECT json_extract(payload, '$.fenced') FROM events "
+        "WHERE type = 'SessionAssigned' AND request_id = ?"
+    )
+    [(flag,)] = rows(db_path, sql, (request_id,))
+    return bool(flag)
+
+
+@pytest.mark.parametrize("successor", ["running", "finished"])
+async def test_a_request_whose_lock_was_taken_over_does_not_move_the_agent_on(
+    tracker: Tracker, db_path: Path, clock: ManualClock, successor: str
+) -> None:
+    await tracker.track_request("r1", agent_id="a1", lock=True)
+    await tracker.update_request_session("r1", "s1")
+    await tracker.complete_request("r1")
+    stalled = await tracker.track_request("r2", agent_id="a1", session_id=CURRENT, lock=True)
+    clock.advance(31)  # r2's lock lapsed (its orchestrator stalled); r3 takes the agent over
+    taker = await tracker.track_request("r3", agent_id="a1", session_id=CURRENT, lock=True)
+    assert stalled.resumed_session_id == taker.resumed_session_id == "s1"
+    await tracker.update_request_session("r3", "s3")
+    if successor == "finished":
+        await tracker.complete_request("r3")
+    late = await tracker.update_request_session("r2", "s2")  # the stalled CLI answers at last
+    assert (late.session_id, late.status) == ("s2", "active")
+    assert await tracker.get_agent_session("a1") == "s3"  # the new holder's turn goes on
+    chain = await tracker.get_chain("a1")
+    assert {(s.session_id, s.parent_session_id) for s in chain} == {
+        ("s1", None),
+        ("s3", "s1"),
+        ("s2", "s1"),  # kept, as a branch
+    }
+    assert fenced(db_path, "r2")
+    assert not fenced(db_path, "r3")
+    await tracker.complete_request("r2")
+    after = await tracker.track_request("r4", agent_id="a1", session_id=CURRENT)
+    assert after.resumed_session_id == "s3"
+    assert (await tracker.verify()).ok  # the rebuilt agents table agrees
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+async def test_a_lapsed_lock_nobody_took_still_moves_the_agent_on(
+    tracker: Tracker, db_path: Path, clock: ManualClock, recorded: bool
+) -> None:
+    await tracker.track_request("r1", agent_id="a1", lock=True)
+    clock.advance(31)
+    if recorded:  # cleanup recorded the lapse (LockExpired): still nobody else's turn
+        report = await tracker.cleanup()
+        assert report.expired_locks == ["agent:a1"]
+    await tracker.update_request_session("r1", "s1")
+    assert await tracker.get_agent_session("a1") == "s1"
+    assert not fenced(db_path, "r1")
+
+
+async def test_a_same_id_answer_after_a_takeover_leaves_the_new_holders_session(
+    tracker: Tracker, db_path: Path, clock: ManualClock
+) -> None:
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "s1")
+    await tracker.track_request("r2", agent_id="a1", session_id=CURRENT, lock=True)
+    clock.advance(31)
+    await tracker.track_request("r3", agent_id="a1", session_id=CURRENT, lock=True)
+    await tracker.update_request_session("r3", "s3")
+    await tracker.update_request_session("r2", "s1")  # a current CLI: the same id, late
+    assert fenced(db_path, "r2")
+    assert await tracker.get_agent_session("a1") == "s3"
+    session = await tracker.get_session("s1")
+    assert session is not None
+    assert session.request_count == 2  # it did continue s1

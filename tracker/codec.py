@@ -30,6 +30,7 @@ def _request_tracked_v1(data: Payload) -> Payload:
 # that version reads as the next one unchanged (the next only allows more to be left out).
 UPCASTERS: dict[tuple[str, int], Upcaster | None] = {
     ("RequestTracked", 1): _request_tracked_v1,
+    ("SessionAssigned", 1): None,
     **{
         (str(cls.__struct_config__.tag), 1): None
         for cls in EVENT_TYPES

@@ -32,7 +32,15 @@ from tracker.events import (
     SessionMetadataUpdated,
     Usage,
 )
-from tracker.locking import LockKey, Tx, conversation, lock_key, release_for, take_lock
+from tracker.locking import (
+    LockKey,
+    Tx,
+    conversation,
+    lock_key,
+    release_for,
+    take_lock,
+    taken_over,
+)
 from tracker.models import Request, request_from_row
 from tracker.validate import MAX_METADATA_BYTES
 
@@ -178,6 +186,7 @@ class Assign:
                     session_id=self.session_id,
                     agent_id=row.agent_id,
                     parent_session_id=self._parent(state, row),
+                    fenced=taken_over(state, row),
                 )
             ]
         )

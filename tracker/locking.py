@@ -200,6 +200,16 @@ def holds_live_lock(tx: Tx, row: RequestRow) -> bool:
     return lock is not None and lock.holder == row.request_id and lock.held_at(tx.at)
 
 
+def taken_over(state: State, row: RequestRow) -> bool:
+    """Whether another holder has taken the lock taken with a request since (its fencing
+    token is no longer the conversation's)."""
+    found = conversation(row.agent_id, row.resumed_session_id)
+    if row.lock_token is None or found is None:
+        return False
+    lock = state.locks.get(found)
+    return lock is not None and lock.token != row.lock_token
+
+
 def release_for(tx: Tx, row: RequestRow) -> list[AnyEvent]:
     """The release of the lock taken with a request, if that request still holds it."""
     found = conversation(row.agent_id, row.resumed_session_id)
@@ -208,7 +218,7 @@ def release_for(tx: Tx, row: RequestRow) -> list[AnyEvent]:
     key = lock_key(tx.hook.state, *found)
     lock = _lock_row(tx, key)
     if lock is None or lock.status != "held" or lock.token != row.lock_token:
-        return []  # it expired and someone else may hold it now: not ours to release
+        return []  # it lapsed and someone else may hold it now: not ours to release
     return [
         LockReleased(
             **key.fields(), holder=lock.holder, token=lock.token, request_id=row.request_id
