@@ -1,4 +1,5 @@
-"""Random call sequences against a simple in-memory model of the rules (SPEC section 2).
+"""Random call sequences against a simple in-memory model of the rules (SPEC section 2),
+with the agents' locks: taken with requests, lapsing as the clock moves, taken over.
 
 After every step: an invalid call appended nothing, the agent -> session
 mapping and the chains match the model, and (every few steps and at the end)
@@ -19,10 +20,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.helpers import event_count
-from tracker import Tracker, TrackerError, errors
+from tracker import ManualClock, Tracker, TrackerError, errors
 
 AGENTS = st.sampled_from(["a1", "a2", "a3"])
-REQUESTS = st.sampled_from([f"r{i}" for i in range(8)])
+REQUESTS = st.sampled_from([f"r{i}" for i in range(8)])  # r0, r2... take the agent's lock
+LOCK_TTL = 30
 SESSIONS = st.sampled_from([f"S{i}" for i in range(6)])
 
 
@@ -33,6 +35,14 @@ class ModelRequest:
     session: str | None = None
     status: str = "pending"
     outcome: tuple[Any, ...] | None = None
+    token: int | None = None  # of the lock taken with it
+
+
+@dataclass
+class ModelLock:
+    token: int
+    expires: float
+    held: bool = True
 
 
 @dataclass
@@ -51,15 +61,27 @@ class Model:
     sessions: dict[str, ModelSession] = field(default_factory=dict)
     current: dict[str, str | None] = field(default_factory=dict)
     chains: dict[str, list[str]] = field(default_factory=dict)
+    locks: dict[str, ModelLock] = field(default_factory=dict)
+    tokens: int = 0
+    now: float = 0.0
 
-    def track(self, rid: str, agent: str, resumed: str | None) -> type[TrackerError] | None:
+    def track(
+        self, rid: str, agent: str, resumed: str | None, lock: bool
+    ) -> type[TrackerError] | None:
         if rid in self.requests:
             same = (self.requests[rid].agent, self.requests[rid].resumed) == (agent, resumed)
             return None if same else errors.DuplicateRequest
         session = self.sessions.get(resumed) if resumed else None
         if session and (session.status == "deleted" or session.agent != agent):
             return errors.InvalidTransition
-        self.requests[rid] = ModelRequest(agent, resumed)
+        token = None
+        if lock:
+            held = self.locks.get(agent)
+            if held and held.held and held.expires > self.now:
+                return errors.LockHeld
+            self.tokens = token = self.tokens + 1
+            self.locks[agent] = ModelLock(token, self.now + LOCK_TTL)
+        self.requests[rid] = ModelRequest(agent, resumed, token=token)
         self.current.setdefault(agent, None)
         return None
 
@@ -82,8 +104,13 @@ class Model:
             self.sessions[sid] = ModelSession(request.agent, parent)
             self.chains.setdefault(request.agent, []).append(sid)
         request.session, request.status = sid, "active"
-        self.current[request.agent] = sid
+        if not self.taken_over(request):
+            self.current[request.agent] = sid
         return None
+
+    def taken_over(self, request: ModelRequest) -> bool:
+        """Whether someone took the agent's lock after the request did."""
+        return request.token is not None and self.locks[request.agent].token != request.token
 
     def finish(self, rid: str, status: str, outcome: tuple[Any, ...]) -> type[TrackerError] | None:
         request = self.requests.get(rid)
@@ -94,6 +121,8 @@ class Model:
         if status == "completed" and request.status == "pending":
             return errors.InvalidTransition
         request.status, request.outcome = status, outcome
+        if request.token is not None and not self.taken_over(request):
+            self.locks[request.agent].held = False
         return None
 
     def retire(self, sid: str, status: str) -> type[TrackerError] | None:
@@ -126,8 +155,9 @@ class TrackerMachine(RuleBasedStateMachine):
         self.path = Path(self.tmp.name) / "t.db"
         self.portal_cm = start_blocking_portal("asyncio")
         self.portal: BlockingPortal = self.portal_cm.__enter__()
+        self.clock = ManualClock()
         self.tracker_cm = self.portal.wrap_async_context_manager(
-            Tracker.open(self.path, durability="process")
+            Tracker.open(self.path, durability="process", clock=self.clock)
         )
         self.tracker: Tracker = self.tracker_cm.__enter__()
         self.model = Model()
@@ -166,10 +196,27 @@ class TrackerMachine(RuleBasedStateMachine):
         resumed = {"current": self.model.current.get(agent), "none": None, "other": other}[resume]
         if rid in self.model.requests:  # repeat with the original resumed id half the time
             resumed = self.model.requests[rid].resumed if resume == "current" else resumed
-        expected = self.model.track(rid, agent, resumed)
+        lock = int(rid[1:]) % 2 == 0
+        expected = self.model.track(rid, agent, resumed, lock)
         self.call(
-            expected, lambda: self.tracker.track_request(rid, agent_id=agent, session_id=resumed)
+            expected,
+            lambda: self.tracker.track_request(
+                rid, agent_id=agent, session_id=resumed, lock=lock, lock_ttl=LOCK_TTL
+            ),
         )
+
+    @rule(seconds=st.sampled_from([10, 31]))
+    def advance(self, seconds: int) -> None:
+        """Time passes: a lock lapses after LOCK_TTL, and the next request takes it over."""
+        self.clock.advance(seconds)
+        self.model.now += seconds
+
+    @rule(rid=st.sampled_from(["r0", "r2", "r4", "r6"]), agent=AGENTS)
+    def stall_then_take_over(self, rid: str, agent: str) -> None:
+        """The holder of the agent's lock stalls past its TTL, and a request takes it over
+        (a step of its own, so that runs often get to answer the stalled request late)."""
+        self.advance(LOCK_TTL + 1)
+        self.track(rid, agent, "current", "S0")
 
     @rule(rid=REQUESTS, sid=SESSIONS)
     def assign(self, rid: str, sid: str) -> None:
