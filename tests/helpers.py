@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from tracker import Tracker, db, logrow
 from tracker.events import StoredEvent
 from tracker.schema import EVENT_COLUMNS, schema_sql
@@ -218,6 +220,14 @@ async def first(events: AsyncIterator[StoredEvent]) -> StoredEvent | None:
     return None
 
 
+async def briefly(call: Awaitable[Any]) -> Any:
+    """Run a call that goes on until cancelled (keep_lock) for a moment: it refuses bad
+    arguments, or a closed tracker, before it first waits."""
+    with anyio.move_on_after(0.01):
+        return await call
+    return None
+
+
 # Every call of the API taking arguments, with arguments as a caller would give them, on
 # a database where request r0 of agent a has session S0 (test_hostile gives each argument
 # odd values; test_flows calls each on a closed tracker).
@@ -259,6 +269,10 @@ EVERY_CALL: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
         {"agent_id": "L", "holder": "h", "ttl": 30, "wait": 0},
     ),
     "renew_lock": (lambda t, **k: t.renew_lock(**k), {"agent_id": "L", "holder": "h", "ttl": 30}),
+    "keep_lock": (
+        lambda t, **k: briefly(t.keep_lock(**k)),
+        {"agent_id": "L", "holder": "h", "ttl": 30},
+    ),
     "release_lock": (lambda t, **k: t.release_lock(**k), {"agent_id": "L", "holder": "h"}),
     "get_lock": (lambda t, **k: t.get_lock(**k), {"agent_id": "L"}),
     "update_session_metadata": (

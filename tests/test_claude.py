@@ -220,7 +220,7 @@ async def test_a_run_whose_lock_was_taken_over_says_so_and_finishes(
         await anyio.sleep(0.2)
         clock.advance(60)  # as if the orchestrator had stalled past the TTL
         await tracker.acquire_lock(agent_id="a1", holder="intruder")
-    assert "request 'long' no longer renews its lock" in caplog.text
+    assert "lock renewal stopped: cannot renew agent 'a1': 'long' does not hold it" in caplog.text
     request = await tracker.get_request("long")
     assert request is not None
     assert request.status == "completed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,52 @@ async def test_lock_context_manager_reports_a_lost_lock(
         async with tracker.lock(agent_id="a1", holder="h1", ttl=5):
             clock.advance(6)
             await tracker.acquire_lock(agent_id="a1", holder="h2")
+
+
+async def test_lock_context_manager_keeps_the_lock_while_the_block_outlasts_its_ttl(
+    db_path: Path,
+) -> None:
+    async with Tracker.open(db_path) as t:  # the system clock: the lease must really lapse
+        async with t.lock(agent_id="a1", holder="h1", ttl=0.3):
+            await anyio.sleep(1.0)
+            with pytest.raises(LockHeld, match="'h1'"):
+                await t.acquire_lock(agent_id="a1", holder="h2")
+        with pytest.raises(LockNotHeld):  # not renewed: the block outlasts it, h2 takes it
+            async with t.lock(agent_id="a2", holder="h1", ttl=0.3, renew=False):
+                await anyio.sleep(0.5)
+                await t.acquire_lock(agent_id="a2", holder="h2")
+        types = [e.type async for e in t.events(agent_id="a1")]
+    assert types[0] == "LockAcquired"
+    assert types[-1] == "LockReleased"
+    assert types.count("LockRenewed") >= 2  # every 0.1 s for 1 s, on a slow machine too
+    assert set(types[1:-1]) == {"LockRenewed"}
+
+
+async def test_a_cancelled_block_gives_its_lock_back(tracker: Tracker) -> None:
+    with anyio.move_on_after(0.2) as scope:
+        async with tracker.lock(agent_id="a1", holder="h1"):  # renewing, in a task group
+            await anyio.sleep(10)
+    assert scope.cancelled_caught
+    lock = await tracker.get_lock(agent_id="a1")
+    assert lock is not None
+    assert (lock.holder, lock.status) == ("h1", "released")
+
+
+async def test_keep_lock_stops_by_itself_once_the_lock_is_gone(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Tracker.open(db_path) as t:
+        await t.acquire_lock(session_id="S1", holder="h1", ttl=0.3)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(t.keep_lock, session_id="S1", holder="h1", ttl=0.3))
+                await anyio.sleep(0.5)
+                lock = await t.get_lock(session_id="S1")
+                assert lock is not None
+                assert (lock.holder, lock.status) == ("h1", "held")
+                assert lock.expires_at > datetime.now(UTC)  # renewed
+                await t.release_lock(session_id="S1", holder="h1")
+    assert "lock renewal stopped: cannot renew session 'S1': 'h1' does not hold it" in caplog.text
 
 
 async def test_session_shows_the_lock_of_its_conversation(tracker: Tracker) -> None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -38,7 +39,7 @@ from tracker.commands import (
     undo_track,
 )
 from tracker.db import Durability
-from tracker.errors import InvalidInput, LockHeld, LockNotHeld, OwnerInUse
+from tracker.errors import InvalidInput, LockHeld, LockNotHeld, OwnerInUse, TrackerError
 from tracker.events import StoredEvent, Usage
 from tracker.locking import AcquireLock, ReleaseLock, RenewLock, Tx, undo_acquire
 from tracker.models import (
@@ -357,6 +358,29 @@ class Tracker:
         command = RenewLock(scope, target, validate.ident(holder, "holder"), validate.ttl(ttl))
         return await self._store.submit(command)
 
+    async def keep_lock(
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        holder: str,
+        ttl: Duration = 30,
+    ) -> None:
+        """Renew a lock ``holder`` holds to ``ttl`` every third of ``ttl`` until cancelled:
+        run it in a task beside work that may outlast the TTL. It returns, logging why,
+        once a renewal fails (the lock was taken over after this process stalled past
+        its TTL, or released)."""
+        scope, target = validate.lock_key(agent_id, session_id)
+        command = RenewLock(scope, target, validate.ident(holder, "holder"), validate.ttl(ttl))
+        self._store.ensure_open()  # a closed tracker says so now, not a third of ttl later
+        while True:
+            await anyio.sleep(command.ttl / 3)
+            try:
+                await self._store.submit(command)
+            except TrackerError as exc:
+                log.warning("lock renewal stopped: %s", exc)  # names the lock and holder
+                return
+
     async def release_lock(
         self, *, agent_id: str | None = None, session_id: str | None = None, holder: str
     ) -> None:
@@ -373,14 +397,28 @@ class Tracker:
         holder: str,
         ttl: Duration = 30,
         wait: Duration = 0,
+        renew: bool = True,
     ) -> AsyncIterator[Lock]:
-        """Hold a lock for the block. Raises LockNotHeld at exit if it was lost meanwhile."""
+        """Hold a lock for the block, renewed every third of ``ttl`` while it runs
+        (``keep_lock``) unless ``renew=False``. Raises LockNotHeld at exit if it was lost
+        meanwhile: taken over after this process stalled past the TTL, or, not renewed,
+        outlasted by the block."""
+        renew = validate.flag(renew, "renew")
         taken = await self.acquire_lock(
             agent_id=agent_id, session_id=session_id, holder=holder, ttl=ttl, wait=wait
         )
         release = ReleaseLock(taken.scope, taken.target, holder)
+        keep = partial(
+            self.keep_lock, agent_id=agent_id, session_id=session_id, holder=holder, ttl=ttl
+        )
         try:
-            yield taken
+            async with task_group() as tg:  # the block's own error comes out as itself
+                if renew:
+                    tg.start_soon(keep)
+                try:
+                    yield taken
+                finally:
+                    tg.cancel_scope.cancel()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(LockNotHeld):  # the block's own error matters more

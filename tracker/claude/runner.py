@@ -16,8 +16,9 @@ import os
 import subprocess
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tracker.api import Tracker
 from tracker.claude.result import ClaudeOutputError, ClaudeResult, parse_output, parse_result
-from tracker.errors import TrackerError
 from tracker.locking import conversation
 from tracker.models import CURRENT, Request, ResumedSession
 
@@ -126,53 +126,38 @@ class ClaudeRunner:
                 session_id=session_id,
                 model=model,
             )
-            lease = _Lease.of(self.tracker, request, self.lock_ttl) if lock else None
-            execution = _Execution(self.tracker, rid, self.timeout, self.stream, lease)
+            keep = self._keeping(request) if lock else None
+            execution = _Execution(self.tracker, rid, self.timeout, self.stream, keep)
             return await execution.run(argv, cwd)
 
-
-@dataclass(frozen=True)
-class _Lease:
-    """The lock a run took with its request, renewed while the CLI runs."""
-
-    tracker: Tracker
-    scope: str  # the agent's lock, or else the resumed session's
-    target: str
-    holder: str
-    ttl: float
-
-    @classmethod
-    def of(cls, tracker: Tracker, request: Request, ttl: float) -> _Lease:
+    def _keeping(self, request: Request) -> Callable[[], Awaitable[None]]:
+        """The renewal of the lock a run took with its request: the agent's, or else the
+        resumed session's."""
         found = conversation(request.agent_id, request.resumed_session_id)
         assert found is not None, "a run locks only with an agent or a session to resume"
-        return cls(tracker, *found, request.request_id, ttl)
-
-    async def keep(self, scope: anyio.CancelScope) -> None:
-        """Renew the lock every third of its TTL until ``scope`` is cancelled; stop,
-        saying why, if it was lost (taken over after the process stalled past its TTL)."""
-        with scope:
-            while True:
-                await anyio.sleep(self.ttl / 3)
-                try:
-                    await self.tracker.renew_lock(
-                        agent_id=self.target if self.scope == "agent" else None,
-                        session_id=self.target if self.scope == "session" else None,
-                        holder=self.holder,
-                        ttl=self.ttl,
-                    )
-                except TrackerError as exc:
-                    log.warning("request %r no longer renews its lock: %s", self.holder, exc)
-                    return
+        scope, target = found
+        return partial(
+            self.tracker.keep_lock,
+            agent_id=target if scope == "agent" else None,
+            session_id=target if scope == "session" else None,
+            holder=request.request_id,
+            ttl=self.lock_ttl,
+        )
 
 
 class _Execution:
     """One process, and the tracker calls its output leads to."""
 
     def __init__(
-        self, tracker: Tracker, request_id: str, timeout: float, stream: bool, lease: _Lease | None
+        self,
+        tracker: Tracker,
+        request_id: str,
+        timeout: float,
+        stream: bool,
+        keep_lock: Callable[[], Awaitable[None]] | None,
     ) -> None:
         self.t, self.rid, self.timeout, self.stream = tracker, request_id, timeout, stream
-        self.lease = lease
+        self.keep_lock = keep_lock
         self.assigned: str | None = None
         self.result: ClaudeResult | None = None
         # json output is one document, kept whole; stream-json lines are read as they
@@ -202,8 +187,8 @@ class _Execution:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._read_stderr, proc)
                         renewing = anyio.CancelScope()
-                        if self.lease is not None:
-                            tg.start_soon(self.lease.keep, renewing)
+                        if self.keep_lock is not None:
+                            tg.start_soon(self._renew, renewing, self.keep_lock)
                         await self._read_stdout(proc)
                         renewing.cancel()  # the CLI is done: its request finishes next
                     return await proc.wait()
@@ -212,6 +197,13 @@ class _Execution:
                     proc.kill()
                     with anyio.CancelScope(shield=True):
                         await proc.wait()
+
+    @staticmethod
+    async def _renew(scope: anyio.CancelScope, keep_lock: Callable[[], Awaitable[None]]) -> None:
+        """Renew the run's lock until ``scope`` is cancelled, leaving the group that reads
+        stderr running (the CLI's error is at its end)."""
+        with scope:
+            await keep_lock()
 
     async def _read_stderr(self, proc: Process) -> None:
         """Keep the end of what the CLI says on stderr (where its error is), at most
