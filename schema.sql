@@ -203,7 +203,8 @@ CREATE TABLE IF NOT EXISTS agents (
     resets              INTEGER NOT NULL DEFAULT 0,
     first_seen          TEXT NOT NULL,
     last_activity       TEXT NOT NULL,
-    last_seq            INTEGER NOT NULL
+    last_seq            INTEGER NOT NULL,
+    reset_seq           INTEGER            -- seq of its last AgentReset (NULL: never reset)
 ) WITHOUT ROWID;
 
 -- One row per conversation lock, kept after release for audit and retries.
@@ -334,4 +335,4 @@ SELECT agent_id, SUM(lock_acquisitions) AS acquisitions, SUM(lock_waits) AS wait
        SUM(lock_wait_ms) AS wait_ms, SUM(lock_expiries) AS expiries
 FROM usage_daily GROUP BY agent_id;
 
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;

@@ -34,6 +34,7 @@ class AgentRow(msgspec.Struct):
     first_seen: str
     last_activity: str
     last_seq: int
+    reset_seq: int | None  # of its last AgentReset
 
 
 def table(limit: int) -> Table[AgentRow]:
@@ -45,7 +46,7 @@ def tracked(state: State, seq: int, at: str, ev: RequestTracked) -> None:
         return
     row = state.agents.get(ev.agent_id)
     if row is None:
-        row = state.agents.add(ev.agent_id, AgentRow(ev.agent_id, None, 0, 0, 0, at, at, seq))
+        row = state.agents.add(ev.agent_id, AgentRow(ev.agent_id, None, 0, 0, 0, at, at, seq, None))
     else:
         state.agents.edit(ev.agent_id)
     row.request_count += 1
@@ -58,7 +59,7 @@ def assigned(state: State, seq: int, at: str, ev: SessionAssigned) -> None:
     row = state.agents.edit(ev.agent_id)
     if state.sessions.get(ev.session_id) is None:
         row.chain_length += 1
-    if not ev.fenced:  # a fenced-out request's session is a branch, not where to go on
+    if not ev.superseded:  # a superseded answer's session is a branch, not where to go on
         row.current_session_id = ev.session_id
     row.last_activity, row.last_seq = at, seq
 
@@ -74,7 +75,7 @@ def retired(state: State, seq: int, at: str, ev: SessionExpired | SessionDeleted
 
 def reset(state: State, seq: int, at: str, ev: AgentReset) -> None:
     row = state.agents.edit(ev.agent_id)
-    row.current_session_id, row.last_seq = None, seq
+    row.current_session_id, row.last_seq, row.reset_seq = None, seq, seq
     row.resets += 1
 
 

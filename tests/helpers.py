@@ -38,9 +38,20 @@ V5_USAGE = (ROOT / "tests" / "fixtures" / "schema_v5_usage.sql").read_text(encod
 V5_TABLES = ("sessions", "usage_daily")
 
 
+def make_version_6(path: Path) -> None:
+    """Give a file the projections schema version 6 had: agents without reset_seq."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    with db.immediate(conn):
+        conn.execute("ALTER TABLE agents DROP COLUMN reset_seq")
+        conn.execute("PRAGMA user_version = 6")
+    conn.close()
+
+
 def make_version_5(path: Path) -> None:
-    """Give a file the projections schema version 5 had: sessions and usage_daily without
-    the count of requests that reported a duration, and the views on them of then."""
+    """Give a file the projections schema version 5 had: that of version 6, with sessions
+    and usage_daily without the count of requests that reported a duration, and the views
+    on them of then."""
+    make_version_6(path)
     conn = sqlite3.connect(path, isolation_level=None)
     with db.immediate(conn):
         for (view,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'"):

@@ -225,22 +225,22 @@ def test_lock_payloads_are_version_2_and_a_later_one_is_refused() -> None:
         codec.decode("LockReleased", 3, '{"token":1}', ("r1", "a1", None))
 
 
-def test_a_version_1_session_assigned_reads_as_not_fenced() -> None:
-    v1 = '{"parent_session_id":"s0"}'  # as stored before ``fenced`` existed
+def test_a_version_1_session_assigned_reads_as_not_superseded() -> None:
+    v1 = '{"parent_session_id":"s0"}'  # as stored before ``superseded`` existed
     event = codec.decode("SessionAssigned", 1, v1, ("r1", "a1", "s1"))
     assert event == SessionAssigned(
         request_id="r1", session_id="s1", agent_id="a1", parent_session_id="s0"
     )
-    assert not event.fenced
+    assert not event.superseded
     assert ("SessionAssigned", 1) in codec._AS_IS  # no dict, no convert: replay's fast path
     with pytest.raises(SchemaVersionError, match="SessionAssigned payload version 3"):
         codec.decode("SessionAssigned", 3, v1, ("r1", "a1", "s1"))
 
 
-def test_a_fenced_assignment_is_stored_and_read_back() -> None:
-    event = SessionAssigned(request_id="r1", session_id="s1", agent_id="a1", fenced=True)
+def test_a_superseded_assignment_is_stored_and_read_back() -> None:
+    event = SessionAssigned(request_id="r1", session_id="s1", agent_id="a1", superseded=True)
     payload = stored(event)
-    assert payload == b'{"fenced":true}'
+    assert payload == b'{"superseded":true}'
     assert codec.decode("SessionAssigned", 2, payload.decode(), ("r1", "a1", "s1")) == event
 
 

@@ -1,5 +1,7 @@
 """Random call sequences against a simple in-memory model of the rules (SPEC section 2),
-with the agents' locks: taken with requests, lapsing as the clock moves, taken over.
+with the agents' locks: taken with requests, lapsing as the clock moves, taken over; an
+answer to a request whose lock was taken over, or whose agent was reset since it was
+tracked, does not move the agent on.
 
 After every step: an invalid call appended nothing, the agent -> session
 mapping and the chains match the model, and (every few steps and at the end)
@@ -36,6 +38,7 @@ class ModelRequest:
     status: str = "pending"
     outcome: tuple[Any, ...] | None = None
     token: int | None = None  # of the lock taken with it
+    tracked: int = 0  # when, in the model's order of tracks and resets
 
 
 @dataclass
@@ -64,6 +67,8 @@ class Model:
     locks: dict[str, ModelLock] = field(default_factory=dict)
     tokens: int = 0
     now: float = 0.0
+    order: int = 0  # tracks and resets so far
+    last_reset: dict[str, int] = field(default_factory=dict)
 
     def track(
         self, rid: str, agent: str, resumed: str | None, lock: bool
@@ -81,7 +86,8 @@ class Model:
                 return errors.LockHeld
             self.tokens = token = self.tokens + 1
             self.locks[agent] = ModelLock(token, self.now + LOCK_TTL)
-        self.requests[rid] = ModelRequest(agent, resumed, token=token)
+        self.order += 1
+        self.requests[rid] = ModelRequest(agent, resumed, token=token, tracked=self.order)
         self.current.setdefault(agent, None)
         return None
 
@@ -104,9 +110,13 @@ class Model:
             self.sessions[sid] = ModelSession(request.agent, parent)
             self.chains.setdefault(request.agent, []).append(sid)
         request.session, request.status = sid, "active"
-        if not self.taken_over(request):
+        if not self.taken_over(request) and not self.reset_since(request):
             self.current[request.agent] = sid
         return None
+
+    def reset_since(self, request: ModelRequest) -> bool:
+        """Whether the request's agent was reset after it was tracked."""
+        return self.last_reset.get(request.agent, 0) > request.tracked
 
     def taken_over(self, request: ModelRequest) -> bool:
         """Whether someone took the agent's lock after the request did."""
@@ -145,6 +155,8 @@ class Model:
         if agent not in self.current:
             return errors.UnknownAgent
         self.current[agent] = None
+        self.order += 1
+        self.last_reset[agent] = self.order
         return None
 
 

@@ -1,7 +1,8 @@
 """session_id=CURRENT: the agent's current session, decided when the request is tracked
 (under the agent's lock with lock=True), so a request that waited for the lock continues
-the session its predecessor was given; and a request whose lock was taken over does not
-move the agent on (its session is fenced out: a branch of the chain)."""
+the session its predecessor was given; and the answer to a request whose lock was taken
+over, or whose agent was reset since, does not move the agent on (it is superseded: its
+session is a branch of the chain)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ async def track_current(tracker: Tracker, request_id: str, agent_id: str = "a1")
     return await tracker.track_request(
         request_id, agent_id=agent_id, session_id=CURRENT, lock=True, lock_wait=10
     )
+
+
+async def first_turn(tracker: Tracker) -> None:
+    """Agent a1's first request, r1, answered with session s1 and completed."""
+    await tracker.track_request("r1", agent_id="a1")
+    await tracker.update_request_session("r1", "s1")
+    await tracker.complete_request("r1")
 
 
 async def test_a_request_that_waited_for_the_lock_resumes_what_its_predecessor_got(
@@ -80,9 +88,7 @@ async def test_without_a_lock_it_is_the_current_session_when_tracked(tracker: Tr
 
 @pytest.mark.parametrize("retire", ["expire", "delete", "reset"])
 async def test_a_retired_session_is_not_resumed(tracker: Tracker, retire: str) -> None:
-    await tracker.track_request("r1", agent_id="a1")
-    await tracker.update_request_session("r1", "s1")
-    await tracker.complete_request("r1")
+    await first_turn(tracker)
     if retire == "expire":
         await tracker.expire_session("s1")
     elif retire == "delete":
@@ -115,10 +121,10 @@ async def test_without_an_agent_it_is_refused(tracker: Tracker, db_path: Path) -
     assert await tracker.get_request("r1") is None
 
 
-def fenced(db_path: Path, request_id: str) -> bool:
-    """Whether the log says the request's session was fenced out."""
+def superseded(db_path: Path, request_id: str) -> bool:
+    """Whether the log says the request's answer came once the agent had moved on."""
     sql = (
-        "SELECT json_extract(payload, '$.fenced') FROM events "
+        "SELECT json_extract(payload, '$.superseded') FROM events "
         "WHERE type = 'SessionAssigned' AND request_id = ?"
     )
     [(flag,)] = rows(db_path, sql, (request_id,))
@@ -129,9 +135,7 @@ def fenced(db_path: Path, request_id: str) -> bool:
 async def test_a_request_whose_lock_was_taken_over_does_not_move_the_agent_on(
     tracker: Tracker, db_path: Path, clock: ManualClock, successor: str
 ) -> None:
-    await tracker.track_request("r1", agent_id="a1", lock=True)
-    await tracker.update_request_session("r1", "s1")
-    await tracker.complete_request("r1")
+    await first_turn(tracker)
     stalled = await tracker.track_request("r2", agent_id="a1", session_id=CURRENT, lock=True)
     clock.advance(31)  # r2's lock lapsed (its orchestrator stalled); r3 takes the agent over
     taker = await tracker.track_request("r3", agent_id="a1", session_id=CURRENT, lock=True)
@@ -148,8 +152,8 @@ async def test_a_request_whose_lock_was_taken_over_does_not_move_the_agent_on(
         ("s3", "s1"),
         ("s2", "s1"),  # kept, as a branch
     }
-    assert fenced(db_path, "r2")
-    assert not fenced(db_path, "r3")
+    assert superseded(db_path, "r2")
+    assert not superseded(db_path, "r3")
     await tracker.complete_request("r2")
     after = await tracker.track_request("r4", agent_id="a1", session_id=CURRENT)
     assert after.resumed_session_id == "s3"
@@ -167,7 +171,7 @@ async def test_a_lapsed_lock_nobody_took_still_moves_the_agent_on(
         assert report.expired_locks == ["agent:a1"]
     await tracker.update_request_session("r1", "s1")
     assert await tracker.get_agent_session("a1") == "s1"
-    assert not fenced(db_path, "r1")
+    assert not superseded(db_path, "r1")
 
 
 async def test_a_same_id_answer_after_a_takeover_leaves_the_new_holders_session(
@@ -180,8 +184,44 @@ async def test_a_same_id_answer_after_a_takeover_leaves_the_new_holders_session(
     await tracker.track_request("r3", agent_id="a1", session_id=CURRENT, lock=True)
     await tracker.update_request_session("r3", "s3")
     await tracker.update_request_session("r2", "s1")  # a current CLI: the same id, late
-    assert fenced(db_path, "r2")
+    assert superseded(db_path, "r2")
     assert await tracker.get_agent_session("a1") == "s3"
     session = await tracker.get_session("s1")
     assert session is not None
     assert session.request_count == 2  # it did continue s1
+
+
+async def test_an_answer_to_a_request_tracked_before_a_reset_does_not_undo_it(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await first_turn(tracker)
+    await tracker.track_request("r2", agent_id="a1", session_id=CURRENT)  # in flight...
+    await tracker.reset_agent("a1")  # ...when the user starts over
+    fresh = await tracker.track_request("r3", agent_id="a1", session_id=CURRENT)
+    assert fresh.resumed_session_id is None
+    await tracker.update_request_session("r2", "s2")  # the old conversation answers late
+    assert superseded(db_path, "r2")
+    assert await tracker.get_agent_session("a1") is None  # still starting over
+    await tracker.update_request_session("r3", "s3")
+    assert not superseded(db_path, "r3")  # tracked after the reset: it moves the agent on
+    assert await tracker.get_agent_session("a1") == "s3"
+    chain = await tracker.get_chain("a1")
+    assert [(s.session_id, s.parent_session_id) for s in chain] == [
+        ("s1", None),
+        ("s2", "s1"),  # kept, as a branch of the old chain
+        ("s3", None),
+    ]
+    assert (await tracker.verify()).ok
+
+
+async def test_a_reset_before_the_first_answer_still_starts_over(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await tracker.track_request("r1", agent_id="a1", lock=True)
+    await tracker.reset_agent("a1")  # no session yet, but one is coming
+    before = event_count(db_path)
+    await tracker.reset_agent("a1")  # a retry: nothing happened since
+    assert event_count(db_path) == before
+    await tracker.update_request_session("r1", "s1")
+    assert superseded(db_path, "r1")
+    assert await tracker.get_agent_session("a1") is None

@@ -20,6 +20,7 @@ from tests.helpers import (
     log_as_text,
     make_version_4,
     make_version_5,
+    make_version_6,
     readme,
     readme_block,
     rows,
@@ -92,6 +93,7 @@ PINNED: dict[str, list[str]] = {
         "first_seen",
         "last_activity",
         "last_seq",
+        "reset_seq",
     ],
     "locks": [
         "scope",
@@ -299,6 +301,30 @@ async def test_a_version_5_file_counts_the_requests_that_reported_a_duration(
     async with Tracker.open(old) as t:
         assert await figures(t) == before
         assert (await t.verify()).ok
+    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert layout(old) == layout(new)  # exactly what a new file has
+
+
+async def test_a_version_6_file_learns_when_its_agents_were_reset(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    async with Tracker.open(old) as t:
+        await track_one(t, "r1")
+        await t.track_request("late", agent_id="a1", session_id="s-r1")  # still running...
+        await t.reset_agent("a1")  # ...when the agent starts over
+        await t.track_request("r2", agent_id="a2")
+    async with Tracker.open(new):
+        pass
+    make_version_6(old)
+    assert "reset_seq" not in str(rows(old, "PRAGMA table_info(agents)"))
+    async with Tracker.open(old) as t:
+        assert (await t.verify()).ok  # the seq the upgrade found is the one a replay sets
+        await t.update_request_session("late", "s-late")  # the answer, after the reset
+        assert await t.get_agent_session("a1") is None  # the agent still starts over
+        assert (await t.verify()).ok
+    assert rows(old, "SELECT agent_id, reset_seq IS NOT NULL FROM agents ORDER BY 1") == [
+        ("a1", 1),
+        ("a2", 0),
+    ]
     assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert layout(old) == layout(new)  # exactly what a new file has
 

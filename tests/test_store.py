@@ -30,6 +30,7 @@ from tracker.errors import (
     StorageError,
 )
 from tracker.events import KEYS, AgentReset, AnyEvent, RequestTracked, SessionAssigned, StoredEvent
+from tracker.schema import SCHEMA_VERSION
 from tracker.store import EventStore, Filter, NoProjections
 
 Appender = Callable[[Path, list[AnyEvent]], Awaitable[list[int]]]
@@ -351,9 +352,10 @@ async def test_a_new_file_is_private_to_its_owner(db_path: Path) -> None:
 async def test_another_schema_version_says_what_to_do(db_path: Path) -> None:
     await append_here(db_path, batch(1))
     conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA user_version = 7")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(SchemaVersionError, match=r"schema version 7.*export"):
+    newer = SCHEMA_VERSION + 1
+    with pytest.raises(SchemaVersionError, match=rf"schema version {newer}.*export"):
         await append_here(db_path, batch(1))
 
 

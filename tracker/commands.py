@@ -186,7 +186,7 @@ class Assign:
                     session_id=self.session_id,
                     agent_id=row.agent_id,
                     parent_session_id=self._parent(state, row),
-                    fenced=taken_over(state, row),
+                    superseded=taken_over(state, row) or _reset_since(state, row),
                 )
             ]
         )
@@ -204,6 +204,13 @@ class Assign:
                 f"not to request {self.request_id!r}'s agent {row.agent_id!r}"
             )
         return session.parent_session_id
+
+
+def _reset_since(state: State, row: RequestRow) -> bool:
+    """Whether the request's agent was reset after the request was tracked: a pending
+    request's last event is its tracking (or the lock taken with it, in its transaction)."""
+    agent = state.agents.get(row.agent_id) if row.agent_id is not None else None
+    return agent is not None and agent.reset_seq is not None and agent.reset_seq > row.last_seq
 
 
 class _OnItsRequest:
@@ -416,6 +423,8 @@ class ResetAgent:
         agent = tx.hook.state.agents.get(self.agent_id)
         if agent is None:
             raise errors.UnknownAgent(f"no agent {self.agent_id!r}")
-        if agent.current_session_id is None:
-            return  # nothing to reset: a retry, or a fresh agent
+        if agent.current_session_id is None and agent.last_seq == agent.reset_seq:
+            return  # nothing happened since its last reset: a retry
+        # else, even without a current session, requests in flight may answer: they
+        # must not move the agent on (Assign: superseded)
         tx.append([AgentReset(agent_id=self.agent_id, reason=self.reason)])

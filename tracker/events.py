@@ -76,11 +76,12 @@ class RequestTracked(Event, frozen=True, tag="RequestTracked"):
 class SessionAssigned(Event, frozen=True, tag="SessionAssigned"):
     """The CLI reported the session id of a request.
 
-    ``fenced``: the lock taken with the request had been taken over by another
-    holder before the CLI answered, so the session joins the agent's chain (a
-    branch) without becoming its current session: the new holder's turn decides
-    what the agent continues. Version 2 added it; a version 1 payload reads as
-    version 2 unchanged (no assignment was fenced before).
+    ``superseded``: the agent had moved on before the CLI answered, so the
+    session joins the agent's chain (a branch) without becoming its current
+    session. Either the lock taken with the request had been taken over by
+    another holder (the new holder's turn decides what the agent continues), or
+    the agent was reset after the request was tracked (it starts over). Version 2
+    added it; a version 1 payload reads as version 2 unchanged (none was before).
     """
 
     VERSION: ClassVar[int] = 2
@@ -90,7 +91,7 @@ class SessionAssigned(Event, frozen=True, tag="SessionAssigned"):
     session_id: str
     agent_id: str | None = None
     parent_session_id: str | None = None
-    fenced: bool = False
+    superseded: bool = False
 
 
 class RequestCompleted(Event, frozen=True, tag="RequestCompleted"):

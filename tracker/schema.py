@@ -7,7 +7,7 @@ from importlib import resources
 
 from tracker.logrow import TYPE_CODES
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # The columns of the event log, in table order (the hash chain covers all but hash).
 EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
 # The views of schema.sql that read sessions or usage_daily (the 5 -> 6 upgrade).
@@ -54,6 +54,13 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         "ALTER TABLE sessions RENAME TO sessions_v5",
         "ALTER TABLE usage_daily RENAME TO usage_daily_v5",
     ),
+    # 6 -> 7: agents keep the seq of their last reset (reset_seq), so an answer to a
+    # request tracked before it does not move the agent on; agents is copied after
+    # schema.sql ran, with it, and the view on it is dropped first (as for 5 -> 6).
+    6: (
+        "DROP VIEW IF EXISTS current_agent_sessions",
+        "ALTER TABLE agents RENAME TO agents_v6",
+    ),
 }
 STORED_TYPE_SQL = (  # logrow.stored_type in SQL
     "CASE type "
@@ -85,6 +92,10 @@ _USAGE_V5 = (
     "lock_expiries"
 )
 _TIMED = "SELECT count(duration_ms) AS n"
+_AGENTS_V6 = (
+    "agent_id, current_session_id, chain_length, request_count, resets, first_seen, "
+    "last_activity, last_seq"
+)
 # What completes an upgrade once schema.sql created this version's tables.
 UPGRADES_AFTER_SCHEMA: dict[int, tuple[str, ...]] = {
     4: (
@@ -102,6 +113,12 @@ UPGRADES_AFTER_SCHEMA: dict[int, tuple[str, ...]] = {
         f"FROM usage_daily_v5 LEFT JOIN ({_TIMED}, substr(finished_at, 1, 10) AS d, "
         "coalesce(agent_id, '') AS a FROM requests GROUP BY d, a) ON d = day AND a = agent_id",
         "DROP TABLE usage_daily_v5",
+    ),
+    6: (  # one pass over the log, not one per agent (its key indexes lead with seq)
+        f"INSERT INTO agents ({_AGENTS_V6}, reset_seq) SELECT {_AGENTS_V6}, r.seq "
+        "FROM agents_v6 LEFT JOIN (SELECT agent_id AS a, max(seq) AS seq FROM event_log "
+        f"WHERE type = {TYPE_CODES['AgentReset']} GROUP BY a) AS r ON r.a = agent_id",
+        "DROP TABLE agents_v6",
     ),
 }
 # Events per bucket of the key indexes, as a shift: seq >> KEY_BUCKET_BITS (schema.sql).
