@@ -408,13 +408,11 @@ class Tracker:
             agent_id=agent_id, session_id=session_id, holder=holder, ttl=ttl, wait=wait
         )
         release = ReleaseLock(taken.scope, taken.target, holder)
-        keep = partial(
-            self.keep_lock, agent_id=agent_id, session_id=session_id, holder=holder, ttl=ttl
-        )
         try:
             async with task_group() as tg:  # the block's own error comes out as itself
                 if renew:
-                    tg.start_soon(keep)
+                    keep = partial(self.keep_lock, holder=holder, ttl=ttl)
+                    tg.start_soon(partial(keep, agent_id=agent_id, session_id=session_id))
                 try:
                     yield taken
                 finally:

@@ -2,7 +2,8 @@
 
 A conversation lock is keyed by agent, or by session for agent-less requests.
 A lapsed lease nobody took over still belongs to its holder; once taken over
-(LockExpired, then LockAcquired) the old holder can neither renew nor release.
+(LockExpired, then LockAcquired) the old holder can neither renew nor release, and
+the answer to the request that took it is superseded (``taken_over``).
 """
 
 from __future__ import annotations
