@@ -31,12 +31,24 @@ def test_the_simulated_orchestrator(tmp_path: Path) -> None:
     assert "audit trail of" in out
     assert "verify(): ok=True" in out
     # a message that waited for the agent's lock continued its conversation: no agent
-    # (never reset) has a second conversation, however its messages raced
+    # never reset has a second conversation, however its messages raced
+    db = tmp_path / "demo.db"
     roots = rows(
-        tmp_path / "demo.db",
-        "SELECT count(*) FROM sessions WHERE parent_session_id IS NULL GROUP BY agent_id",
+        db,
+        "SELECT count(*) FROM sessions JOIN agents USING (agent_id) "
+        "WHERE parent_session_id IS NULL AND resets = 0 GROUP BY agent_id",
     )
-    assert roots == [(1,)] * 12
+    assert roots == [(1,)] * (12 - len(rows(db, "SELECT 1 FROM agents WHERE resets > 0")))
+    # an answer that came after its user started over is no agent's current session
+    superseded = rows(
+        db,
+        "SELECT session_id FROM events WHERE type = 'SessionAssigned' "
+        "AND json_extract(payload, '$.superseded')",
+    )
+    assert f"{len(superseded)} answers came after their agent had started over" in out
+    assert superseded  # the seeded run has users who start over
+    current = {sid for (sid,) in rows(db, "SELECT current_session_id FROM agents")}
+    assert not current & {sid for (sid,) in superseded}
 
 
 def test_the_demo_with_a_claude_binary(tmp_path: Path, fake_claude: str) -> None:

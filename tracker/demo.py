@@ -3,8 +3,9 @@
 The fake CLI behaves like ``claude -p --resume``: it usually keeps the session
 id, sometimes answers a new one, forks on ``--fork-session``, fails before or
 after reporting a session, or hangs until the orchestrator's timeout. Agents
-get concurrent messages, so requests contend for the agent's lock. Then the
-demo prints what the tracker saw.
+get concurrent messages, so requests contend for the agent's lock, and users
+sometimes start over while an answer is coming. Then the demo prints what the
+tracker saw.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import anyio
 
 from tracker import CURRENT, LockHeld, Tracker
-from tracker.events import LockAcquired
+from tracker.events import LockAcquired, SessionAssigned
 from tracker.render import dollars, duration, table, tree
 
 TIMEOUT_S = 0.25
@@ -83,14 +84,28 @@ class Orchestrator:
             roll = self.rng.random()
             if roll < 0.06 and k > 0:
                 await self.fork(agent, k)
-            elif roll < 0.18:  # a second message arrives while a turn is in flight
+            elif roll < 0.09 and k > 0:
+                await self.start_over(agent, f"{agent}-t{k}")
+            elif roll < 0.21:  # a second message arrives while a turn is in flight
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.turn, agent, f"{agent}-t{k}")
                     tg.start_soon(self.turn, agent, f"{agent}-t{k}-followup", 0.5)
             else:
                 await self.turn(agent, f"{agent}-t{k}")
 
-    async def turn(self, agent: str, rid: str, wait: float = 2.0) -> None:
+    async def start_over(self, agent: str, rid: str) -> None:
+        """The user starts over (/clear) while the CLI is answering: the late answer is
+        superseded, and the agent's next turn begins a new conversation."""
+        tracked = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.turn, agent, rid, 2.0, tracked)
+            await tracked.wait()
+            await self.t.reset_agent(agent, reason="the user started over")
+        self.seen["started over mid-turn"] += 1
+
+    async def turn(
+        self, agent: str, rid: str, wait: float = 2.0, tracked: anyio.Event | None = None
+    ) -> None:
         try:  # CURRENT: the session to resume is decided once the agent's lock is held
             request = await self.t.track_request(
                 rid,
@@ -103,6 +118,9 @@ class Orchestrator:
         except LockHeld:
             self.seen["refused: lock held"] += 1
             return
+        finally:
+            if tracked is not None:
+                tracked.set()
         await self.run(rid, request.resumed_session_id, fork=False)
 
     async def fork(self, agent: str, k: int) -> None:
@@ -201,6 +219,15 @@ async def report(t: Tracker, orch: Orchestrator, agents: int, elapsed: float) ->
                 ]
             ],
         )
+    )
+    superseded = [
+        e.session_id
+        async for e in t.events(types=["SessionAssigned"])
+        if isinstance(e.event, SessionAssigned) and e.event.superseded
+    ]
+    print(
+        f"\n{len(superseded)} answers came after their agent had started over: superseded, "
+        "kept in its chain as branches, none its current session."
     )
     await show_chains(t, [f"agent-{a:02d}" for a in range(agents)])
     await show_audit(t)
