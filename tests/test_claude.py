@@ -211,10 +211,15 @@ async def test_a_run_outlasting_its_lock_ttl_keeps_the_lock(
     assert renewals >= 3
 
 
+@pytest.mark.parametrize("stream", [True, False])
 async def test_a_run_whose_lock_was_taken_over_says_so_and_finishes(
-    tracker: Tracker, fake_claude: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    tracker: Tracker,
+    fake_claude: str,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    stream: bool,
 ) -> None:
-    runner = ClaudeRunner(tracker, claude_bin=fake_claude, lock_ttl=0.3)
+    runner = ClaudeRunner(tracker, claude_bin=fake_claude, lock_ttl=0.3, stream=stream)
     async with anyio.create_task_group() as tg:
         tg.start_soon(partial(runner.run, "[slow] a long task", agent_id="a1", request_id="long"))
         await anyio.sleep(0.2)
@@ -227,6 +232,10 @@ async def test_a_run_whose_lock_was_taken_over_says_so_and_finishes(
     lock = await tracker.get_lock(agent_id="a1")
     assert lock is not None
     assert (lock.holder, lock.status) == ("intruder", "held")  # its finish released nothing
+    # stream-json reports the session before the takeover; json only with the result,
+    # after it: then the session is a branch, and the agent does not go on from it
+    current = await tracker.get_agent_session("a1")
+    assert current == (request.session_id if stream else None)
 
 
 async def test_forks(tracker: Tracker, fake_claude: str) -> None:

@@ -411,8 +411,15 @@ class Tracker:
         try:
             async with task_group() as tg:  # the block's own error comes out as itself
                 if renew:
-                    keep = partial(self.keep_lock, holder=holder, ttl=ttl)
-                    tg.start_soon(partial(keep, agent_id=agent_id, session_id=session_id))
+                    tg.start_soon(
+                        partial(
+                            self.keep_lock,
+                            agent_id=agent_id,
+                            session_id=session_id,
+                            holder=holder,
+                            ttl=ttl,
+                        )
+                    )
                 try:
                     yield taken
                 finally:

@@ -193,33 +193,32 @@ def conversation(agent_id: str | None, session_id: str | None) -> tuple[str, str
     return None
 
 
+def _conversation_lock(state: State, row: RequestRow) -> LockRow | None:
+    """The row of the lock a request takes (``conversation``), if there is one."""
+    found = conversation(row.agent_id, row.resumed_session_id)
+    return state.locks.get(found) if found else None
+
+
 def holds_live_lock(tx: Tx, row: RequestRow) -> bool:
     """Whether a request holds its conversation's lock, unexpired, under its id: the lock
     it took when tracked, or ``Tracker.lock(holder=request_id)``'s."""
-    found = conversation(row.agent_id, row.resumed_session_id)
-    lock = tx.hook.state.locks.get(found) if found else None
+    lock = _conversation_lock(tx.hook.state, row)
     return lock is not None and lock.holder == row.request_id and lock.held_at(tx.at)
 
 
 def taken_over(state: State, row: RequestRow) -> bool:
     """Whether another holder has taken the lock taken with a request since (its fencing
     token is no longer the conversation's)."""
-    found = conversation(row.agent_id, row.resumed_session_id)
-    if row.lock_token is None or found is None:
-        return False
-    lock = state.locks.get(found)
+    lock = _conversation_lock(state, row) if row.lock_token is not None else None
     return lock is not None and lock.token != row.lock_token
 
 
 def release_for(tx: Tx, row: RequestRow) -> list[AnyEvent]:
     """The release of the lock taken with a request, if that request still holds it."""
-    found = conversation(row.agent_id, row.resumed_session_id)
-    if row.lock_token is None or found is None:
-        return []
-    key = lock_key(tx.hook.state, *found)
-    lock = _lock_row(tx, key)
+    lock = _conversation_lock(tx.hook.state, row) if row.lock_token is not None else None
     if lock is None or lock.status != "held" or lock.token != row.lock_token:
         return []  # it lapsed and someone else may hold it now: not ours to release
+    key = lock_key(tx.hook.state, lock.scope, lock.target)
     return [
         LockReleased(
             **key.fields(), holder=lock.holder, token=lock.token, request_id=row.request_id
