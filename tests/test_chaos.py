@@ -1,6 +1,7 @@
 """Three processes share agents on one file while one of them is killed every few
 tenths of a second and started again: no acknowledged call is lost, a lock never
-has two holders, and the state still equals a replay.
+has two holders, every agent moves on as the log says it should, whichever
+process decided, and the state still equals a replay.
 
 Its length is TRACKER_CHAOS_SECONDS (default 8; ``make stress`` runs a minute).
 """
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -23,11 +25,16 @@ import pytest
 from tests.helpers import ROOT, check_acknowledged, rows
 from tracker import Tracker
 from tracker.events import (
+    AgentReset,
     LockAcquired,
     LockEvent,
     LockExpired,
     LockReleased,
     LockRenewed,
+    RequestTracked,
+    SessionAssigned,
+    SessionDeleted,
+    SessionExpired,
     StoredEvent,
 )
 
@@ -35,6 +42,14 @@ SECONDS = float(os.environ.get("TRACKER_CHAOS_SECONDS", "8"))
 SEED = int(os.environ.get("TRACKER_CRASH_SEED", "20261121"))
 WORKER = str(ROOT / "tests" / "chaos_worker.py")
 LOCK_EVENTS = ("LockAcquired", "LockRenewed", "LockReleased", "LockExpired")
+CONTINUITY_EVENTS = (
+    "LockAcquired",
+    "RequestTracked",
+    "SessionAssigned",
+    "SessionExpired",
+    "SessionDeleted",
+    "AgentReset",
+)
 
 
 class Worker:
@@ -93,11 +108,67 @@ def test_killing_processes_that_share_agents_loses_nothing(db_path: Path) -> Non
     # dead process's requests abandoned
     assert any(e.type == "LockExpired" for e in lock_events), kills
     assert rows(db_path, "SELECT count(*) FROM requests WHERE error_kind = 'abandoned'")[0][0]
+    log = anyio.run(_continuity_events, db_path)
+    moves = _Continuity().check(log)
+    currents = dict(rows(db_path, "SELECT agent_id, current_session_id FROM agents"))
+    assert currents == moves.current
+    # late answers came both ways: after a takeover, and after the user started over
+    assert moves.superseded["taken over"], moves.superseded
+    assert moves.superseded["reset"], moves.superseded
 
 
 async def _create(db_path: Path) -> None:
     async with Tracker.open(db_path):
         pass  # once, before the workers race to open it
+
+
+async def _continuity_events(db_path: Path) -> list[StoredEvent]:
+    async with Tracker.open(db_path, create=False) as t:
+        return [e async for e in t.events(types=CONTINUITY_EVENTS)]
+
+
+class _Continuity:
+    """Where each agent goes on, worked out from the log alone: the session a request
+    resumes (CURRENT, read under the lock in the transaction that tracks it) is the
+    agent's current one then, and an answer moves the agent on unless its lock was
+    taken over or the agent was reset since it was tracked."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, str | None] = {}
+        self.superseded: Counter[str] = Counter()
+        self._token: dict[str, int] = {}  # the agent's lock, as last taken
+        self._reset_at: dict[str, int] = {}
+        self._turn: dict[str, tuple[int, int]] = {}  # request: (last seq tracking it, token)
+
+    def check(self, log: list[StoredEvent]) -> _Continuity:
+        for stored in log:
+            self._apply(stored.seq, stored.event)
+        return self
+
+    def _apply(self, seq: int, event: object) -> None:
+        if isinstance(event, LockAcquired) and event.scope == "agent":
+            self._token[event.target] = seq
+            if event.request_id is not None:
+                self._turn[event.request_id] = (seq, seq)
+        elif isinstance(event, RequestTracked) and event.agent_id is not None:
+            assert event.resumed_session_id == self.current.get(event.agent_id), seq
+            self.current.setdefault(event.agent_id, None)
+        elif isinstance(event, SessionAssigned) and event.agent_id is not None:
+            self._assigned(seq, event.agent_id, event)
+        elif isinstance(event, SessionExpired | SessionDeleted) and event.agent_id is not None:
+            if self.current.get(event.agent_id) == event.session_id:
+                self.current[event.agent_id] = None
+        elif isinstance(event, AgentReset):
+            self.current[event.agent_id], self._reset_at[event.agent_id] = None, seq
+
+    def _assigned(self, seq: int, agent: str, event: SessionAssigned) -> None:
+        tracked, token = self._turn[event.request_id]
+        taken_over = self._token[agent] != token
+        reset = self._reset_at.get(agent, 0) > tracked
+        assert event.superseded == (taken_over or reset), (seq, taken_over, reset)
+        self.superseded.update({"taken over": taken_over, "reset": reset})
+        if not event.superseded:
+            self.current[agent] = event.session_id
 
 
 async def _lock_events(db_path: Path) -> list[StoredEvent]:
