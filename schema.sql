@@ -1,4 +1,4 @@
--- Session tracker database, schema version 6.
+-- Session tracker database, schema version 8.
 --
 -- One file holds everything: the append-only event log, the projections
 -- derived from it (droppable, rebuilt identically by replay), their
@@ -140,6 +140,8 @@ CREATE TABLE IF NOT EXISTS requests (
     agent_id            TEXT,
     resumed_session_id  TEXT,              -- the session it continues, or NULL
     session_id          TEXT,              -- assigned by the CLI, NULL until then
+    superseded          INTEGER NOT NULL DEFAULT 0,  -- 1: the agent had moved on before
+                                           -- the CLI answered; its session is a branch
     status              TEXT NOT NULL,     -- pending | active | completed | failed
     owner               TEXT,              -- orchestrator process that tracked it
     created_at          TEXT NOT NULL,
@@ -335,4 +337,4 @@ SELECT agent_id, SUM(lock_acquisitions) AS acquisitions, SUM(lock_waits) AS wait
        SUM(lock_wait_ms) AS wait_ms, SUM(lock_expiries) AS expiries
 FROM usage_daily GROUP BY agent_id;
 
-PRAGMA user_version = 7;
+PRAGMA user_version = 8;

@@ -57,6 +57,7 @@ INSERT INTO main.requests
 SELECT request_id, max(agent_id),
   {_of(_TRACKED, "json_extract(payload, '$.resumed_session_id')")},
   {_of(_ASSIGNED, "session_id")},
+  coalesce({_of(_ASSIGNED, "json_extract(payload, '$.superseded')")}, 0),
   coalesce({_of(_FINISH, f"CASE type WHEN {FAILED} THEN 'failed' ELSE 'completed' END")},
            {_of(_ASSIGNED, "'active'")}, 'pending'),
   {_of(_TRACKED, "json_extract(payload, '$.owner')")},

@@ -38,8 +38,19 @@ V5_USAGE = (ROOT / "tests" / "fixtures" / "schema_v5_usage.sql").read_text(encod
 V5_TABLES = ("sessions", "usage_daily")
 
 
+def make_version_7(path: Path) -> None:
+    """Give a file the projections schema version 7 had: requests without superseded."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    with db.immediate(conn):
+        conn.execute("ALTER TABLE requests DROP COLUMN superseded")
+        conn.execute("PRAGMA user_version = 7")
+    conn.close()
+
+
 def make_version_6(path: Path) -> None:
-    """Give a file the projections schema version 6 had: agents without reset_seq."""
+    """Give a file the projections schema version 6 had: that of version 7, with agents
+    without reset_seq."""
+    make_version_7(path)
     conn = sqlite3.connect(path, isolation_level=None)
     with db.immediate(conn):
         conn.execute("ALTER TABLE agents DROP COLUMN reset_seq")

@@ -236,6 +236,7 @@ async def test_a_run_whose_lock_was_taken_over_says_so_and_finishes(
     # after it: then the session is a branch, and the agent does not go on from it
     current = await tracker.get_agent_session("a1")
     assert current == (request.session_id if stream else None)
+    assert request.superseded is not stream
 
 
 async def test_forks(tracker: Tracker, fake_claude: str) -> None:

@@ -39,6 +39,7 @@ class ModelRequest:
     outcome: tuple[Any, ...] | None = None
     token: int | None = None  # of the lock taken with it
     tracked: int = 0  # when, in the model's order of tracks and resets
+    superseded: bool = False  # answered once the agent had moved on
 
 
 @dataclass
@@ -110,7 +111,8 @@ class Model:
             self.sessions[sid] = ModelSession(request.agent, parent)
             self.chains.setdefault(request.agent, []).append(sid)
         request.session, request.status = sid, "active"
-        if not self.taken_over(request) and not self.reset_since(request):
+        request.superseded = self.taken_over(request) or self.reset_since(request)
+        if not request.superseded:
             self.current[request.agent] = sid
         return None
 
@@ -272,6 +274,17 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule(agent=AGENTS)
     def reset(self, agent: str) -> None:
         self.call(self.model.reset(agent), lambda: self.tracker.reset_agent(agent))
+
+    @invariant()
+    def requests_match_the_model(self) -> None:
+        for rid, expected in self.model.requests.items():
+            request = self.portal.call(self.tracker.get_request, rid)
+            assert request is not None
+            assert (request.session_id, request.status, request.superseded) == (
+                expected.session,
+                expected.status,
+                expected.superseded,
+            ), rid
 
     @invariant()
     def mapping_and_chains_match_the_model(self) -> None:

@@ -121,13 +121,17 @@ async def test_without_an_agent_it_is_refused(tracker: Tracker, db_path: Path) -
     assert await tracker.get_request("r1") is None
 
 
-def superseded(db_path: Path, request_id: str) -> bool:
-    """Whether the log says the request's answer came once the agent had moved on."""
+async def superseded(tracker: Tracker, db_path: Path, request_id: str) -> bool:
+    """Whether the request's answer came once the agent had moved on, as the log says;
+    the request says the same."""
     sql = (
         "SELECT json_extract(payload, '$.superseded') FROM events "
         "WHERE type = 'SessionAssigned' AND request_id = ?"
     )
     [(flag,)] = rows(db_path, sql, (request_id,))
+    request = await tracker.get_request(request_id)
+    assert request is not None
+    assert request.superseded is bool(flag)
     return bool(flag)
 
 
@@ -144,7 +148,7 @@ async def test_a_request_whose_lock_was_taken_over_does_not_move_the_agent_on(
     if successor == "finished":
         await tracker.complete_request("r3")
     late = await tracker.update_request_session("r2", "s2")  # the stalled CLI answers at last
-    assert (late.session_id, late.status) == ("s2", "active")
+    assert (late.session_id, late.status, late.superseded) == ("s2", "active", True)
     assert await tracker.get_agent_session("a1") == "s3"  # the new holder's turn goes on
     chain = await tracker.get_chain("a1")
     assert {(s.session_id, s.parent_session_id) for s in chain} == {
@@ -152,8 +156,8 @@ async def test_a_request_whose_lock_was_taken_over_does_not_move_the_agent_on(
         ("s3", "s1"),
         ("s2", "s1"),  # kept, as a branch
     }
-    assert superseded(db_path, "r2")
-    assert not superseded(db_path, "r3")
+    assert await superseded(tracker, db_path, "r2")
+    assert not await superseded(tracker, db_path, "r3")
     await tracker.complete_request("r2")
     after = await tracker.track_request("r4", agent_id="a1", session_id=CURRENT)
     assert after.resumed_session_id == "s3"
@@ -171,7 +175,7 @@ async def test_a_lapsed_lock_nobody_took_still_moves_the_agent_on(
         assert report.expired_locks == ["agent:a1"]
     await tracker.update_request_session("r1", "s1")
     assert await tracker.get_agent_session("a1") == "s1"
-    assert not superseded(db_path, "r1")
+    assert not await superseded(tracker, db_path, "r1")
 
 
 async def test_a_same_id_answer_after_a_takeover_leaves_the_new_holders_session(
@@ -184,7 +188,7 @@ async def test_a_same_id_answer_after_a_takeover_leaves_the_new_holders_session(
     await tracker.track_request("r3", agent_id="a1", session_id=CURRENT, lock=True)
     await tracker.update_request_session("r3", "s3")
     await tracker.update_request_session("r2", "s1")  # a current CLI: the same id, late
-    assert superseded(db_path, "r2")
+    assert await superseded(tracker, db_path, "r2")
     assert await tracker.get_agent_session("a1") == "s3"
     session = await tracker.get_session("s1")
     assert session is not None
@@ -200,10 +204,12 @@ async def test_an_answer_to_a_request_tracked_before_a_reset_does_not_undo_it(
     fresh = await tracker.track_request("r3", agent_id="a1", session_id=CURRENT)
     assert fresh.resumed_session_id is None
     await tracker.update_request_session("r2", "s2")  # the old conversation answers late
-    assert superseded(db_path, "r2")
+    assert await superseded(tracker, db_path, "r2")
     assert await tracker.get_agent_session("a1") is None  # still starting over
     await tracker.update_request_session("r3", "s3")
-    assert not superseded(db_path, "r3")  # tracked after the reset: it moves the agent on
+    assert not await superseded(
+        tracker, db_path, "r3"
+    )  # tracked after the reset: it moves the agent on
     assert await tracker.get_agent_session("a1") == "s3"
     chain = await tracker.get_chain("a1")
     assert [(s.session_id, s.parent_session_id) for s in chain] == [
@@ -223,5 +229,5 @@ async def test_a_reset_before_the_first_answer_still_starts_over(
     await tracker.reset_agent("a1")  # a retry: nothing happened since
     assert event_count(db_path) == before
     await tracker.update_request_session("r1", "s1")
-    assert superseded(db_path, "r1")
+    assert await superseded(tracker, db_path, "r1")
     assert await tracker.get_agent_session("a1") is None

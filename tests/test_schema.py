@@ -21,6 +21,7 @@ from tests.helpers import (
     make_version_4,
     make_version_5,
     make_version_6,
+    make_version_7,
     readme,
     readme_block,
     rows,
@@ -43,6 +44,7 @@ PINNED: dict[str, list[str]] = {
         "agent_id",
         "resumed_session_id",
         "session_id",
+        "superseded",
         "status",
         "owner",
         "created_at",
@@ -324,6 +326,37 @@ async def test_a_version_6_file_learns_when_its_agents_were_reset(tmp_path: Path
     assert rows(old, "SELECT agent_id, reset_seq IS NOT NULL FROM agents ORDER BY 1") == [
         ("a1", 1),
         ("a2", 0),
+    ]
+    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert layout(old) == layout(new)  # exactly what a new file has
+
+
+async def test_a_version_7_file_learns_which_answers_were_superseded(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    async with Tracker.open(old) as t:
+        await track_one(t, "r1")
+        await t.track_request("late", agent_id="a1", session_id="s-r1")
+        await t.reset_agent("a1")
+        await t.update_request_session("late", "s-late")  # after the reset: superseded
+        await t.track_request("r2", agent_id="a1")
+        await t.update_request_session("r2", "s-r2")
+        await t.track_request("open", agent_id="a1", session_id="s-r2")  # no answer yet
+    async with Tracker.open(new):
+        pass
+    make_version_7(old)
+    assert "superseded" not in str(rows(old, "PRAGMA table_info(requests)"))
+    async with Tracker.open(old) as t:
+        assert (await t.verify()).ok  # what the upgrade found is what a replay sets
+        flags = [(r.request_id, r.superseded) for r in await t.in_flight(agent_id="a1")]
+        assert flags == [("late", True), ("r2", False), ("open", False)]
+        await t.reset_agent("a1")
+        assert (await t.update_request_session("open", "s-open")).superseded
+        assert (await t.verify()).ok
+    assert rows(old, "SELECT request_id, superseded FROM requests ORDER BY rowid") == [
+        ("r1", 0),
+        ("late", 1),
+        ("r2", 0),
+        ("open", 1),
     ]
     assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert layout(old) == layout(new)  # exactly what a new file has

@@ -256,16 +256,21 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
 
     Once per file; from version 4 the log is copied (17 s for 1M events).
     Another process may have upgraded it meanwhile: the version is read again.
+    One step after the other: a step that copies a table runs schema.sql (idempotent)
+    to create the new one first, so each step reads the tables as the steps before it
+    left them (5 -> 6 counts in requests, which 7 -> 8 copies).
     """
     try:
         with immediate(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            steps = range(version, SCHEMA_VERSION)
-            for statement in (s for step in steps for s in UPGRADES[step]):
-                conn.execute(statement)
+            for step in range(version, SCHEMA_VERSION):
+                for statement in UPGRADES[step]:
+                    conn.execute(statement)
+                if step in UPGRADES_AFTER_SCHEMA:
+                    _run_schema(conn)
+                    for statement in UPGRADES_AFTER_SCHEMA[step]:
+                        conn.execute(statement)
             _run_schema(conn)
-            for statement in (s for step in steps for s in UPGRADES_AFTER_SCHEMA.get(step, ())):
-                conn.execute(statement)
     except sqlite3.OperationalError as exc:
         if primary_code(exc) != "SQLITE_READONLY":
             raise

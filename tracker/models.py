@@ -58,6 +58,7 @@ class Request(_Result, frozen=True):
     agent_id: str | None
     resumed_session_id: str | None
     session_id: str | None
+    superseded: bool  # the agent had moved on before the CLI answered: a branch
     status: str  # pending | active | completed | failed
     owner: str | None
     created_at: datetime
@@ -254,7 +255,7 @@ def from_row(row: msgspec.Struct, cls: type[R], **extra: Any) -> R:
 
 
 def request_from_row(row: RequestRow) -> Request:
-    return from_row(row, Request)
+    return from_row(row, Request, superseded=bool(row.superseded))  # stored as 0 or 1
 
 
 def session_from_row(row: SessionRow, lock: Lock | None = None) -> Session:

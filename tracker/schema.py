@@ -7,7 +7,7 @@ from importlib import resources
 
 from tracker.logrow import TYPE_CODES
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # The columns of the event log, in table order (the hash chain covers all but hash).
 EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
 # The views of schema.sql that read sessions or usage_daily (the 5 -> 6 upgrade).
@@ -61,6 +61,13 @@ UPGRADES: dict[int, tuple[str, ...]] = {
         "DROP VIEW IF EXISTS current_agent_sessions",
         "ALTER TABLE agents RENAME TO agents_v6",
     ),
+    # 7 -> 8: requests say whether their answer was superseded (beside session_id);
+    # requests is copied after schema.sql ran, its views and indexes dropped first.
+    7: (
+        *(f"DROP VIEW IF EXISTS {view}" for view in ("stale_requests", "request_latency")),
+        *(f"DROP INDEX IF EXISTS requests_{name}" for name in ("unfinished", "by_owner")),
+        "ALTER TABLE requests RENAME TO requests_v7",
+    ),
 }
 STORED_TYPE_SQL = (  # logrow.stored_type in SQL
     "CASE type "
@@ -96,7 +103,14 @@ _AGENTS_V6 = (
     "agent_id, current_session_id, chain_length, request_count, resets, first_seen, "
     "last_activity, last_seq"
 )
-# What completes an upgrade once schema.sql created this version's tables.
+_REQUESTS_V7 = (
+    "request_id, agent_id, resumed_session_id, session_id, status, owner, created_at, "
+    "assigned_at, finished_at, error, error_kind, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, cost_usd, duration_ms, metadata, lock_token, "
+    "track_digest, finish_digest, last_seq"
+)
+# What completes an upgrade step once schema.sql created the tables it copies into
+# (db._upgrade runs the steps one after the other).
 UPGRADES_AFTER_SCHEMA: dict[int, tuple[str, ...]] = {
     4: (
         f"INSERT INTO event_log ({EVENT_COLUMNS}) SELECT seq, id, "
@@ -119,6 +133,13 @@ UPGRADES_AFTER_SCHEMA: dict[int, tuple[str, ...]] = {
         "FROM agents_v6 LEFT JOIN (SELECT agent_id AS a, max(seq) AS seq FROM event_log "
         f"WHERE type = {TYPE_CODES['AgentReset']} GROUP BY a) AS r ON r.a = agent_id",
         "DROP TABLE agents_v6",
+    ),
+    7: (  # a superseded answer is a version 2 SessionAssigned (schema 7 brought both)
+        f"INSERT INTO requests ({_REQUESTS_V7}, superseded) SELECT {_REQUESTS_V7}, "
+        "request_id IN (SELECT request_id FROM event_log "
+        f"WHERE type = {TYPE_CODES['SessionAssigned']} AND version >= 2 "
+        "AND json_extract(payload, '$.superseded')) FROM requests_v7 ORDER BY rowid",
+        "DROP TABLE requests_v7",
     ),
 }
 # Events per bucket of the key indexes, as a shift: seq >> KEY_BUCKET_BITS (schema.sql).
