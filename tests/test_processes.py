@@ -6,12 +6,14 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 
-from tests.helpers import ROOT, rows, run_python, start_python
-from tracker import OwnerInUse, SchemaVersionError, Tracker
+from tests.helpers import ROOT, make_version_7, rows, run_python, start_python
+from tracker import OwnerInUse, SchemaVersionError, Tracker, db
 from tracker.schema import SCHEMA_VERSION
 
 READER = """
@@ -213,6 +215,41 @@ async def test_a_writer_stops_when_another_process_upgrades_the_file(db_path: Pa
         with pytest.raises(SchemaVersionError):  # and it stays stopped
             await t.update_request_session("r1", "s1")
     assert rows(db_path, "SELECT count(*) FROM events") == before
+
+
+WRITE_LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")  # as an upgrade of a long log in another process does
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("ROLLBACK")
+"""
+
+
+async def test_opening_a_file_to_upgrade_waits_while_another_process_writes_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Tracker.open(db_path) as t:
+        await t.track_request("r1", agent_id="a1")
+    make_version_7(db_path)
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)  # SQLite gives up after 0.1 s, not 5
+    holder = start_python(WRITE_LOCK_HOLDER, str(db_path), "1.5")
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "held\n", holder.communicate()
+    started = time.monotonic()
+    with anyio.move_on_after(0.3):  # a caller that gives up stops waiting
+        async with Tracker.open(db_path):
+            pytest.fail("upgraded while another process held the write lock")
+    assert time.monotonic() - started < 0.8
+    async with Tracker.open(db_path) as t:  # one that does not, waits its turn
+        waited = time.monotonic() - started
+        assert await t.get_request("r1") is not None
+    assert waited > 1.0, waited
+    assert holder.communicate()[1] == ""
+    assert holder.returncode == 0
+    assert f"needs an upgrade to schema version {SCHEMA_VERSION}" in caplog.text
+    assert rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 HOLDER = """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
+import logging
 import os
 import sqlite3
 import stat
@@ -22,6 +24,7 @@ from tracker.scratch import Scratch
 T = TypeVar("T")
 Durability = Literal["full", "process"]
 BUSY_TIMEOUT_MS = 5000
+log = logging.getLogger("tracker")
 
 
 async def in_thread(path: Path, fn: Callable[..., T], *args: Any) -> T:
@@ -261,7 +264,8 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
     left them (5 -> 6 counts in requests, which 7 -> 8 copies).
     """
     try:
-        with immediate(conn):
+        _begin_waiting(conn, path)
+        with committed(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for step in range(version, SCHEMA_VERSION):
                 for statement in UPGRADES[step]:
@@ -280,10 +284,39 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
         ) from exc
 
 
+def _begin_waiting(conn: sqlite3.Connection, path: Path) -> None:
+    """Begin the upgrade's write transaction, however long another connection holds the
+    write lock: most likely another process opening the same file is upgrading it, which
+    takes seconds on a long log. Waits in turns of the busy timeout, logging once, and
+    stops there if the caller is cancelled."""
+    for turn in itertools.count():
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if primary_code(exc) != "SQLITE_BUSY":
+                raise
+        if turn == 0:
+            log.warning(
+                "%r needs an upgrade to schema version %d and another connection is writing "
+                "it (another process upgrading it?): waiting",
+                str(path),
+                SCHEMA_VERSION,
+            )
+        stop_if_cancelled()
+
+
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """A write transaction on ``conn``: committed if the block ends, else rolled back."""
     conn.execute("BEGIN IMMEDIATE")
+    with committed(conn):
+        yield
+
+
+@contextmanager
+def committed(conn: sqlite3.Connection) -> Iterator[None]:
+    """Commit the transaction open on ``conn`` if the block ends, else roll it back."""
     try:
         yield
         conn.execute("COMMIT")
