@@ -46,6 +46,8 @@ def test_the_simulated_orchestrator(tmp_path: Path) -> None:
         "AND json_extract(payload, '$.superseded')",
     )
     assert f"{len(superseded)} answers came after their agent had started over" in out
+    [seen] = [line for line in out.splitlines() if line.startswith("answered once the user")]
+    assert seen.split()[-1] == str(len(superseded))  # what the orchestrator was told
     assert superseded  # the seeded run has users who start over
     current = {sid for (sid,) in rows(db, "SELECT current_session_id FROM agents")}
     assert not current & {sid for (sid,) in superseded}

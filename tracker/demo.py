@@ -142,7 +142,8 @@ class Orchestrator:
             await self.t.fail_request(rid, error=str(exc), kind="cli_error")
             self.seen["failed before a session"] += 1
             return
-        await self.t.update_request_session(rid, session)
+        if (await self.t.update_request_session(rid, session)).superseded:
+            self.seen["answered once the user had started over"] += 1
         try:
             with anyio.fail_after(TIMEOUT_S):
                 answer = await self.cli.finish()
