@@ -33,7 +33,7 @@ class RequestRow(msgspec.Struct):
     agent_id: str | None
     resumed_session_id: str | None
     session_id: str | None
-    superseded: bool  # the agent had moved on before the CLI answered (SessionAssigned)
+    superseded: int  # 1: the agent had moved on before the CLI answered (SessionAssigned)
     status: str
     owner: str | None
     created_at: str
@@ -71,7 +71,7 @@ def tracked(state: State, seq: int, at: str, ev: RequestTracked) -> None:
             ev.agent_id,
             ev.resumed_session_id,
             None,
-            False,
+            0,
             "pending",
             ev.owner,
             at,
@@ -97,7 +97,7 @@ def tracked(state: State, seq: int, at: str, ev: RequestTracked) -> None:
 def assigned(state: State, seq: int, at: str, ev: SessionAssigned) -> None:
     row = state.requests.edit(ev.request_id)
     row.session_id, row.status, row.assigned_at, row.last_seq = ev.session_id, "active", at, seq
-    row.superseded = ev.superseded
+    row.superseded = int(ev.superseded)
 
 
 def completed(state: State, seq: int, at: str, ev: RequestCompleted) -> None:

@@ -15,7 +15,7 @@ import anyio
 
 from tracker import Tracker, db, logrow
 from tracker.events import StoredEvent
-from tracker.schema import EVENT_COLUMNS, schema_sql
+from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,23 +38,19 @@ V5_USAGE = (ROOT / "tests" / "fixtures" / "schema_v5_usage.sql").read_text(encod
 V5_TABLES = ("sessions", "usage_daily")
 
 
-def make_version_7(path: Path) -> None:
-    """Give a file the projections schema version 7 had: requests without superseded."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    with db.immediate(conn):
-        conn.execute("ALTER TABLE requests DROP COLUMN superseded")
-        conn.execute("PRAGMA user_version = 7")
-    conn.close()
+# The column each schema version from 7 on added to a projection: (table, column).
+ADDED_COLUMNS = {7: ("agents", "reset_seq"), 8: ("requests", "superseded")}
 
 
-def make_version_6(path: Path) -> None:
-    """Give a file the projections schema version 6 had: that of version 7, with agents
-    without reset_seq."""
-    make_version_7(path)
+def make_version(path: Path, version: int) -> None:
+    """Give a file the projections schema ``version`` (6 or later) had: without the
+    columns the versions after it added."""
     conn = sqlite3.connect(path, isolation_level=None)
     with db.immediate(conn):
-        conn.execute("ALTER TABLE agents DROP COLUMN reset_seq")
-        conn.execute("PRAGMA user_version = 6")
+        for later in range(version + 1, SCHEMA_VERSION + 1):
+            table, column = ADDED_COLUMNS[later]
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
 
 
@@ -62,7 +58,7 @@ def make_version_5(path: Path) -> None:
     """Give a file the projections schema version 5 had: that of version 6, with sessions
     and usage_daily without the count of requests that reported a duration, and the views
     on them of then."""
-    make_version_6(path)
+    make_version(path, 6)
     conn = sqlite3.connect(path, isolation_level=None)
     with db.immediate(conn):
         for (view,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'"):

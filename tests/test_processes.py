@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.helpers import ROOT, make_version_7, rows, run_python, start_python
-from tracker import OwnerInUse, SchemaVersionError, Tracker, db
+from tests.helpers import ROOT, make_version, rows, run_python, start_python
+from tracker import DatabaseBusy, OwnerInUse, SchemaVersionError, Tracker, db, store
 from tracker.schema import SCHEMA_VERSION
 
 READER = """
@@ -227,29 +227,53 @@ conn.execute("ROLLBACK")
 """
 
 
+def hold_write_lock(db_path: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding the file's write lock for ``seconds``, from now on."""
+    holder = start_python(WRITE_LOCK_HOLDER, str(db_path), str(seconds))
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "held\n", holder.communicate()
+    return holder
+
+
+def let_go(holder: subprocess.Popen[str]) -> None:
+    assert holder.communicate()[1] == ""
+    assert holder.returncode == 0
+
+
 async def test_opening_a_file_to_upgrade_waits_while_another_process_writes_it(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with Tracker.open(db_path) as t:
         await t.track_request("r1", agent_id="a1")
-    make_version_7(db_path)
+    make_version(db_path, 7)
     monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)  # SQLite gives up after 0.1 s, not 5
-    holder = start_python(WRITE_LOCK_HOLDER, str(db_path), "1.5")
-    assert holder.stdout is not None
-    assert holder.stdout.readline() == "held\n", holder.communicate()
-    started = time.monotonic()
+    holder, started = hold_write_lock(db_path, 1.5), time.monotonic()
     with anyio.move_on_after(0.3):  # a caller that gives up stops waiting
         async with Tracker.open(db_path):
             pytest.fail("upgraded while another process held the write lock")
-    assert time.monotonic() - started < 0.8
+    assert holder.poll() is None  # it stopped while the other process held on
     async with Tracker.open(db_path) as t:  # one that does not, waits its turn
         waited = time.monotonic() - started
         assert await t.get_request("r1") is not None
     assert waited > 1.0, waited
-    assert holder.communicate()[1] == ""
-    assert holder.returncode == 0
+    let_go(holder)
     assert f"needs an upgrade to schema version {SCHEMA_VERSION}" in caplog.text
     assert rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_writer_kept_out_past_its_deadline_gets_database_busy(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(store, "BUSY_DEADLINE_S", 0.3)  # not 60 s
+    async with Tracker.open(db_path) as t:
+        holder = hold_write_lock(db_path, 1.5)
+        with pytest.raises(DatabaseBusy, match="stayed locked by other writers"):
+            await t.track_request("r1", agent_id="a1")
+        assert holder.poll() is None  # it gave up while the other process held on
+        let_go(holder)
+        await t.track_request("r1", agent_id="a1")  # the same call, once it let go
+    assert rows(db_path, "SELECT request_id FROM events") == [("r1",)]
 
 
 HOLDER = """

@@ -18,10 +18,9 @@ from tests.helpers import (
     ROOT,
     durations_some_unreported,
     log_as_text,
+    make_version,
     make_version_4,
     make_version_5,
-    make_version_6,
-    make_version_7,
     readme,
     readme_block,
     rows,
@@ -258,6 +257,15 @@ def layout(path: Path) -> list[tuple[Any, ...]]:
     return rows(path, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
 
 
+async def assert_like_a_new_file(old: Path) -> None:
+    """An upgraded file has this schema version and exactly the layout of a new file."""
+    new = old.with_name("new.db")
+    async with Tracker.open(new):
+        pass
+    assert layout(old) == layout(new)
+    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
 async def track_one(t: Tracker, request_id: str) -> None:
     await t.track_request(request_id, agent_id="a1", lock=True)
     await t.update_request_session(request_id, f"s-{request_id}")
@@ -265,26 +273,23 @@ async def track_one(t: Tracker, request_id: str) -> None:
 
 
 async def test_a_version_1_file_is_upgraded_at_open_keeping_its_log(tmp_path: Path) -> None:
-    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    old = tmp_path / "old.db"
     async with Tracker.open(old) as t:
         await track_one(t, "r1")
-    async with Tracker.open(new):
-        pass
     make_version_1(old)
     log = log_as_text(old)
     async with Tracker.open(old) as t:
         assert [e.seq async for e in t.events(agent_id="a1")] == [e[0] for e in log]
         await track_one(t, "r2")
         assert (await t.verify()).ok
-    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert layout(old) == layout(new)  # exactly what a new file has
+    await assert_like_a_new_file(old)
     assert log_as_text(old)[: len(log)] == log
 
 
 async def test_a_version_5_file_counts_the_requests_that_reported_a_duration(
     tmp_path: Path,
 ) -> None:
-    old, new, clock = tmp_path / "old.db", tmp_path / "new.db", ManualClock()
+    old, clock = tmp_path / "old.db", ManualClock()
 
     async def figures(t: Tracker) -> list[Any]:
         return [await t.stats(), *[await t.usage_by(by) for by in ("day", "agent", "session")]]
@@ -296,27 +301,22 @@ async def test_a_version_5_file_counts_the_requests_that_reported_a_duration(
         await t.update_request_session("r6", "S6")
         await t.complete_request("r6", duration_ms=500)
         before = await figures(t)
-    async with Tracker.open(new):
-        pass
     make_version_5(old)
     assert "timed" not in str(rows(old, "PRAGMA table_info(sessions)"))
     async with Tracker.open(old) as t:
         assert await figures(t) == before
         assert (await t.verify()).ok
-    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert layout(old) == layout(new)  # exactly what a new file has
+    await assert_like_a_new_file(old)
 
 
 async def test_a_version_6_file_learns_when_its_agents_were_reset(tmp_path: Path) -> None:
-    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    old = tmp_path / "old.db"
     async with Tracker.open(old) as t:
         await track_one(t, "r1")
         await t.track_request("late", agent_id="a1", session_id="s-r1")  # still running...
         await t.reset_agent("a1")  # ...when the agent starts over
         await t.track_request("r2", agent_id="a2")
-    async with Tracker.open(new):
-        pass
-    make_version_6(old)
+    make_version(old, 6)
     assert "reset_seq" not in str(rows(old, "PRAGMA table_info(agents)"))
     async with Tracker.open(old) as t:
         assert (await t.verify()).ok  # the seq the upgrade found is the one a replay sets
@@ -327,12 +327,11 @@ async def test_a_version_6_file_learns_when_its_agents_were_reset(tmp_path: Path
         ("a1", 1),
         ("a2", 0),
     ]
-    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert layout(old) == layout(new)  # exactly what a new file has
+    await assert_like_a_new_file(old)
 
 
 async def test_a_version_7_file_learns_which_answers_were_superseded(tmp_path: Path) -> None:
-    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    old = tmp_path / "old.db"
     async with Tracker.open(old) as t:
         await track_one(t, "r1")
         await t.track_request("late", agent_id="a1", session_id="s-r1")
@@ -341,9 +340,7 @@ async def test_a_version_7_file_learns_which_answers_were_superseded(tmp_path: P
         await t.track_request("r2", agent_id="a1")
         await t.update_request_session("r2", "s-r2")
         await t.track_request("open", agent_id="a1", session_id="s-r2")  # no answer yet
-    async with Tracker.open(new):
-        pass
-    make_version_7(old)
+    make_version(old, 7)
     assert "superseded" not in str(rows(old, "PRAGMA table_info(requests)"))
     async with Tracker.open(old) as t:
         assert (await t.verify()).ok  # what the upgrade found is what a replay sets
@@ -358,8 +355,7 @@ async def test_a_version_7_file_learns_which_answers_were_superseded(tmp_path: P
         ("r2", 0),
         ("open", 1),
     ]
-    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert layout(old) == layout(new)  # exactly what a new file has
+    await assert_like_a_new_file(old)
 
 
 # How an older schema version stored an event: from its stored payload and the event
@@ -408,12 +404,10 @@ async def upgrade_and_use(tmp_path: Path, version: int, old_payload: OldPayload)
     """Write a request, rewrite the log as schema ``version`` had it, then open the file
     (the upgrade), read it, write a request more, verify and rebuild; return the rows
     the old version left and those written after the upgrade."""
-    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    old = tmp_path / "old.db"
     async with Tracker.open(old) as t:
         await track_one(t, "r1")
         events = [(e.id, e.event) async for e in t.events()]
-    async with Tracker.open(new):
-        pass
     rewrite_log(old, version, old_payload)
     log = log_as_text(old)
     async with Tracker.open(old) as t:
@@ -422,8 +416,7 @@ async def upgrade_and_use(tmp_path: Path, version: int, old_payload: OldPayload)
         await track_one(t, "r2")
         assert (await t.verify()).ok  # the chain over both forms, and a replay of both
         assert (await t.rebuild()).events == 2 * len(log)
-    assert rows(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert layout(old) == layout(new)  # exactly what a new file has
+    await assert_like_a_new_file(old)
     assert log_as_text(old)[: len(log)] == log  # the same events, as the API shows them
     stored = rows(old, "SELECT * FROM event_log ORDER BY seq")
     assert all(isinstance(row[2], int) and isinstance(row[4], int) for row in stored)

@@ -139,6 +139,12 @@ def _owning(path: Path, owner: str | None) -> Iterator[None]:
         yield
 
 
+def _renewal(agent_id: str | None, session_id: str | None, holder: str, ttl: Duration) -> RenewLock:
+    """The renewal of a lock, its arguments checked."""
+    scope, target = validate.lock_key(agent_id, session_id)
+    return RenewLock(scope, target, validate.ident(holder, "holder"), validate.ttl(ttl))
+
+
 def _digest(*parts: Any) -> str:
     """Fingerprint of a call's arguments: an exact repeat has the same one."""
     return hashlib.blake2b(_digest_encoder.encode(parts), digest_size=8).hexdigest()
@@ -354,9 +360,7 @@ class Tracker:
         ttl: Duration = 30,
     ) -> Lock:
         """Extend a lock ``holder`` holds to ``ttl`` seconds from now (same token)."""
-        scope, target = validate.lock_key(agent_id, session_id)
-        command = RenewLock(scope, target, validate.ident(holder, "holder"), validate.ttl(ttl))
-        return await self._store.submit(command)
+        return await self._store.submit(_renewal(agent_id, session_id, holder, ttl))
 
     async def keep_lock(
         self,
@@ -370,8 +374,7 @@ class Tracker:
         run it in a task beside work that may outlast the TTL. It returns, logging why,
         once a renewal fails (the lock was taken over after this process stalled past
         its TTL, or released)."""
-        scope, target = validate.lock_key(agent_id, session_id)
-        command = RenewLock(scope, target, validate.ident(holder, "holder"), validate.ttl(ttl))
+        command = _renewal(agent_id, session_id, holder, ttl)
         self._store.ensure_open()  # a closed tracker says so now, not a third of ttl later
         while True:
             await anyio.sleep(command.ttl / 3)

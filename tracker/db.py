@@ -11,6 +11,7 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -264,7 +265,7 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
     left them (5 -> 6 counts in requests, which 7 -> 8 copies).
     """
     try:
-        _begin_waiting(conn, path)
+        begin_waiting(conn, partial(_wait_to_upgrade, path))
         with committed(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             for step in range(version, SCHEMA_VERSION):
@@ -284,26 +285,34 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
         ) from exc
 
 
-def _begin_waiting(conn: sqlite3.Connection, path: Path) -> None:
-    """Begin the upgrade's write transaction, however long another connection holds the
-    write lock: most likely another process opening the same file is upgrading it, which
-    takes seconds on a long log. Waits in turns of the busy timeout, logging once, and
-    stops there if the caller is cancelled."""
-    for turn in itertools.count():
+def _wait_to_upgrade(path: Path, turn: int, busy: sqlite3.Error) -> None:
+    """How an upgrade waits for the write lock: as long as it takes (most likely another
+    process opening the file is upgrading it, seconds on a long log), logging once, until
+    its caller is cancelled."""
+    if turn == 1:
+        log.warning(
+            "%r needs an upgrade to schema version %d and another connection is writing it "
+            "(another process upgrading it?): waiting",
+            str(path),
+            SCHEMA_VERSION,
+        )
+    stop_if_cancelled()
+
+
+def begin_waiting(
+    conn: sqlite3.Connection, still_waiting: Callable[[int, sqlite3.Error], None]
+) -> None:
+    """BEGIN IMMEDIATE on ``conn``, trying again each time SQLite's busy timeout runs out
+    while another connection writes. Before each new try, ``still_waiting(turn, busy)``
+    (turn 1, 2, ...) decides how long: it raises to stop."""
+    for turn in itertools.count(1):
         try:
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
             if primary_code(exc) != "SQLITE_BUSY":
                 raise
-        if turn == 0:
-            log.warning(
-                "%r needs an upgrade to schema version %d and another connection is writing "
-                "it (another process upgrading it?): waiting",
-                str(path),
-                SCHEMA_VERSION,
-            )
-        stop_if_cancelled()
+            still_waiting(turn, exc)
 
 
 @contextmanager

@@ -255,7 +255,7 @@ def from_row(row: msgspec.Struct, cls: type[R], **extra: Any) -> R:
 
 
 def request_from_row(row: RequestRow) -> Request:
-    return from_row(row, Request, superseded=bool(row.superseded))  # stored as 0 or 1
+    return from_row(row, Request, superseded=bool(row.superseded))
 
 
 def session_from_row(row: SessionRow, lock: Lock | None = None) -> Session:

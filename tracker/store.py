@@ -372,18 +372,14 @@ class EventStore(Generic[H]):
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         deadline = time.monotonic() + BUSY_DEADLINE_S
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if db.error_name(exc) != "SQLITE_BUSY":
-                    raise
-                if time.monotonic() > deadline:
-                    raise DatabaseBusy(
-                        f"{str(self.path)!r} stayed locked by other writers for "
-                        f"{BUSY_DEADLINE_S:.0f}s"
-                    ) from exc
+
+        def still_waiting(turn: int, busy: sqlite3.Error) -> None:
+            if time.monotonic() > deadline:
+                raise DatabaseBusy(
+                    f"{str(self.path)!r} stayed locked by other writers for {BUSY_DEADLINE_S:.0f}s"
+                ) from busy
+
+        db.begin_waiting(conn, still_waiting)
 
     def _sync(self, conn: sqlite3.Connection) -> bool:
         """Reload the head if another connection committed; return whether one did."""
