@@ -72,6 +72,7 @@ async def api_latency(path: Path, agents: list[str]) -> dict[str, float]:
             "stats()": lambda _: t.stats(),
             "get_chain(agent)": t.get_chain,
             "events(agent_id=...)": lambda agent: _drain(t, agent),
+            "history(agent_id=...)": lambda agent: t.history(agent_id=agent),
         }
         out = {}
         for name, call in calls.items():

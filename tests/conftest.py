@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, Run
 from tracker import ManualClock, Tracker
+from tracker.cli import main
 
 
 @pytest.fixture
@@ -41,3 +42,15 @@ def fake_claude(tmp_path: Path) -> str:
 async def tracker(db_path: Path, clock: ManualClock) -> AsyncIterator[Tracker]:
     async with Tracker.open(db_path, clock=clock) as t:
         yield t
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """Run ``tracker`` in this process: (exit code, stdout, stderr)."""
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call

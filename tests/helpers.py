@@ -18,6 +18,7 @@ from tracker.events import StoredEvent
 from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
 
 ROOT = Path(__file__).resolve().parent.parent
+Run = Callable[..., tuple[int, str, str]]  # the run fixture: (exit code, stdout, stderr)
 
 
 def rows(
@@ -293,6 +294,7 @@ EVERY_CALL: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
     ),
     "release_lock": (lambda t, **k: t.release_lock(**k), {"agent_id": "L", "holder": "h"}),
     "get_lock": (lambda t, **k: t.get_lock(**k), {"agent_id": "L"}),
+    "history": (lambda t, **k: t.history(**k), {"session_id": "S0"}),
     "update_session_metadata": (
         lambda t, **k: t.update_session_metadata(**k),
         {"session_id": "S0", "metadata": {"k": 1}},

@@ -21,22 +21,10 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import ROOT, beside, rows, run_python, run_unprivileged, tamper
+from tests.helpers import ROOT, Run, beside, rows, run_python, run_unprivileged, tamper
 from tracker import ManualClock, Tracker, chain
 from tracker.cli import COMMANDS, main
 from tracker.schema import SCHEMA_VERSION
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
 
 
 async def _populate(path: Path) -> None:

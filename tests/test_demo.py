@@ -51,6 +51,23 @@ def test_the_simulated_orchestrator(tmp_path: Path) -> None:
     assert superseded  # the seeded run has users who start over
     current = {sid for (sid,) in rows(db, "SELECT current_session_id FROM agents")}
     assert not current & {sid for (sid,) in superseded}
+    check_the_history_shown(out, db)
+
+
+def check_the_history_shown(out: str, db: Path) -> None:
+    """The conversation shown holds answered requests of its agent, in the order asked."""
+    lines = out.splitlines()
+    [at] = [n for n, line in enumerate(lines) if line.startswith("the conversation agent-")]
+    agent = lines[at].split()[2].removesuffix("'s")
+    shown = [line.split()[1] for line in lines[at + 3 : at + 8]]
+    assert len(shown) == 5  # the seeded run has a conversation of 5 turns or more
+    found = rows(
+        db,
+        "SELECT request_id, status, agent_id FROM requests WHERE request_id IN (?,?,?,?,?) "
+        "ORDER BY created_at, rowid",
+        tuple(shown),
+    )
+    assert found == [(request_id, "completed", agent) for request_id in shown]
 
 
 def test_the_demo_with_a_claude_binary(tmp_path: Path, fake_claude: str) -> None:

@@ -38,6 +38,7 @@ from tracker.models import (
     Session,
     Stats,
     TableDiff,
+    Turn,
     UsageGroup,
     VerifyReport,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "Tracker",
     "TrackerClosed",
     "TrackerError",
+    "Turn",
     "UnknownAgent",
     "UnknownRequest",
     "UnknownSession",

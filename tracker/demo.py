@@ -131,7 +131,11 @@ class Orchestrator:
             for branch in ("a", "b"):
                 rid = f"{agent}-t{k}-fork-{branch}"
                 await self.t.track_request(
-                    rid, agent_id=agent, session_id=resume, metadata={"fork": branch}
+                    rid,
+                    agent_id=agent,
+                    session_id=resume,
+                    metadata={"fork": branch},
+                    prompt=f"try alternative {branch}",
                 )
                 tg.start_soon(self.run, rid, resume, True)
 
@@ -162,7 +166,7 @@ class Orchestrator:
         }
         await self.t.complete_request(
             rid,
-            response="done",
+            response=f"done: {rid}",
             usage=usage,
             cost_usd=answer.cost_usd,
             duration_ms=answer.duration_ms,
@@ -230,7 +234,9 @@ async def report(t: Tracker, orch: Orchestrator, agents: int, elapsed: float) ->
         f"\n{len(superseded)} answers came after their agent had started over: superseded, "
         "kept in its chain as branches, none its current session."
     )
-    await show_chains(t, [f"agent-{a:02d}" for a in range(agents)])
+    names = [f"agent-{a:02d}" for a in range(agents)]
+    await show_chains(t, names)
+    await show_history(t, names)
     await show_audit(t)
     verdict = await t.verify()
     health = await t.health()
@@ -270,6 +276,26 @@ async def show_chains(t: Tracker, names: list[str]) -> None:
                 ]
             )
         )
+
+
+async def show_history(t: Tracker, names: list[str], shown: int = 5) -> None:
+    """The longest conversation an agent's next turn would continue."""
+    agent, turns = max(
+        [(name, await t.history(agent_id=name)) for name in names], key=lambda h: len(h[1])
+    )
+    print(
+        f"\nthe conversation {agent}'s next turn continues (history(): {len(turns)} turns, "
+        f"the last {min(shown, len(turns))} shown; failed turns and other branches left out):"
+    )
+    print(
+        table(
+            ["#", "request", "session", "asked", "prompt", "response"],
+            [
+                [n, turn.request_id, turn.session_id[:8], turn.asked_at, turn.prompt, turn.response]
+                for n, turn in enumerate(turns, 1)
+            ][-shown:],
+        )
+    )
 
 
 async def show_audit(t: Tracker) -> None:

@@ -113,6 +113,29 @@ class Session(_Result, frozen=True):
     lock: Lock | None = None
 
 
+class Turn(_Result, frozen=True):
+    """One answered request of a conversation: what it asked and what the CLI answered,
+    as the log kept them (``content="full"``: whole; "preview": the first characters;
+    "none": None)."""
+
+    request_id: str
+    session_id: str  # the session the CLI answered with
+    prompt: str | None
+    response: str | None
+    prompt_chars: int  # the length of the prompt as sent (``prompt`` may keep less)
+    response_chars: int
+    asked_at: datetime  # tracked
+    answered_at: datetime  # completed
+
+    @property
+    def whole(self) -> bool:
+        """Whether the prompt and the response are kept in full."""
+        return (
+            len(self.prompt or "") == self.prompt_chars
+            and len(self.response or "") == self.response_chars
+        )
+
+
 class Agent(_Result, frozen=True):
     """An agent: where its next request continues, its chain length and totals."""
 

@@ -287,10 +287,11 @@ def choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
-def lock_key(agent_id: Any, session_id: Any) -> tuple[str, str]:
-    """Return (scope, target) for a lock named by exactly one of agent or session."""
+def conversation_key(agent_id: Any, session_id: Any, what: str = "the lock") -> tuple[str, str]:
+    """Return (scope, target) for ``what`` (a lock, a history) named by exactly one of
+    agent or session."""
     if (agent_id is None) == (session_id is None):
-        raise InvalidInput("name the lock by exactly one of agent_id= or session_id=")
+        raise InvalidInput(f"name {what} by exactly one of agent_id= or session_id=")
     if agent_id is not None:
         return "agent", ident(agent_id, "agent_id")
     return "session", ident(session_id, "session_id")

@@ -21,6 +21,7 @@ import msgspec
 
 from tracker import db, readonly, transfer
 from tracker.api import Tracker
+from tracker.cli.transcript import transcript
 from tracker.clock import parse_time, seconds
 from tracker.errors import DatabaseNotFound, InvalidInput, UnknownAgent
 from tracker.events import StoredEvent
@@ -184,6 +185,27 @@ async def cmd_audit(args: argparse.Namespace) -> int:
             [[e.seq, e.at, e.type, e.request_id, e.session_id, _detail(e)] for e in events],
         )
     )
+    return 0
+
+
+async def cmd_history(args: argparse.Namespace) -> int:
+    async with existing(args) as t:
+        if args.kind == "agent":
+            await _known_agent(t, args.id)
+            named, session = args.id, await t.get_agent_session(args.id)
+        else:
+            named = session = await _session_named(t, args.id)
+        turns = await t.history(**{f"{args.kind}_id": named})
+    if args.json:
+        emit(turns)
+        return 0
+    if session is None:
+        print(f"agent {named} has no current session: its next request starts a new one")
+        return 0
+    whose = f"agent {named}, session {session}" if args.kind == "agent" else f"session {named}"
+    print(f"{whose}: {len(turns)} turn{'' if len(turns) == 1 else 's'}")
+    if turns:
+        print("\n" + transcript(turns))
     return 0
 
 

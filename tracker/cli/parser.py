@@ -33,6 +33,11 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
         "an agent's session chain (a tree when forked)",
         "tracker chain a1 --tree",
     ),
+    "history": (
+        c.cmd_history,
+        "a conversation's turns so far (prompts and responses as kept), oldest first",
+        "tracker history agent a1\n  tracker history session 4f1c --json",
+    ),
     "stats": (
         c.cmd_stats,
         "counts, tokens, cost, durations, failure rate",
@@ -116,6 +121,9 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--follow", action="store_true", help="keep printing new events")
     elif name == "audit":
         p.add_argument("kind", choices=["request", "session", "agent"])
+        p.add_argument("id")
+    elif name == "history":
+        p.add_argument("kind", choices=["agent", "session"])
         p.add_argument("id")
     elif name == "chain":
         p.add_argument("agent")

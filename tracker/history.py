@@ -1,0 +1,114 @@
+"""Conversation history: the turns a session's conversation holds, read from the log,
+for backends that do not keep the conversation themselves (SPEC §9).
+
+The CLI reads a session's transcript when it starts, so a request continues the
+conversation of the session it resumed as it stood when the request was tracked:
+
+- the context of an answered request r is the history of r's resumed session before
+  r was tracked, then r's own turn (none before it when it resumed nothing);
+- the history of a session S before a point is the context of the last request
+  answered in S before that point; if S had no answer yet, it is what S was started
+  from: the history of what the request that S was assigned to first resumed, before
+  that request was tracked.
+
+Each step moves the point back, so the walk ends. A fork and a late (superseded)
+answer each keep their own line; two answers in one session whose requests ran at
+the same time (no lock) are two lines too, and the session's history is the later
+answer's, which is what its transcript continues. Failed requests are not turns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tracker import queries
+from tracker.errors import UnknownSession
+from tracker.events import RequestCompleted, RequestTracked, SessionAssigned, StoredEvent
+from tracker.models import Turn
+from tracker.schema import EVENT_COLUMNS
+from tracker.store import Filter
+from tracker.transaction import stored_event
+
+_HEAD = "SELECT coalesce(max(seq), 0) FROM event_log"
+_KNOWN = "SELECT 1 FROM sessions WHERE session_id = ?"
+_AT = f"SELECT {EVENT_COLUMNS} FROM event_log WHERE seq = ?"
+
+
+def of_agent(conn: sqlite3.Connection, agent_id: str) -> list[Turn]:
+    """The history of the agent's current session (none: a new conversation)."""
+    session_id = queries.agent_session(conn, agent_id)
+    return [] if session_id is None else of_session(conn, session_id)
+
+
+def of_session(conn: sqlite3.Connection, session_id: str) -> list[Turn]:
+    """The turns of ``session_id``'s conversation, oldest first."""
+    if conn.execute(_KNOWN, (session_id,)).fetchone() is None:
+        raise UnknownSession(f"no session {session_id!r}")
+    log = _Log(conn)
+    turns: list[Turn] = []
+    session: str | None = session_id
+    before = log.head + 1
+    while session is not None:
+        answer = log.last_answer(session, before)
+        asked = log.asking(answer) if answer else log.start(session, before)
+        if asked is None:
+            break
+        if answer is not None:
+            turns.append(_turn(asked, answer))
+        session, before = _resumed(asked), asked.seq
+    turns.reverse()
+    return turns
+
+
+class _Log:
+    """The events the walk reads: each one found through a key index from the end
+    down, so a step reads the few index buckets between it and the step before."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.head: int = conn.execute(_HEAD).fetchone()[0]  # later commits are not read
+
+    def last_answer(self, session_id: str, before: int) -> StoredEvent | None:
+        """The last RequestCompleted of ``session_id`` before seq ``before``."""
+        where = Filter(session_id=session_id, types=(RequestCompleted.__name__,))
+        return self._last(where, before - 1)
+
+    def asking(self, later: StoredEvent) -> StoredEvent | None:
+        """The RequestTracked of the request of ``later`` (its answer, its assignment)."""
+        where = Filter(request_id=later.request_id, types=(RequestTracked.__name__,))
+        return self._last(where, later.seq - 1)
+
+    def start(self, session_id: str, before: int) -> StoredEvent | None:
+        """The RequestTracked of the first request assigned ``session_id`` before seq
+        ``before`` (what the session was started from)."""
+        where = Filter(session_id=session_id, types=(SessionAssigned.__name__,))
+        first = self.conn.execute(*where.select(0, before - 1, 1)).fetchone()
+        return None if first is None else self.asking(stored_event(first))
+
+    def _last(self, where: Filter, until: int) -> StoredEvent | None:
+        found = self.conn.execute(*where.select_from_end(0, until, 1)).fetchone()
+        if found is None:
+            return None
+        return stored_event(self.conn.execute(_AT, found).fetchone())
+
+
+def _resumed(asked: StoredEvent) -> str | None:
+    assert isinstance(asked.event, RequestTracked)
+    return asked.event.resumed_session_id
+
+
+def _turn(asked: StoredEvent, answer: StoredEvent) -> Turn:
+    question, reply = asked.event, answer.event
+    assert isinstance(question, RequestTracked)
+    assert isinstance(reply, RequestCompleted)
+    assert reply.session_id is not None  # read through the session index
+    return Turn(
+        request_id=reply.request_id,
+        session_id=reply.session_id,
+        prompt=question.prompt,
+        response=reply.response,
+        prompt_chars=question.prompt_chars,
+        response_chars=reply.response_chars,
+        asked_at=asked.at,
+        answered_at=answer.at,
+    )
