@@ -17,6 +17,7 @@ from tracker import (
     ManualClock,
     Tracker,
     Turn,
+    UnknownRequest,
     UnknownSession,
 )
 
@@ -142,6 +143,23 @@ async def test_an_answer_superseded_by_a_reset_keeps_its_own_line(tracker: Track
     assert asked(await tracker.history(session_id="s2")) == ["r1", "r2"]
 
 
+async def test_a_requests_history_is_what_it_was_given_then_its_turn(tracker: Tracker) -> None:
+    await turn(tracker, "r1", "s1")
+    await ask(tracker, "r2", resume="s1")
+    await turn(tracker, "r3", "s1", resume="s1")  # answered while r2 ran
+    await tracker.update_request_session("r2", "s2")
+    assert asked(await tracker.history(request_id="r2")) == ["r1"]  # not answered yet
+    await tracker.complete_request("r2", response="a-r2")
+    assert asked(await tracker.history(request_id="r2")) == ["r1", "r2"]
+    assert asked(await tracker.history(request_id="r3")) == ["r1", "r3"]
+    assert asked(await tracker.history(request_id="r1")) == ["r1"]
+    await ask(tracker, "r4", resume="s2")
+    await tracker.fail_request("r4", error="cli died")
+    assert asked(await tracker.history(request_id="r4")) == ["r1", "r2"]
+    with pytest.raises(UnknownRequest, match="'r9'"):
+        await tracker.history(request_id="r9")
+
+
 async def test_an_agent_without_requests_has_an_empty_history(tracker: Tracker) -> None:
     assert await tracker.history(agent_id="nobody") == []
 
@@ -155,10 +173,11 @@ async def test_an_unknown_session_is_an_error_naming_it(tracker: Tracker) -> Non
 @pytest.mark.parametrize(
     ("named", "message"),
     [
-        ({}, "exactly one of agent_id= or session_id="),
-        ({"agent_id": "a1", "session_id": "s1"}, "exactly one of agent_id= or session_id="),
+        ({}, "exactly one of agent_id=, session_id= or request_id="),
+        ({"agent_id": "a1", "request_id": "r1"}, "exactly one of agent_id=, session_id= or"),
         ({"agent_id": ""}, "agent_id"),
         ({"session_id": 7}, "session_id"),
+        ({"request_id": "r\n1"}, "request_id"),
     ],
 )
 async def test_a_conversation_must_be_named_once_and_well(
@@ -228,6 +247,8 @@ class Orchestrator:
         self.resumed: dict[str, str | None] = {}
         self.assigned: dict[str, str] = {}
         self.agent_of: dict[str, str] = {}  # request or session -> its agent
+        self.given: dict[str, list[str]] = {}  # request -> the conversation it read
+        self.answered: set[str] = set()
         self.requests = 0
 
     async def step(self) -> None:
@@ -254,6 +275,7 @@ class Orchestrator:
         self.resumed[request_id] = request.resumed_session_id
         self.agent_of[request_id] = agent
         self.context[request_id] = self.cli.read(request.resumed_session_id)
+        self.given[request_id] = self.context[request_id]
 
     async def assign(self) -> None:
         waiting = [r for r in self.context if r not in self.assigned]
@@ -283,6 +305,7 @@ class Orchestrator:
         await self.t.complete_request(request_id, response=f"a-{request_id}")
         context = self.context.pop(request_id)
         self.cli.answered(self.assigned[request_id], context, request_id)
+        self.answered.add(request_id)
 
     async def fail(self) -> None:
         request_id = self.rng.choice(list(self.context))
@@ -295,6 +318,9 @@ class Orchestrator:
         for agent in self.AGENTS:
             current = await t.get_agent_session(agent)
             assert asked(await t.history(agent_id=agent)) == self.cli.read(current), agent
+        for request_id, given in self.given.items():
+            own = [request_id] if request_id in self.answered else []
+            assert asked(await t.history(request_id=request_id)) == given + own, request_id
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -336,6 +362,9 @@ def test_tracker_history_prints_the_transcript(db_path: Path, run: Run) -> None:
     assert code == 0
     (only,) = json.loads(out)  # a session named by the start of its id
     assert (only["request_id"], only["prompt"]) == ("r1", "line one\nline two")
+    code, out, _ = run("--db", str(db_path), "history", "request", "r2")
+    assert code == 0
+    assert out.startswith("request r2: 2 turns\n")
 
 
 async def _kept_without_text(db_path: Path) -> None:
@@ -355,6 +384,8 @@ def test_tracker_history_says_what_it_cannot_show(db_path: Path, run: Run) -> No
         0,
         "agent a2 has no current session: its next request starts a new one\n",
     )
-    for kind, name in (("agent", "a9"), ("session", "s9")):
+    code, out, _ = run("--db", str(db_path), "history", "agent", "a2", "--json")
+    assert (code, json.loads(out)) == (0, [])
+    for kind, name in (("agent", "a9"), ("session", "s9"), ("request", "r9")):
         code, out, err = run("--db", str(db_path), "history", kind, name)
         assert (code, out, err) == (1, "", f"tracker: no {kind} {name!r}\n")

@@ -142,7 +142,7 @@ def _owning(path: Path, owner: str | None) -> Iterator[None]:
 
 def _renewal(agent_id: str | None, session_id: str | None, holder: str, ttl: Duration) -> RenewLock:
     """The renewal of a lock, its arguments checked."""
-    scope, target = validate.conversation_key(agent_id, session_id)
+    scope, target = validate.one_of("the lock", agent_id=agent_id, session_id=session_id)
     return RenewLock(scope, target, validate.ident(holder, "holder"), validate.ttl(ttl))
 
 
@@ -343,7 +343,7 @@ class Tracker:
 
         An expired lock is taken over (recorded as expired). Raises LockHeld.
         """
-        scope, target = validate.conversation_key(agent_id, session_id)
+        scope, target = validate.one_of("the lock", agent_id=agent_id, session_id=session_id)
         holder, ttl_s = validate.ident(holder, "holder"), validate.ttl(ttl)
         lock, _ = await self._waiting(
             validate.wait(wait),
@@ -389,7 +389,7 @@ class Tracker:
         self, *, agent_id: str | None = None, session_id: str | None = None, holder: str
     ) -> None:
         """Release a lock ``holder`` holds. Raises LockNotHeld."""
-        scope, target = validate.conversation_key(agent_id, session_id)
+        scope, target = validate.one_of("the lock", agent_id=agent_id, session_id=session_id)
         await self._store.submit(ReleaseLock(scope, target, validate.ident(holder, "holder")))
 
     @asynccontextmanager
@@ -440,7 +440,7 @@ class Tracker:
         self, *, agent_id: str | None = None, session_id: str | None = None
     ) -> Lock | None:
         """Return the lock row of a conversation (held, released or expired), or None."""
-        scope, target = validate.conversation_key(agent_id, session_id)
+        scope, target = validate.one_of("the lock", agent_id=agent_id, session_id=session_id)
         return await self._cached(("lock", scope, target), lambda c: queries.lock(c, scope, target))
 
     async def _waiting(
@@ -564,20 +564,32 @@ class Tracker:
         return [_own_metadata(session) for session in chain]
 
     async def history(
-        self, *, agent_id: str | None = None, session_id: str | None = None
+        self,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        request_id: str | None = None,
     ) -> list[Turn]:
         """The conversation so far, oldest turn first, for a backend that keeps none: each
         answered request's prompt and response, as ``content=`` kept them (see
         ``Turn.whole``), from the log. ``agent_id``: its current session's conversation
-        (none: its next request starts a new one); ``session_id``: that session's.
+        (none: its next request starts a new one); ``session_id``: that session's;
+        ``request_id``: the conversation the request continued, then its own turn once
+        answered (what the model was given).
 
         A request continues its resumed session's conversation as it stood when the
         request was tracked, so a fork or a superseded answer has its own line, and
         failed requests are not turns (tracker/history.py says it in full).
         """
-        scope, target = validate.conversation_key(agent_id, session_id, "the conversation")
-        read = history.of_agent if scope == "agent" else history.of_session
-        return await self._store.read_with(lambda c: read(c, target))
+        kind, named = validate.one_of(
+            "the conversation", agent_id=agent_id, session_id=session_id, request_id=request_id
+        )
+        read = {
+            "agent": history.of_agent,
+            "session": history.of_session,
+            "request": history.of_request,
+        }[kind]
+        return await self._store.read_with(lambda c: read(c, named))
 
     async def stats(self, agent_id: str | None = None) -> Stats:
         agent_id = validate.optional_ident(agent_id, "agent_id")

@@ -22,15 +22,21 @@ from __future__ import annotations
 import sqlite3
 
 from tracker import queries
-from tracker.errors import UnknownSession
-from tracker.events import RequestCompleted, RequestTracked, SessionAssigned, StoredEvent
+from tracker.errors import UnknownRequest, UnknownSession
+from tracker.events import (
+    Event,
+    RequestCompleted,
+    RequestTracked,
+    SessionAssigned,
+    StoredEvent,
+)
 from tracker.models import Turn
 from tracker.schema import EVENT_COLUMNS
 from tracker.store import Filter
 from tracker.transaction import stored_event
 
 _HEAD = "SELECT coalesce(max(seq), 0) FROM event_log"
-_KNOWN = "SELECT 1 FROM sessions WHERE session_id = ?"
+_KNOWN_SESSION = "SELECT 1 FROM sessions WHERE session_id = ?"
 _AT = f"SELECT {EVENT_COLUMNS} FROM event_log WHERE seq = ?"
 
 
@@ -42,12 +48,27 @@ def of_agent(conn: sqlite3.Connection, agent_id: str) -> list[Turn]:
 
 def of_session(conn: sqlite3.Connection, session_id: str) -> list[Turn]:
     """The turns of ``session_id``'s conversation, oldest first."""
-    if conn.execute(_KNOWN, (session_id,)).fetchone() is None:
+    if conn.execute(_KNOWN_SESSION, (session_id,)).fetchone() is None:
         raise UnknownSession(f"no session {session_id!r}")
     log = _Log(conn)
+    return _walk(log, session_id, log.head + 1)
+
+
+def of_request(conn: sqlite3.Connection, request_id: str) -> list[Turn]:
+    """The conversation ``request_id`` continued, then its own turn once answered."""
+    log = _Log(conn)
+    asked = log.last(request_id, RequestTracked, log.head)
+    if asked is None:
+        raise UnknownRequest(f"no request {request_id!r}")
+    turns = _walk(log, _resumed(asked), asked.seq)
+    if answer := log.last(request_id, RequestCompleted, log.head):
+        turns.append(_turn(asked, answer))
+    return turns
+
+
+def _walk(log: _Log, session: str | None, before: int) -> list[Turn]:
+    """The history of ``session`` before seq ``before`` (none: nothing), oldest first."""
     turns: list[Turn] = []
-    session: str | None = session_id
-    before = log.head + 1
     while session is not None:
         answer = log.last_answer(session, before)
         asked = log.asking(answer) if answer else log.start(session, before)
@@ -75,8 +96,12 @@ class _Log:
 
     def asking(self, later: StoredEvent) -> StoredEvent | None:
         """The RequestTracked of the request of ``later`` (its answer, its assignment)."""
-        where = Filter(request_id=later.request_id, types=(RequestTracked.__name__,))
-        return self._last(where, later.seq - 1)
+        assert later.request_id is not None
+        return self.last(later.request_id, RequestTracked, later.seq - 1)
+
+    def last(self, request_id: str, type_: type[Event], until: int) -> StoredEvent | None:
+        """The request's last event of type ``type_`` up to seq ``until``."""
+        return self._last(Filter(request_id=request_id, types=(type_.__name__,)), until)
 
     def start(self, session_id: str, before: int) -> StoredEvent | None:
         """The RequestTracked of the first request assigned ``session_id`` before seq

@@ -287,11 +287,12 @@ def choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
-def conversation_key(agent_id: Any, session_id: Any, what: str = "the lock") -> tuple[str, str]:
-    """Return (scope, target) for ``what`` (a lock, a history) named by exactly one of
-    agent or session."""
-    if (agent_id is None) == (session_id is None):
-        raise InvalidInput(f"name {what} by exactly one of agent_id= or session_id=")
-    if agent_id is not None:
-        return "agent", ident(agent_id, "agent_id")
-    return "session", ident(session_id, "session_id")
+def one_of(what: str, **ids: Any) -> tuple[str, str]:
+    """Return (kind, id) for ``what`` (a lock, a conversation) named by exactly one of
+    ``ids`` (``agent_id=...``, ``session_id=...``): the kind is its name without "_id"."""
+    given = [(name, value) for name, value in ids.items() if value is not None]
+    if len(given) != 1:
+        *names, last = [f"{name}=" for name in ids]
+        raise InvalidInput(f"name {what} by exactly one of {', '.join(names)} or {last}")
+    name, value = given[0]
+    return name.removesuffix("_id"), ident(value, name)

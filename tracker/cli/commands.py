@@ -190,19 +190,20 @@ async def cmd_audit(args: argparse.Namespace) -> int:
 
 async def cmd_history(args: argparse.Namespace) -> int:
     async with existing(args) as t:
+        named, whose = args.id, f"{args.kind} {args.id}"
         if args.kind == "agent":
-            await _known_agent(t, args.id)
-            named, session = args.id, await t.get_agent_session(args.id)
-        else:
-            named = session = await _session_named(t, args.id)
+            await _known_agent(t, named)
+            if (session := await t.get_agent_session(named)) is None and not args.json:
+                print(f"agent {named} has no current session: its next request starts a new one")
+                return 0
+            whose += f", session {session}"
+        elif args.kind == "session":
+            named = await _session_named(t, named)
+            whose = f"session {named}"
         turns = await t.history(**{f"{args.kind}_id": named})
     if args.json:
         emit(turns)
         return 0
-    if session is None:
-        print(f"agent {named} has no current session: its next request starts a new one")
-        return 0
-    whose = f"agent {named}, session {session}" if args.kind == "agent" else f"session {named}"
     print(f"{whose}: {len(turns)} turn{'' if len(turns) == 1 else 's'}")
     if turns:
         print("\n" + transcript(turns))

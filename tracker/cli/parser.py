@@ -36,7 +36,8 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "history": (
         c.cmd_history,
         "a conversation's turns so far (prompts and responses as kept), oldest first",
-        "tracker history agent a1\n  tracker history session 4f1c --json",
+        "tracker history agent a1\n  tracker history session 4f1c --json\n"
+        "  tracker history request req-42  # what the model was given",
     ),
     "stats": (
         c.cmd_stats,
@@ -123,7 +124,7 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("kind", choices=["request", "session", "agent"])
         p.add_argument("id")
     elif name == "history":
-        p.add_argument("kind", choices=["agent", "session"])
+        p.add_argument("kind", choices=["agent", "session", "request"])
         p.add_argument("id")
     elif name == "chain":
         p.add_argument("agent")
