@@ -31,13 +31,11 @@ from tracker.events import (
     StoredEvent,
 )
 from tracker.models import Turn
-from tracker.schema import EVENT_COLUMNS
 from tracker.store import Filter
 from tracker.transaction import stored_event
 
 _HEAD = "SELECT coalesce(max(seq), 0) FROM event_log"
 _KNOWN_SESSION = "SELECT 1 FROM sessions WHERE session_id = ?"
-_AT = f"SELECT {EVENT_COLUMNS} FROM event_log WHERE seq = ?"
 
 
 def of_agent(conn: sqlite3.Connection, agent_id: str) -> list[Turn]:
@@ -111,10 +109,8 @@ class _Log:
         return None if first is None else self.asking(stored_event(first))
 
     def _last(self, where: Filter, until: int) -> StoredEvent | None:
-        found = self.conn.execute(*where.select_from_end(0, until, 1)).fetchone()
-        if found is None:
-            return None
-        return stored_event(self.conn.execute(_AT, found).fetchone())
+        found = self.conn.execute(*where.select_last(until)).fetchone()
+        return None if found is None else stored_event(found)
 
 
 def _resumed(asked: StoredEvent) -> str | None:

@@ -97,6 +97,13 @@ class Filter:
             return sql, [*params, count - 1]
         return _BY_KEY_FROM_END.format(where=where), [until, since, *params, count - 1]
 
+    def select_last(self, until: int) -> tuple[str, list[Any]]:
+        """The query for the last matching event with ``seq <= until`` (no row: none),
+        read from the end down as ``select_from_end`` does; a key filter is required."""
+        assert self.keyed, "select_last seeks a key's index"
+        where, params = self._where(0, until)
+        return _LAST_BY_KEY.format(where=where), [until, 0, *params]
+
     def _where(self, since: int, until: int | None) -> tuple[str, list[Any]]:
         clauses, params = ["seq > ?"], list[Any]([since])
         for column in KEYS:
@@ -129,13 +136,17 @@ _COUNT_BY_KEY = (
 )
 # The same from the end, newest first (parameters: until or None, since, the WHERE
 # clause's, then the offset).
-_BY_KEY_FROM_END = (
+_BUCKETS_DOWN = (
     "WITH RECURSIVE bucket(n) AS ("
     f"SELECT coalesce(?, (SELECT max(seq) FROM event_log)) >> {KEY_BUCKET_BITS} "
     f"UNION ALL SELECT n - 1 FROM bucket WHERE n > ? >> {KEY_BUCKET_BITS}) "
-    f"SELECT seq FROM event_log WHERE ({_BUCKET}) IN bucket AND {{where}} "
-    f"ORDER BY {_BUCKET} DESC, seq DESC LIMIT 1 OFFSET ?"
 )
+_FROM_END = (
+    f"FROM event_log WHERE ({_BUCKET}) IN bucket AND {{where}} ORDER BY {_BUCKET} DESC, seq DESC"
+)
+_BY_KEY_FROM_END = f"{_BUCKETS_DOWN}SELECT seq {_FROM_END} LIMIT 1 OFFSET ?"
+# The last matching event, whole (parameters: until, since, then the WHERE clause's).
+_LAST_BY_KEY = f"{_BUCKETS_DOWN}SELECT {EVENT_COLUMNS} {_FROM_END} LIMIT 1"
 
 
 class EventStore(Generic[H]):
