@@ -51,8 +51,18 @@ async def test_resumes_with_the_same_id_make_one_growing_conversation(tracker: T
     assert asked(await tracker.history(agent_id="a1")) == ["r1", "r2", "r3"]
     turns = await tracker.history(agent_id="a1")
     assert [t.session_id for t in turns] == ["s1"] * 3
-    assert all(t.asked_at <= t.answered_at for t in turns)
-    assert turns[0].answered_at <= turns[1].asked_at
+
+
+async def test_a_turn_is_timed_by_its_tracking_and_its_answer(
+    tracker: Tracker, clock: ManualClock
+) -> None:
+    asked_at = clock.advance(5)
+    await ask(tracker, "r1")
+    await tracker.update_request_session("r1", "s1")
+    answered_at = clock.advance(7)
+    await tracker.complete_request("r1", response="a-r1")
+    (only,) = await tracker.history(session_id="s1")
+    assert (only.asked_at, only.answered_at) == (asked_at, answered_at)
 
 
 async def test_resumes_with_new_ids_carry_the_conversation_on(tracker: Tracker) -> None:
@@ -71,8 +81,7 @@ async def test_a_fork_has_its_own_line_and_leaves_the_session_it_left_as_it_was(
     await turn(tracker, "r1", "s1")
     await turn(tracker, "r2", "s1", resume="s1")
     await turn(tracker, "r3", "s1", resume="s1")
-    # r4 resumes s1 as it stood after r2: a fork from an earlier point is recorded by
-    # resuming s2, a session s1 was answered as at r2 (a CLI answering a new id)
+    # r4 resumes s1 and is answered with a new id: s2 goes on from s1 as it stood
     await turn(tracker, "r4", "s2", resume="s1")
     await turn(tracker, "r5", "s3", resume="s2")
     assert asked(await tracker.history(session_id="s3")) == ["r1", "r2", "r3", "r4", "r5"]
@@ -130,6 +139,15 @@ async def test_an_agent_reset_starts_a_new_conversation(tracker: Tracker) -> Non
     await turn(tracker, "r2", "s2")
     assert asked(await tracker.history(agent_id="a1")) == ["r2"]
     assert asked(await tracker.history(session_id="s1")) == ["r1"]
+
+
+async def test_an_agent_whose_session_expired_starts_a_new_conversation(
+    tracker: Tracker,
+) -> None:
+    await turn(tracker, "r1", "s1")
+    await tracker.expire_session("s1")
+    assert await tracker.history(agent_id="a1") == []
+    assert asked(await tracker.history(session_id="s1")) == ["r1"]  # the log keeps it
 
 
 async def test_an_answer_superseded_by_a_reset_keeps_its_own_line(tracker: Tracker) -> None:
@@ -243,7 +261,7 @@ class Orchestrator:
 
     def __init__(self, t: Tracker, seed: int) -> None:
         self.t, self.rng, self.cli = t, random.Random(seed), Transcripts()
-        self.context: dict[str, list[str]] = {}  # request in flight -> what it read
+        self.in_flight: set[str] = set()
         self.resumed: dict[str, str | None] = {}
         self.assigned: dict[str, str] = {}
         self.agent_of: dict[str, str] = {}  # request or session -> its agent
@@ -253,7 +271,7 @@ class Orchestrator:
 
     async def step(self) -> None:
         roll = self.rng.random()
-        if roll < 0.3 or not self.context:
+        if roll < 0.3 or not self.in_flight:
             await self.ask()
         elif roll < 0.6:
             await self.assign()
@@ -274,11 +292,11 @@ class Orchestrator:
         )
         self.resumed[request_id] = request.resumed_session_id
         self.agent_of[request_id] = agent
-        self.context[request_id] = self.cli.read(request.resumed_session_id)
-        self.given[request_id] = self.context[request_id]
+        self.given[request_id] = self.cli.read(request.resumed_session_id)
+        self.in_flight.add(request_id)
 
     async def assign(self) -> None:
-        waiting = [r for r in self.context if r not in self.assigned]
+        waiting = sorted(r for r in self.in_flight if r not in self.assigned)
         if not waiting:
             return
         request_id = self.rng.choice(waiting)
@@ -286,7 +304,7 @@ class Orchestrator:
         await self.t.update_request_session(request_id, session_id)
         self.assigned[request_id] = session_id
         self.agent_of[session_id] = self.agent_of[request_id]
-        self.cli.assigned(session_id, self.context[request_id])
+        self.cli.assigned(session_id, self.given[request_id])
 
     def _answered_session(self, request_id: str) -> str:
         """Mostly the resumed session or a new one; now and then (a CLI gone odd)
@@ -299,18 +317,18 @@ class Orchestrator:
         return self.rng.choice(others) if others and roll > 0.9 else f"s-{request_id}"
 
     async def answer(self) -> None:
-        if not (ready := [r for r in self.context if r in self.assigned]):
+        if not (ready := sorted(r for r in self.in_flight if r in self.assigned)):
             return
         request_id = self.rng.choice(ready)
         await self.t.complete_request(request_id, response=f"a-{request_id}")
-        context = self.context.pop(request_id)
-        self.cli.answered(self.assigned[request_id], context, request_id)
+        self.in_flight.remove(request_id)
+        self.cli.answered(self.assigned[request_id], self.given[request_id], request_id)
         self.answered.add(request_id)
 
     async def fail(self) -> None:
-        request_id = self.rng.choice(list(self.context))
+        request_id = self.rng.choice(sorted(self.in_flight))
         await self.t.fail_request(request_id, error="cli died")
-        del self.context[request_id]
+        self.in_flight.remove(request_id)
 
     async def check(self, t: Tracker) -> None:
         for session_id, transcript in self.cli.of.items():

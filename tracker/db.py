@@ -315,6 +315,12 @@ def begin_waiting(
             still_waiting(turn, exc)
 
 
+def last_seq(conn: sqlite3.Connection, schema: str = "main") -> int:
+    """The seq of the last event in the log of ``schema`` (0: none); seqs run from 1
+    without gaps, so it is also how many events the log holds."""
+    return int(conn.execute(f"SELECT coalesce(max(seq), 0) FROM {schema}.event_log").fetchone()[0])
+
+
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """A write transaction on ``conn``: committed if the block ends, else rolled back."""

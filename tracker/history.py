@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from tracker import queries
+from tracker import db, queries
 from tracker.errors import UnknownRequest, UnknownSession
 from tracker.events import (
     Event,
@@ -34,7 +34,6 @@ from tracker.models import Turn
 from tracker.store import Filter
 from tracker.transaction import stored_event
 
-_HEAD = "SELECT coalesce(max(seq), 0) FROM event_log"
 _KNOWN_SESSION = "SELECT 1 FROM sessions WHERE session_id = ?"
 
 
@@ -85,7 +84,7 @@ class _Log:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.head: int = conn.execute(_HEAD).fetchone()[0]  # later commits are not read
+        self.head = db.last_seq(conn)  # later commits are not read
 
     def last_answer(self, session_id: str, before: int) -> StoredEvent | None:
         """The last RequestCompleted of ``session_id`` before seq ``before``."""

@@ -98,7 +98,7 @@ def compare(
     """
     conn.execute("BEGIN")
     try:
-        last = conn.execute("SELECT coalesce(max(seq), 0) FROM live.event_log").fetchone()[0]
+        last = db.last_seq(conn, "live")
         checker = chain.Checker()
         rows = _checked(
             conn.execute(f"SELECT {EVENT_COLUMNS} FROM live.event_log ORDER BY seq"), checker
@@ -210,4 +210,4 @@ def _copy_log(conn: sqlite3.Connection, until: int | None) -> int:
         f"SELECT {EVENT_COLUMNS} FROM live.event_log WHERE {clause} ORDER BY seq",
         params,
     )
-    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM main.event_log").fetchone()[0])
+    return db.last_seq(conn)

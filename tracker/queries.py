@@ -15,7 +15,7 @@ from projections.locks import LockRow
 from projections.requests import UNFINISHED, RequestRow
 from projections.sessions import SessionRow
 from projections.state import State
-from tracker import logrow
+from tracker import db, logrow
 from tracker.events import Usage
 from tracker.models import (
     Agent,
@@ -179,7 +179,7 @@ def _ratio(part: float, whole: int) -> float | None:
 
 def _event_count(conn: sqlite3.Connection, agent_id: str | None) -> int:
     if agent_id is None:  # seq is gapless
-        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM event_log").fetchone()[0])
+        return db.last_seq(conn)
     return int(conn.execute(*Filter(agent_id=agent_id).select_count()).fetchone()[0])
 
 
@@ -257,7 +257,7 @@ def seq_at(conn: sqlite3.Connection, moment: str) -> int:
     The log's seqs run from 1 without gaps and its times never go backwards, so a
     binary search finds it in about 20 point reads of a million events, no scan.
     """
-    low, high = 0, conn.execute("SELECT coalesce(max(seq), 0) FROM event_log").fetchone()[0]
+    low, high = 0, db.last_seq(conn)
     while low < high:  # at(low) <= moment (seq 0: before everything) < at(high + 1)
         middle = (low + high + 1) // 2
         stored = conn.execute("SELECT at FROM event_log WHERE seq = ?", (middle,)).fetchone()[0]
@@ -271,7 +271,7 @@ def seq_at(conn: sqlite3.Connection, moment: str) -> int:
 def health(conn: sqlite3.Connection, path: Path, durability: str) -> Health:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
-    events = conn.execute("SELECT coalesce(max(seq), 0) FROM event_log").fetchone()[0]
+    events = db.last_seq(conn)
     projected = conn.execute("SELECT coalesce(min(seq), 0) FROM checkpoints").fetchone()[0]
     file_bytes, wal_bytes = _size(path), _size(Path(f"{path}-wal"))
     return Health(

@@ -432,9 +432,7 @@ class EventStore(Generic[H]):
         """Return where reading must start (a ``since``) to get only the last ``count``
         events with ``since < seq <= until`` matching ``where``."""
         if count == 0:  # none of the past ones: start at the end
-            head = int(
-                await self.read_sql(_first_value, "SELECT coalesce(max(seq), 0) FROM event_log")
-            )
+            head = await self.read_with(db.last_seq)
             return max(since, head if until is None else min(head, until))
         first = await self.read_sql(_first_value, *where.select_from_end(since, until, count))
         return since if first is None else int(first) - 1

@@ -189,25 +189,33 @@ async def cmd_audit(args: argparse.Namespace) -> int:
 
 
 async def cmd_history(args: argparse.Namespace) -> int:
+    session: str | None = None  # an agent's current, or the session named
     async with existing(args) as t:
-        named, whose = args.id, f"{args.kind} {args.id}"
-        if args.kind == "agent":
-            await _known_agent(t, named)
-            if (session := await t.get_agent_session(named)) is None and not args.json:
-                print(f"agent {named} has no current session: its next request starts a new one")
-                return 0
-            whose += f", session {session}"
-        elif args.kind == "session":
-            named = await _session_named(t, named)
-            whose = f"session {named}"
-        turns = await t.history(**{f"{args.kind}_id": named})
+        if args.kind == "request":
+            whose, turns = f"request {args.id}", await t.history(request_id=args.id)
+        else:
+            whose, session = await _conversation(t, args.kind, args.id)
+            turns = await t.history(session_id=session) if session else []
     if args.json:
         emit(turns)
-        return 0
-    print(f"{whose}: {len(turns)} turn{'' if len(turns) == 1 else 's'}")
-    if turns:
-        print("\n" + transcript(turns))
+    elif args.kind == "agent" and not session:
+        print(f"{whose} has no current session: its next request starts a new one")
+    else:
+        print(f"{whose}: {len(turns)} turn{'' if len(turns) == 1 else 's'}")
+        if turns:
+            print("\n" + transcript(turns))
     return 0
+
+
+async def _conversation(t: Tracker, kind: str, given: str) -> tuple[str, str | None]:
+    """Who ``tracker history agent|session ID`` names, and the session whose history it
+    prints (an agent's current one: the header names the session read)."""
+    if kind == "session":
+        named = await _session_named(t, given)
+        return f"session {named}", named
+    await _known_agent(t, given)
+    current = await t.get_agent_session(given)
+    return f"agent {given}" + (f", session {current}" if current else ""), current
 
 
 async def _session_named(t: Tracker, given: str) -> str:

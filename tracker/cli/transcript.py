@@ -7,8 +7,6 @@ from collections.abc import Iterator, Sequence
 from tracker.models import Turn
 from tracker.render import when
 
-_INDENT = " " * 12  # under the text, past the "  prompt    " label
-
 
 def transcript(turns: Sequence[Turn]) -> str:
     """Each turn's request, session and times, then its prompt and response, their
@@ -21,16 +19,19 @@ def _turn(n: int, turn: Turn) -> Iterator[str]:
         f"{n}. request {turn.request_id}, session {turn.session_id}: "
         f"asked {when(turn.asked_at)}, answered {when(turn.answered_at)}"
     )
-    yield "  prompt    " + _text(turn.prompt, turn.prompt_chars)
-    yield "  response  " + _text(turn.response, turn.response_chars)
+    yield _labelled("prompt", _text(turn.prompt, turn.prompt_chars))
+    yield _labelled("response", _text(turn.response, turn.response_chars))
+
+
+def _labelled(label: str, text: str) -> str:
+    """``text`` after its label, its further lines under its first."""
+    lead = f"  {label:<10}"
+    return lead + text.replace("\n", "\n" + " " * len(lead))
 
 
 def _text(kept: str | None, chars: int) -> str:
     if kept is None:
         return f"(not kept: {chars:,} characters)" if chars else "(none)"
-    shown = kept.replace("\n", "\n" + _INDENT)
-    return (
-        shown
-        if len(kept) == chars
-        else f"{shown} ... (the first {len(kept):,} of {chars:,} characters)"
-    )
+    if len(kept) == chars:
+        return kept
+    return f"{kept} ... (the first {len(kept):,} of {chars:,} characters)"
