@@ -46,9 +46,10 @@ def test_the_simulated_orchestrator(tmp_path: Path) -> None:
         "AND json_extract(payload, '$.superseded')",
     )
     assert f"{len(superseded)} answers came after their agent had started over" in out
-    [seen] = [line for line in out.splitlines() if line.startswith("answered once the user")]
-    assert seen.split()[-1] == str(len(superseded))  # what the orchestrator was told
-    assert superseded  # the seeded run has users who start over
+    # what the orchestrator was told (its table has no row for none: about 1 run in 20,
+    # as the agents' turns interleave differently each time)
+    seen = [line for line in out.splitlines() if line.startswith("answered once the user")]
+    assert [int(line.split()[-1]) for line in seen] == ([len(superseded)] if superseded else [])
     current = {sid for (sid,) in rows(db, "SELECT current_session_id FROM agents")}
     assert not current & {sid for (sid,) in superseded}
     check_the_history_shown(out, db)
