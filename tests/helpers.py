@@ -309,6 +309,10 @@ EVERY_CALL: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
     ),
     "get_session": (lambda t, **k: t.get_session(**k), {"session_id": "S0"}),
     "find_sessions": (lambda t, **k: t.find_sessions(**k), {"prefix": "S"}),
+    "list_sessions": (
+        lambda t, **k: t.list_sessions(**k),
+        {"agent_id": "a", "status": "active", "before": "S0", "limit": 10},
+    ),
     "seq_at": (lambda t, **k: t.seq_at(**k), {"moment": "2026-01-01T00:00:00Z"}),
     "get_agent": (lambda t, **k: t.get_agent(**k), {"agent_id": "a"}),
     "get_agent_session": (lambda t, **k: t.get_agent_session(**k), {"agent_id": "a"}),

@@ -613,7 +613,7 @@ def test_the_package_reads_the_top_level_schema() -> None:
 
 
 @pytest.mark.slow
-def test_the_built_wheel_ships_schema_sql_equal_to_the_top_level_file(tmp_path: Path) -> None:
+def test_the_built_wheel_ships_every_module_and_schema_sql(tmp_path: Path) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -634,8 +634,16 @@ def test_the_built_wheel_ships_schema_sql_equal_to_the_top_level_file(tmp_path: 
     (wheel,) = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = archive.read("tracker/schema.sql").decode()
-        assert "tracker/py.typed" in archive.namelist()
+        names = set(archive.namelist())
+    assert "tracker/py.typed" in names
     assert shipped == (ROOT / "schema.sql").read_text(encoding="utf-8")
+    modules = {
+        str(found.relative_to(ROOT))
+        for package in ("tracker", "projections")
+        for found in (ROOT / package).rglob("*.py")
+    }
+    assert {"tracker/cli/__init__.py", "tracker/web/app.py"} <= modules
+    assert modules - names == set()  # subpackages included (the CLI's among them)
 
 
 async def test_the_readme_way_to_read_one_agents_chain_is_the_views_rows_by_index(

@@ -43,6 +43,7 @@ from tracker.errors import InvalidInput, LockHeld, LockNotHeld, OwnerInUse, Trac
 from tracker.events import StoredEvent, Usage
 from tracker.locking import AcquireLock, ReleaseLock, RenewLock, Tx, undo_acquire
 from tracker.models import (
+    SESSION_STATUSES,
     Agent,
     CleanupReport,
     Health,
@@ -525,6 +526,28 @@ class Tracker:
             ("session", session_id), lambda c: queries.session(c, session_id)
         )
         return None if found is None else _own_metadata(found)
+
+    async def list_sessions(
+        self,
+        *,
+        agent_id: str | None = None,
+        status: str | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[Session]:
+        """Sessions, the newest first (by when the CLI first reported them), without their
+        locks (``get_session`` has it): an agent's, of a status ("active", "expired",
+        "deleted"), at most ``limit``. ``before`` pages: the sessions first seen before
+        that one (the last of the page before)."""
+        agent_id = validate.optional_ident(agent_id, "agent_id")
+        if status is not None:
+            status = validate.choice(status, "status", SESSION_STATUSES)
+        before = validate.optional_ident(before, "before")
+        limit = validate.count(limit, "limit")
+        page = await self._store.read_with(
+            lambda c: queries.sessions_page(c, agent_id, status, before, limit)
+        )
+        return [_own_metadata(session) for session in page]
 
     async def seq_at(self, moment: datetime | str) -> int:
         """The seq of the last event at or before ``moment`` (a datetime or ISO 8601 text;

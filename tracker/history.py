@@ -34,8 +34,6 @@ from tracker.models import Turn
 from tracker.store import Filter
 from tracker.transaction import stored_event
 
-_KNOWN_SESSION = "SELECT 1 FROM sessions WHERE session_id = ?"
-
 
 def of_agent(conn: sqlite3.Connection, agent_id: str) -> list[Turn]:
     """The history of the agent's current session (none: a new conversation)."""
@@ -45,7 +43,7 @@ def of_agent(conn: sqlite3.Connection, agent_id: str) -> list[Turn]:
 
 def of_session(conn: sqlite3.Connection, session_id: str) -> list[Turn]:
     """The turns of ``session_id``'s conversation, oldest first."""
-    if conn.execute(_KNOWN_SESSION, (session_id,)).fetchone() is None:
+    if not queries.known_session(conn, session_id):
         raise UnknownSession(f"no session {session_id!r}")
     log = _Log(conn)
     return _walk(log, session_id, log.head + 1)

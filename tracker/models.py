@@ -89,6 +89,9 @@ class Request(_Result, frozen=True):
         return self.status in ("completed", "failed")
 
 
+SESSION_STATUSES = ("active", "expired", "deleted")
+
+
 class Session(_Result, frozen=True):
     """A CLI conversation handle, its place in the agent's chain, and its totals."""
 

@@ -16,6 +16,7 @@ from projections.requests import UNFINISHED, RequestRow
 from projections.sessions import SessionRow
 from projections.state import State
 from tracker import db, logrow
+from tracker.errors import UnknownSession
 from tracker.events import Usage
 from tracker.models import (
     Agent,
@@ -38,6 +39,7 @@ _BY_SESSION = _TABLES.sessions.select_sql + " WHERE session_id = ?"
 _BY_AGENT = _TABLES.agents.select_sql + " WHERE agent_id = ?"
 _CHAIN = _TABLES.sessions.select_sql + " WHERE agent_id = ? ORDER BY position"
 _LOCK = _TABLES.locks.select_sql + " WHERE scope = ? AND target = ?"
+_KNOWN_SESSION = "SELECT 1 FROM sessions WHERE session_id = ?"
 _USAGE_SUMS = """
 SELECT coalesce(sum(requests), 0), coalesce(sum(completed), 0), coalesce(sum(failed), 0),
        coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
@@ -90,6 +92,34 @@ def session(conn: sqlite3.Connection, session_id: str) -> Session | None:
         return None
     found = SessionRow(*row)
     return session_from_row(found, _session_lock(conn, found))
+
+
+_PAGE = (
+    _TABLES.sessions.select_sql
+    + """ WHERE (:agent IS NULL OR agent_id = :agent) AND (:status IS NULL OR status = :status)
+    AND (:before IS NULL OR rowid < (SELECT rowid FROM sessions WHERE session_id = :before))
+    ORDER BY rowid DESC LIMIT :limit"""
+)
+
+
+def known_session(conn: sqlite3.Connection, session_id: str) -> bool:
+    return conn.execute(_KNOWN_SESSION, (session_id,)).fetchone() is not None
+
+
+def sessions_page(
+    conn: sqlite3.Connection,
+    agent_id: str | None,
+    status: str | None,
+    before: str | None,
+    limit: int,
+) -> list[Session]:
+    """Up to ``limit`` sessions, the newest first (by when the CLI first reported them),
+    of an agent and a status (None: any), first seen before session ``before`` (None:
+    from the newest): the next page starts before the last one given."""
+    if before is not None and not known_session(conn, before):
+        raise UnknownSession(f"no session {before!r} to list the sessions before")
+    params = {"agent": agent_id, "status": status, "before": before, "limit": limit}
+    return [session_from_row(SessionRow(*row)) for row in conn.execute(_PAGE, params)]
 
 
 def session_ids_from(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from tracker.cli import commands as c
 from tracker.cli.commands import Handler
+from tracker.cli.serve import TOKEN_VARIABLE, cmd_serve
 from tracker.schema import SCHEMA_VERSION
 
 DISTRIBUTION = "agent-session-tracker"  # pyproject.toml's project name
@@ -79,6 +80,12 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
         "  tracker claude import ~/.claude/projects",
     ),
     "health": (c.cmd_health, "schema version, integrity, projection lag, sizes", "tracker health"),
+    "serve": (
+        cmd_serve,
+        "the HTTP view: sessions (list, get, patch, delete), agents, requests, stats, as JSON",
+        "tracker serve --port 8765\n  curl -s 'localhost:8765/sessions?limit=5'\n"
+        f"  {TOKEN_VARIABLE}=... tracker serve --host 0.0.0.0 --read-only",
+    ),
 }
 
 
@@ -165,6 +172,11 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("sql")
     elif name == "claude":
         _claude_arguments(p)
+    elif name == "serve":
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+        p.add_argument("--port", type=int, default=8765, help="8765; 0: any free port")
+        p.add_argument("--read-only", action="store_true", help="refuse PATCH and DELETE")
+        p.add_argument("--access-log", action="store_true", help="log each request on stderr")
 
 
 def versions() -> str:

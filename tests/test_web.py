@@ -1,0 +1,465 @@
+"""The HTTP view (tracker.web): a real uvicorn server on a loopback port, real HTTP
+requests, a real database file; ``tracker serve`` as a real process, stopped by signals."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from tests.helpers import ROOT, event_count, tamper
+from tracker import InvalidInput, Tracker, UnknownSession
+from tracker.tasks import task_group
+from tracker.web import server as web
+from tracker.web.app import MAX_BODY_BYTES, MAX_PAGE, ROUTES, SessionsApp
+
+Reply = tuple[int, dict[str, str], Any]
+
+
+class Client:
+    """HTTP/1.1 to the server on ``port``, from a worker thread (http.client blocks)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def __call__(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Reply:
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        return await anyio.to_thread.run_sync(self._fetch, method, path, data, headers or {})
+
+    def _fetch(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), json.loads(response.read())
+        finally:
+            conn.close()
+
+
+@asynccontextmanager
+async def serving(t: Tracker, **options: Any) -> AsyncIterator[Client]:
+    server, stop = web.server(SessionsApp(t, **options)), anyio.Event()
+    with web.listen("127.0.0.1", 0) as sock:  # listening: a client may connect at once
+        async with task_group() as tg:
+            tg.start_soon(web.serve, server, sock, stop)
+            yield Client(sock.getsockname()[1])
+            stop.set()
+
+
+def as_json(value: Any) -> Any:
+    """What the server sends for ``value``, an API result."""
+    return json.loads(msgspec.json.encode(value))
+
+
+async def conversations(t: Tracker) -> None:
+    """a1: s1, then s2 resumed from it, and a fork s3 of s1; a2: s4; a request without
+    an agent in session 'odd/id 1'."""
+    turns: list[tuple[str, str | None, str | None, str]] = [
+        ("r1", "a1", None, "s1"),
+        ("r2", "a1", "s1", "s2"),
+        ("r3", "a1", "s1", "s3"),
+    ]
+    turns += [("r4", "a2", None, "s4"), ("r5", None, None, "odd/id 1")]
+    for request_id, agent_id, resumed, session_id in turns:
+        await t.track_request(
+            request_id, agent_id=agent_id, session_id=resumed, prompt=f"ask {request_id}"
+        )
+        await t.update_request_session(request_id, session_id)
+        await t.complete_request(request_id, response=f"answer {request_id}", cost_usd=0.01)
+
+
+@pytest.fixture
+async def client(tracker: Tracker) -> AsyncIterator[Client]:
+    await conversations(tracker)
+    async with serving(tracker) as served:
+        yield served
+
+
+async def test_the_index_lists_every_route(client: Client) -> None:
+    status, _, body = await client("GET", "/")
+    assert status == 200
+    assert len(body["routes"]) == sum(len(methods) for methods in ROUTES.values())
+    assert "PATCH /sessions/{id}" in body["routes"]
+
+
+async def test_reads_answer_what_the_api_answers(client: Client, tracker: Tracker) -> None:
+    expected = {
+        "/sessions/s1": await tracker.get_session("s1"),
+        "/sessions/s2/history": await tracker.history(session_id="s2"),
+        "/agents/a1": await tracker.get_agent("a1"),
+        "/agents/a1/chain": await tracker.get_chain("a1"),
+        "/agents/a1/history": await tracker.history(agent_id="a1"),
+        "/requests/r2": await tracker.get_request("r2"),
+        "/requests/r2/history": await tracker.history(request_id="r2"),
+        "/stats": await tracker.stats(),
+        "/stats?agent=a2": await tracker.stats("a2"),
+    }
+    for path, value in expected.items():
+        status, _, body = await client("GET", path)
+        assert (status, body) == (200, as_json(value)), path
+
+
+async def test_ids_are_percent_decoded_path_segments(client: Client) -> None:
+    status, _, body = await client("GET", "/sessions/odd%2Fid%201")
+    assert (status, body["session_id"], body["agent_id"]) == (200, "odd/id 1", None)
+    status, _, turns = await client("GET", "/sessions/odd%2Fid%201/history")
+    assert (status, [turn["request_id"] for turn in turns]) == (200, ["r5"])
+
+
+async def test_a_session_shows_its_lock(client: Client, tracker: Tracker) -> None:
+    lock = await tracker.acquire_lock(agent_id="a1", holder="orchestrator", ttl=60)
+    _, _, body = await client("GET", "/sessions/s3")  # a1's current session: the fork
+    assert (body["lock"]["holder"], body["lock"]["token"]) == ("orchestrator", lock.token)
+
+
+async def test_sessions_are_listed_newest_first_and_filtered(client: Client) -> None:
+    _, _, body = await client("GET", "/sessions")
+    assert [s["session_id"] for s in body["sessions"]] == ["odd/id 1", "s4", "s3", "s2", "s1"]
+    assert body["next"] is None  # all of them fit
+    _, _, body = await client("GET", "/sessions?agent=a1")
+    assert [s["session_id"] for s in body["sessions"]] == ["s3", "s2", "s1"]
+    await client("PATCH", "/sessions/s2", {"status": "expired"})
+    _, _, body = await client("GET", "/sessions?status=expired")
+    assert [s["session_id"] for s in body["sessions"]] == ["s2"]
+    _, _, body = await client("GET", "/sessions?agent=a1&status=active")
+    assert [s["session_id"] for s in body["sessions"]] == ["s3", "s1"]
+
+
+async def test_pages_follow_next_to_the_end(client: Client) -> None:
+    seen: list[str] = []
+    path: str | None = "/sessions?limit=2"
+    pages = 0
+    while path is not None:
+        status, _, body = await client("GET", path)
+        assert status == 200
+        seen += [s["session_id"] for s in body["sessions"]]
+        path, pages = body["next"], pages + 1
+    assert seen == ["odd/id 1", "s4", "s3", "s2", "s1"]
+    assert pages == 3  # the last page, one session, ends it
+    _, _, body = await client("GET", "/sessions?agent=a1&limit=1")
+    assert body["next"] == "/sessions?agent=a1&limit=1&before=s3"  # the filters kept
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "error", "named"),
+    [
+        ("limit=x", 400, "InvalidInput", "'x'"),
+        ("limit=-1", 400, "InvalidInput", "'-1'"),
+        (f"limit={MAX_PAGE + 1}", 400, "InvalidInput", str(MAX_PAGE + 1)),
+        ("status=asleep", 400, "InvalidInput", "'asleep'"),
+        ("agnt=a1", 400, "InvalidInput", "'agnt'"),
+        ("agent=a1&agent=a2", 400, "InvalidInput", "'agent'"),
+        ("before=s9", 404, "UnknownSession", "'s9'"),
+    ],
+)
+async def test_a_bad_listing_is_a_json_error_naming_the_value(
+    client: Client, query: str, status: int, error: str, named: str
+) -> None:
+    got, _, body = await client("GET", f"/sessions?{query}")
+    assert (got, body["error"]) == (status, error)
+    assert named in body["message"]
+
+
+async def test_unknown_things_are_404s_naming_them(client: Client) -> None:
+    for path, error, named in [
+        ("/sessions/nope", "UnknownSession", "'nope'"),
+        ("/sessions/nope/history", "UnknownSession", "'nope'"),
+        ("/agents/nobody", "UnknownAgent", "'nobody'"),
+        ("/agents/nobody/chain", "UnknownAgent", "'nobody'"),
+        ("/requests/r9", "UnknownRequest", "'r9'"),
+        ("/requests/r9/history", "UnknownRequest", "'r9'"),
+        ("/nowhere", "NoRoute", "'/nowhere'"),
+        ("/sessions/s1/chain", "NoRoute", "'/sessions/s1/chain'"),
+    ]:
+        status, _, body = await client("GET", path)
+        assert (status, body["error"]) == (404, error), path
+        assert named in body["message"], path
+
+
+async def test_a_method_a_route_does_not_take_is_a_405_with_allow(client: Client) -> None:
+    status, headers, body = await client("POST", "/sessions/s1")
+    assert (status, headers["allow"], body["error"]) == (
+        405,
+        "GET, PATCH, DELETE",
+        "MethodNotAllowed",
+    )
+    status, headers, _ = await client("DELETE", "/stats")
+    assert (status, headers["allow"]) == (405, "GET")
+
+
+async def test_patch_merges_metadata_and_expires(client: Client, tracker: Tracker) -> None:
+    await tracker.update_session_metadata("s3", {"model": "opus", "keep": 1})
+    status, _, body = await client("PATCH", "/sessions/s3", {"metadata": {"model": "sonnet"}})
+    assert (status, body["metadata"]) == (200, {"model": "sonnet", "keep": 1})
+    status, _, body = await client("PATCH", "/sessions/s3", {"status": "expired", "reason": "idle"})
+    assert (status, body["status"], body["status_reason"]) == (200, "expired", "idle")
+    assert await tracker.get_agent_session("a1") is None  # no longer a1's current session
+    session = await tracker.get_session("s3")
+    assert session is not None
+    assert (session.status, session.metadata) == ("expired", {"model": "sonnet", "keep": 1})
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b"{not json", "not JSON"),
+        ([1, 2], "JSON object"),
+        ({}, "JSON object"),
+        ({"owner": "x"}, "'owner'"),
+        ({"status": "active"}, "'active'"),
+        ({"status": "deleted"}, "'deleted'"),
+        ({"reason": "idle"}, "reason"),
+        ({"metadata": "big"}, "'big'"),
+        ({"metadata": {"model": "x"}, "status": "gone"}, "'gone'"),  # checked before any change
+    ],
+)
+async def test_a_bad_patch_is_a_400_naming_it_and_changes_nothing(
+    client: Client, tracker: Tracker, db_path: Path, body: Any, named: str
+) -> None:
+    before = event_count(db_path)
+    status, _, reply = await client("PATCH", "/sessions/s1", body)
+    assert (status, reply["error"]) == (400, "InvalidInput")
+    assert named in reply["message"]
+    assert event_count(db_path) == before
+
+
+async def test_a_body_over_the_bound_is_a_413(client: Client, db_path: Path) -> None:
+    before = event_count(db_path)
+    huge = b'{"metadata": {"x": "' + b"y" * MAX_BODY_BYTES + b'"}}'
+    status, _, body = await client("PATCH", "/sessions/s1", huge)
+    assert (status, body["error"], event_count(db_path)) == (413, "BodyTooLarge", before)
+
+
+async def test_delete_leaves_a_tombstone(client: Client, tracker: Tracker) -> None:
+    status, _, body = await client("DELETE", "/sessions/s4?reason=gdpr")
+    assert (status, body["status"], body["status_reason"]) == (200, "deleted", "gdpr")
+    assert await tracker.get_agent_session("a2") is None
+    status, _, body = await client("PATCH", "/sessions/s4", {"metadata": {"a": 1}})
+    assert (status, body["error"]) == (409, "InvalidTransition")
+    status, _, turns = await client("GET", "/sessions/s4/history")  # its history stays
+    assert (status, [turn["response"] for turn in turns]) == (200, ["answer r4"])
+
+
+async def test_a_read_only_server_refuses_changes(tracker: Tracker, db_path: Path) -> None:
+    await conversations(tracker)
+    before = event_count(db_path)
+    async with serving(tracker, read_only=True) as client:
+        for method, body in [("PATCH", {"metadata": {"a": 1}}), ("DELETE", None)]:
+            status, headers, reply = await client(method, "/sessions/s1", body)
+            assert (status, headers["allow"], reply["error"]) == (405, "GET", "MethodNotAllowed")
+            assert "read-only" in reply["message"]
+        assert (await client("GET", "/sessions/s1"))[0] == 200
+        _, _, index = await client("GET", "/")
+        assert all(route.startswith("GET ") for route in index["routes"])
+    assert event_count(db_path) == before
+
+
+async def test_a_token_guards_every_route(tracker: Tracker) -> None:
+    await conversations(tracker)
+    async with serving(tracker, token="s3cret") as client:
+        for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}]:
+            status, got, body = await client("GET", "/health", headers=headers)
+            assert (status, got["www-authenticate"], body["error"]) == (
+                401,
+                "Bearer",
+                "Unauthorized",
+            )
+        status, _, body = await client("GET", "/health", headers={"Authorization": "Bearer s3cret"})
+        assert (status, body["schema_version"]) == (200, 8)
+
+
+async def test_a_damaged_file_is_a_500_and_a_closed_tracker_a_503(
+    tracker: Tracker, db_path: Path
+) -> None:
+    await conversations(tracker)
+    tamper(db_path, "DROP TABLE agents")
+    async with serving(tracker) as client:
+        status, _, body = await client("GET", "/agents/a1")
+        assert (status, body["error"]) == (500, "StorageError")
+        assert "no such table: agents" in body["message"]
+    async with Tracker.open(db_path) as closed:
+        pass
+    async with serving(closed) as client:
+        status, _, body = await client("GET", "/sessions/s1")
+        assert (status, body["error"]) == (503, "TrackerClosed")
+
+
+async def test_serving_leaves_signals_to_its_caller(tracker: Tracker) -> None:
+    """An application embedding the server keeps its own Ctrl-C and SIGTERM handling
+    (uvicorn's own server would take both while it serves)."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    async with serving(tracker) as client:
+        assert (await client("GET", "/health"))[0] == 200  # serving by now
+        assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+async def test_the_api_lists_sessions_and_checks_its_arguments(tracker: Tracker) -> None:
+    await conversations(tracker)
+    page = await tracker.list_sessions(agent_id="a1", limit=2)
+    assert [s.session_id for s in page] == ["s3", "s2"]
+    rest = await tracker.list_sessions(agent_id="a1", before=page[-1].session_id)
+    assert [s.session_id for s in rest] == ["s1"]
+    assert await tracker.list_sessions(limit=0) == []
+    page[0].metadata["mine"] = True  # a caller's copy
+    assert (await tracker.list_sessions(agent_id="a1"))[0].metadata == {}
+    with pytest.raises(InvalidInput, match="'asleep'"):
+        await tracker.list_sessions(status="asleep")
+    with pytest.raises(InvalidInput, match="-1"):
+        await tracker.list_sessions(limit=-1)
+    with pytest.raises(UnknownSession, match="'s9'"):
+        await tracker.list_sessions(before="s9")
+
+
+# -- tracker serve, a real process ----------------------------------------------------
+
+
+def start_serving(db: Path, *options: str) -> tuple[subprocess.Popen[str], int]:
+    """``tracker serve`` on a free port; returns once it says where it listens."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "--db", str(db), "serve", "--port", "0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.startswith(f"serving {str(db)!r}"), line
+    return child, int(line.split("http://127.0.0.1:")[1].split("/")[0])
+
+
+async def seeded(db: Path) -> None:
+    async with Tracker.open(db) as t:
+        await conversations(t)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+async def test_serve_answers_a_request_under_way_when_stopped(
+    db_path: Path, stop: signal.Signals, code: int
+) -> None:
+    """The signal lands while a PATCH is half sent: it is answered, committed, then the
+    process exits (SIGTERM, a service manager's stop: 0; Ctrl-C: 130)."""
+    await seeded(db_path)
+    child, port = start_serving(db_path)
+    with child:
+        body = json.dumps({"metadata": {"stopped": "gracefully"}}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.putrequest("PATCH", "/sessions/s1")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body[:10])  # the headers and a part of the body
+        await anyio.sleep(0.3)  # received: a request under way
+        child.send_signal(stop)
+        await anyio.sleep(0.3)
+        conn.send(body[10:])
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())["metadata"]) == (
+            200,
+            {"stopped": "gracefully"},
+        )
+        conn.close()
+        _, err = child.communicate(timeout=20)
+    assert (child.returncode, err) == (code, "")
+    async with Tracker.open(db_path) as t:  # acknowledged, so committed
+        session = await t.get_session("s1")
+        assert session is not None
+        assert session.metadata == {"stopped": "gracefully"}
+
+
+@pytest.mark.slow
+async def test_serve_reads_what_another_process_writes(db_path: Path) -> None:
+    await seeded(db_path)
+    child, port = start_serving(db_path, "--read-only")
+    with child:
+        client = Client(port)
+        async with Tracker.open(db_path) as t:
+            await t.expire_session("s2", reason="idle")
+            status, _, body = await client("GET", "/sessions/s2")
+            assert (status, body["status"]) == (200, "expired")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=20) == 0
+
+
+@pytest.mark.slow
+async def test_serve_mistakes_are_one_line(db_path: Path, tmp_path: Path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", str(tmp_path / "no.db"), "serve"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert (missing.returncode, missing.stderr.count("\n")) == (1, 1)
+    assert "no database" in missing.stderr
+    await seeded(db_path)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [sys.executable, "-m", "tracker", "--db", str(db_path), "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
+    assert (busy.returncode, busy.stderr.count("\n")) == (1, 1)
+    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+
+
+@pytest.mark.slow
+async def test_serve_without_uvicorn_says_what_to_install(db_path: Path) -> None:
+    await seeded(db_path)
+    code = (
+        "import sys; sys.modules['uvicorn'] = None\n"
+        "from tracker.cli import main\n"
+        f"raise SystemExit(main(['--db', {str(db_path)!r}, 'serve', '--port', '0']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "tracker: serving HTTP needs uvicorn: pip install 'agent-session-tracker[http]'\n"
+    )
+
+
+@pytest.mark.slow
+async def test_serve_on_every_address_without_a_token_warns(db_path: Path) -> None:
+    await seeded(db_path)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tracker",
+            "--db",
+            str(db_path),
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    with child:
+        assert child.stderr is not None
+        warning = child.stderr.readline()
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=20)
+    assert "can read and change sessions: set $TRACKER_HTTP_TOKEN" in warning
+    assert child.returncode == 0

@@ -1,0 +1,357 @@
+"""The HTTP view of a tracker: an ASGI application serving JSON (SPEC §9).
+
+    GET    /                          the routes below
+    GET    /sessions                  ?agent= &status= &before= &limit= : newest first
+    GET    /sessions/{id}             a session, with its lock
+    PATCH  /sessions/{id}             {"metadata": {...}} merged, {"status": "expired"}
+    DELETE /sessions/{id}             ?reason= : a tombstone (its history stays in the log)
+    GET    /sessions/{id}/history     the turns of its conversation
+    GET    /agents/{id}               an agent; /chain its sessions, /history its turns
+    GET    /requests/{id}             a request; /history the turns it continued and its own
+    GET    /stats                     ?agent= : counts, tokens, cost, failure rate
+    GET    /health                    schema version, integrity, lag, sizes
+
+Any ASGI server runs it (``tracker serve`` runs uvicorn), or an application mounts
+it. A mistake is a JSON error, ``{"error": "InvalidInput", "message": "..."}``,
+with the status its kind calls for; a bug is a 500 whose traceback is logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+import msgspec
+
+from tracker import errors
+from tracker.api import Tracker
+from tracker.errors import InvalidInput, TrackerError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_BODY_BYTES = 2 << 20  # a metadata update is at most 1 MiB as JSON
+MAX_PAGE = 1000  # sessions in one page of GET /sessions
+log = logging.getLogger("tracker.web")
+_json = msgspec.json.Encoder()
+
+# Kinds of mistake and their status, the first that matches wins.
+_STATUS: tuple[tuple[type[TrackerError], int], ...] = (
+    (errors.NotFound, 404),
+    (errors.InvalidInput, 400),
+    (errors.InvalidTransition, 409),
+    (errors.DuplicateRequest, 409),
+    (errors.LockError, 409),
+    (errors.ReadOnlyDatabase, 403),
+    (errors.DatabaseBusy, 503),  # for longer than the busy timeout: try again
+    (errors.DiskFull, 503),
+    (errors.TrackerClosed, 503),  # the server is stopping
+)
+
+
+class HttpError(TrackerError):
+    """A request the HTTP view refuses before it reaches the tracker."""
+
+    def __init__(
+        self, status: int, kind: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.headers = status, kind, dict(headers or {})
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def send(self, send: Send) -> None:
+        content = _json.encode(self.body)
+        headers = {
+            "content-type": "application/json",
+            "content-length": str(len(content)),
+            "cache-control": "no-store",
+            **self.headers,
+        }
+        raw = [(name.encode(), value.encode("latin-1")) for name, value in headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": content})
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler reads of an HTTP request: the id in its path, its query, its body."""
+
+    ident: str
+    query: dict[str, str]
+    body: Any
+
+    def take(self, *names: str) -> dict[str, str]:
+        """The query parameters, which must be among ``names``."""
+        unknown = sorted(set(self.query) - set(names))
+        if unknown:
+            allowed = ", ".join(names) or "none"
+            raise InvalidInput(f"unknown query parameter {unknown[0]!r} (allowed: {allowed})")
+        return self.query
+
+
+Handler = Callable[["SessionsApp", Call], Awaitable[Any]]
+
+
+class SessionsApp:
+    """The ASGI application over an open ``Tracker``. ``read_only``: PATCH and DELETE
+    are refused; ``token``: every request must send ``Authorization: Bearer <token>``."""
+
+    def __init__(self, tracker: Tracker, *, read_only: bool = False, token: str | None = None):
+        self.tracker = tracker
+        self.read_only = read_only
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "http":
+            await (await self._respond(scope, receive)).send(send)
+
+    async def _respond(self, scope: Scope, receive: Receive) -> Response:
+        try:
+            self._check_token(scope)
+            handler, call = await self._route(scope, receive)
+            return Response(200, await handler(self, call))
+        except HttpError as exc:
+            return _error(exc.status, exc.kind, exc, exc.headers)
+        except TrackerError as exc:
+            return _error(_status_of(exc), type(exc).__name__, exc)
+        except Exception:
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            return Response(500, {"error": "InternalError", "message": "see the server's log"})
+
+    def _check_token(self, scope: Scope) -> None:
+        if self.token is None:
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if not hmac.compare_digest(given, b"Bearer " + self.token.encode()):
+            raise HttpError(
+                401,
+                "Unauthorized",
+                "send the server's token: Authorization: Bearer <token>",
+                {"www-authenticate": "Bearer"},
+            )
+
+    async def _route(self, scope: Scope, receive: Receive) -> tuple[Handler, Call]:
+        parts = _segments(scope)
+        shape = tuple("{id}" if i == 1 else part for i, part in enumerate(parts))
+        methods = ROUTES.get(shape)
+        if methods is None:
+            raise HttpError(404, "NoRoute", f"no route {scope['path']!r}: GET / lists them")
+        method = scope["method"]
+        if method not in self._allowed(methods):
+            why = "this server is read-only" if method in methods else "not allowed here"
+            raise HttpError(
+                405,
+                "MethodNotAllowed",
+                f"{method} {scope['path']}: {why}",
+                {"allow": ", ".join(self._allowed(methods))},
+            )
+        body = await _body(receive) if method == "PATCH" else None
+        return methods[method], Call(parts[1] if len(parts) > 1 else "", _query(scope), body)
+
+    def _allowed(self, methods: dict[str, Handler]) -> list[str]:
+        return [method for method in methods if method == "GET" or not self.read_only]
+
+    # -- handlers --------------------------------------------------------------
+
+    async def index(self, call: Call) -> Any:
+        call.take()
+        return {
+            "routes": [
+                f"{method} /{'/'.join(shape)}"
+                for shape, methods in ROUTES.items()
+                for method in self._allowed(methods)
+            ]
+        }
+
+    async def list_sessions(self, call: Call) -> Any:
+        query = call.take("agent", "status", "before", "limit")
+        limit = _whole(query.get("limit", "100"), "limit")
+        if limit > MAX_PAGE:
+            raise InvalidInput(f"limit must be at most {MAX_PAGE}, got {limit}")
+        page = await self.tracker.list_sessions(
+            agent_id=query.get("agent"),
+            status=query.get("status"),
+            before=query.get("before"),
+            limit=limit,
+        )
+        more = bool(page) and len(page) == limit
+        following = {**query, "before": page[-1].session_id} if more else None
+        return {
+            "sessions": page,
+            "next": f"/sessions?{urlencode(following, quote_via=quote)}" if following else None,
+        }
+
+    async def get_session(self, call: Call) -> Any:
+        call.take()
+        return await self._session(call.ident)
+
+    async def patch_session(self, call: Call) -> Any:
+        call.take()
+        change = _patch(call.body)
+        if "metadata" in change:
+            await self.tracker.update_session_metadata(call.ident, change["metadata"])
+        if "status" in change:
+            await self.tracker.expire_session(call.ident, reason=change.get("reason", "manual"))
+        return await self._session(call.ident)
+
+    async def delete_session(self, call: Call) -> Any:
+        reason = call.take("reason").get("reason")
+        await self.tracker.delete_session(call.ident, reason=reason)
+        return await self._session(call.ident)
+
+    async def session_history(self, call: Call) -> Any:
+        call.take()
+        return await self.tracker.history(session_id=call.ident)
+
+    async def get_agent(self, call: Call) -> Any:
+        call.take()
+        found = await self.tracker.get_agent(call.ident)
+        if found is None:
+            raise errors.UnknownAgent(f"no agent {call.ident!r}")
+        return found
+
+    async def agent_chain(self, call: Call) -> Any:
+        await self.get_agent(call)
+        return await self.tracker.get_chain(call.ident)
+
+    async def agent_history(self, call: Call) -> Any:
+        await self.get_agent(call)
+        return await self.tracker.history(agent_id=call.ident)
+
+    async def get_request(self, call: Call) -> Any:
+        call.take()
+        found = await self.tracker.get_request(call.ident)
+        if found is None:
+            raise errors.UnknownRequest(f"no request {call.ident!r}")
+        return found
+
+    async def request_history(self, call: Call) -> Any:
+        call.take()
+        return await self.tracker.history(request_id=call.ident)
+
+    async def stats(self, call: Call) -> Any:
+        return await self.tracker.stats(call.take("agent").get("agent"))
+
+    async def health(self, call: Call) -> Any:
+        call.take()
+        return await self.tracker.health()
+
+    async def _session(self, session_id: str) -> Any:
+        found = await self.tracker.get_session(session_id)
+        if found is None:
+            raise errors.UnknownSession(f"no session {session_id!r}")
+        return found
+
+
+ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
+    (): {"GET": SessionsApp.index},
+    ("sessions",): {"GET": SessionsApp.list_sessions},
+    ("sessions", "{id}"): {
+        "GET": SessionsApp.get_session,
+        "PATCH": SessionsApp.patch_session,
+        "DELETE": SessionsApp.delete_session,
+    },
+    ("sessions", "{id}", "history"): {"GET": SessionsApp.session_history},
+    ("agents", "{id}"): {"GET": SessionsApp.get_agent},
+    ("agents", "{id}", "chain"): {"GET": SessionsApp.agent_chain},
+    ("agents", "{id}", "history"): {"GET": SessionsApp.agent_history},
+    ("requests", "{id}"): {"GET": SessionsApp.get_request},
+    ("requests", "{id}", "history"): {"GET": SessionsApp.request_history},
+    ("stats",): {"GET": SessionsApp.stats},
+    ("health",): {"GET": SessionsApp.health},
+}
+
+_PATCHABLE = ("metadata", "status", "reason")
+
+
+def _patch(body: Any) -> dict[str, Any]:
+    """The change a PATCH asks for, checked whole before anything is changed."""
+    if not isinstance(body, dict) or not body:
+        raise InvalidInput(f"a PATCH body is a JSON object with {', '.join(_PATCHABLE)}")
+    unknown = sorted(set(body) - set(_PATCHABLE))
+    if unknown:
+        raise InvalidInput(f"cannot PATCH {unknown[0]!r}: only {', '.join(_PATCHABLE)}")
+    if "status" in body and body["status"] != "expired":
+        raise InvalidInput(
+            f"status can only become 'expired', not {body['status']!r} (DELETE deletes; a "
+            f"session is active again when the CLI resumes it)"
+        )
+    if "reason" in body and "status" not in body:
+        raise InvalidInput("a reason goes with a status")
+    if "metadata" in body and not isinstance(body["metadata"], dict):
+        raise InvalidInput(f"metadata must be a JSON object, got {body['metadata']!r}")
+    return body
+
+
+def _segments(scope: Scope) -> list[str]:
+    """The path's segments, each percent-decoded on its own (an id may hold a "/")."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    path = raw.decode("ascii", "replace").strip("/")
+    return [unquote(part) for part in path.split("/")] if path else []
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        if name in query:
+            raise InvalidInput(f"query parameter {name!r} is given twice")
+        query[name] = value
+    return query
+
+
+def _whole(text: str, name: str) -> int:
+    if not text.isdigit():
+        raise InvalidInput(f"{name} must be a whole number, got {text!r}")
+    return int(text)
+
+
+async def _body(receive: Receive) -> Any:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, "Disconnected", "the client went away before sending its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HttpError(413, "BodyTooLarge", f"the body is over {MAX_BODY_BYTES:,} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    try:
+        return msgspec.json.decode(b"".join(chunks))
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}") from None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to start or stop: whoever opened the tracker closes it."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+def _status_of(exc: TrackerError) -> int:
+    return next((status for kind, status in _STATUS if isinstance(exc, kind)), 500)
+
+
+def _error(
+    status: int, kind: str, exc: Exception, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(status, {"error": kind, "message": str(exc)}, dict(headers or {}))
