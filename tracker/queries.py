@@ -94,12 +94,21 @@ def session(conn: sqlite3.Connection, session_id: str) -> Session | None:
     return session_from_row(found, _session_lock(conn, found))
 
 
-_PAGE = (
-    _TABLES.sessions.select_sql
-    + """ WHERE (:agent IS NULL OR agent_id = :agent) AND (:status IS NULL OR status = :status)
-    AND (:before IS NULL OR rowid < (SELECT rowid FROM sessions WHERE session_id = :before))
-    ORDER BY rowid DESC LIMIT :limit"""
-)
+def _page_sql(of_agent: bool, paged: bool) -> str:
+    """Sessions newest first, filtered. A filter is written only when given, so that an
+    agent's are read through sessions_by_agent and a page starts at its rowid ("agent_id
+    = :agent OR :agent IS NULL" would scan from the newest session down: 14 ms on W4's
+    104,000 sessions, 0.1 ms so)."""
+    terms = ["(:status IS NULL OR status = :status)"]
+    if of_agent:
+        terms.append("agent_id = :agent")
+    if paged:
+        terms.append("rowid < (SELECT rowid FROM sessions WHERE session_id = :before)")
+    where = " AND ".join(terms)
+    return f"{_TABLES.sessions.select_sql} WHERE {where} ORDER BY rowid DESC LIMIT :limit"
+
+
+_PAGES = {(a, p): _page_sql(a, p) for a in (False, True) for p in (False, True)}
 
 
 def known_session(conn: sqlite3.Connection, session_id: str) -> bool:
@@ -119,7 +128,8 @@ def sessions_page(
     if before is not None and not known_session(conn, before):
         raise UnknownSession(f"no session {before!r} to list the sessions before")
     params = {"agent": agent_id, "status": status, "before": before, "limit": limit}
-    return [session_from_row(SessionRow(*row)) for row in conn.execute(_PAGE, params)]
+    rows = conn.execute(_PAGES[agent_id is not None, before is not None], params)
+    return [session_from_row(SessionRow(*row)) for row in rows]
 
 
 def session_ids_from(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:

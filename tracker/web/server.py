@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tracker.web.app import SessionsApp
 
 GRACE_S = 10  # how long a stop waits for requests under way
+BACKLOG = 2048  # connections waiting to be accepted (uvicorn's default)
 
 
 class MissingExtra(TrackerError):
@@ -28,11 +29,26 @@ class MissingExtra(TrackerError):
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host``:``port`` (0: a free port; ``getsockname`` says)."""
+    """A socket listening on ``host``:``port`` (0: a free port; ``getsockname`` says).
+
+    Made with the TCP protocol named (``socket.create_server`` leaves it 0), since
+    asyncio turns Nagle's algorithm off only on such sockets' connections: without it,
+    a response's body waited for the ACK of its headers, 40 ms of delayed ACK each."""
     try:
-        return socket.create_server((host, port))
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
     except OSError as exc:
         raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def server(app: SessionsApp, *, access_log: bool = False) -> uvicorn.Server:
