@@ -20,6 +20,7 @@
     │   └── DiskFull
     ├── IntegrityError           the log or projections are not what they must be
     ├── OwnerInUse               another open tracker on the file has the same owner
+    ├── MissingExtra             a feature's package is not installed (uvicorn: http)
     └── TrackerClosed
 
 Every failed call appends nothing; messages name the offending value.
@@ -107,6 +108,10 @@ class IntegrityError(TrackerError):
 class OwnerInUse(TrackerError):
     """Another tracker open on the same file (in a live process) has the same ``owner``:
     opening would fail its unfinished requests as abandoned."""
+
+
+class MissingExtra(TrackerError):
+    """A feature needs a package the installation left out (an extra, such as ``http``)."""
 
 
 class TrackerClosed(TrackerError):

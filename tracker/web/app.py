@@ -197,7 +197,7 @@ class SessionsApp:
 
     async def get_session(self, call: Call) -> Any:
         call.take()
-        return await self._session(call.ident)
+        return await self._session(call)
 
     async def patch_session(self, call: Call) -> Any:
         call.take()
@@ -206,12 +206,12 @@ class SessionsApp:
             await self.tracker.update_session_metadata(call.ident, change["metadata"])
         if "status" in change:
             await self.tracker.expire_session(call.ident, reason=change.get("reason", "manual"))
-        return await self._session(call.ident)
+        return await self._session(call)
 
     async def delete_session(self, call: Call) -> Any:
         reason = call.take("reason").get("reason")
         await self.tracker.delete_session(call.ident, reason=reason)
-        return await self._session(call.ident)
+        return await self._session(call)
 
     async def session_history(self, call: Call) -> Any:
         call.take()
@@ -219,10 +219,7 @@ class SessionsApp:
 
     async def get_agent(self, call: Call) -> Any:
         call.take()
-        found = await self.tracker.get_agent(call.ident)
-        if found is None:
-            raise errors.UnknownAgent(f"no agent {call.ident!r}")
-        return found
+        return _known(await self.tracker.get_agent(call.ident), errors.UnknownAgent, call)
 
     async def agent_chain(self, call: Call) -> Any:
         await self.get_agent(call)
@@ -234,10 +231,7 @@ class SessionsApp:
 
     async def get_request(self, call: Call) -> Any:
         call.take()
-        found = await self.tracker.get_request(call.ident)
-        if found is None:
-            raise errors.UnknownRequest(f"no request {call.ident!r}")
-        return found
+        return _known(await self.tracker.get_request(call.ident), errors.UnknownRequest, call)
 
     async def request_history(self, call: Call) -> Any:
         call.take()
@@ -250,11 +244,8 @@ class SessionsApp:
         call.take()
         return await self.tracker.health()
 
-    async def _session(self, session_id: str) -> Any:
-        found = await self.tracker.get_session(session_id)
-        if found is None:
-            raise errors.UnknownSession(f"no session {session_id!r}")
-        return found
+    async def _session(self, call: Call) -> Any:
+        return _known(await self.tracker.get_session(call.ident), errors.UnknownSession, call)
 
 
 ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
@@ -302,6 +293,13 @@ def _segments(scope: Scope) -> list[str]:
     raw = scope.get("raw_path") or scope["path"].encode()
     path = raw.decode("ascii", "replace").strip("/")
     return [unquote(part) for part in path.split("/")] if path else []
+
+
+def _known(found: Any, missing: type[errors.NotFound], call: Call) -> Any:
+    """``found``, unless the id in the path named nothing (UnknownAgent: "no agent 'x'")."""
+    if found is None:
+        raise missing(f"no {missing.__name__.removeprefix('Unknown').lower()} {call.ident!r}")
+    return found
 
 
 def _query(scope: Scope) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from tracker.errors import InvalidInput, TrackerError
+from tracker.errors import InvalidInput, MissingExtra
 from tracker.tasks import task_group
 
 if TYPE_CHECKING:
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 
 GRACE_S = 10  # how long a stop waits for requests under way
 BACKLOG = 2048  # connections waiting to be accepted (uvicorn's default)
-
-
-class MissingExtra(TrackerError):
-    """A feature needs a package the installation left out."""
 
 
 def listen(host: str, port: int) -> socket.socket:
