@@ -309,6 +309,7 @@ EVERY_CALL: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
     ),
     "get_session": (lambda t, **k: t.get_session(**k), {"session_id": "S0"}),
     "find_sessions": (lambda t, **k: t.find_sessions(**k), {"prefix": "S"}),
+    "health": (lambda t, **k: t.health(**k), {"integrity": False}),
     "list_sessions": (
         lambda t, **k: t.list_sessions(**k),
         {"agent_id": "a", "status": "active", "before": "S0", "limit": 10},

@@ -113,6 +113,18 @@ async def test_reads_answer_what_the_api_answers(client: Client, tracker: Tracke
         assert (status, body) == (200, as_json(value)), path
 
 
+async def test_health_checks_integrity_only_when_asked(client: Client, db_path: Path) -> None:
+    """A probe may poll /health: SQLite's quick_check reads the whole file."""
+    _, _, quick = await client("GET", "/health")
+    assert (quick["ok"], quick["integrity"], quick["lag"]) == (True, None, 0)
+    assert quick["events"] == event_count(db_path)
+    _, _, whole = await client("GET", "/health?integrity=1")
+    assert (whole["ok"], whole["integrity"]) == (True, "ok")
+    status, _, body = await client("GET", "/health?integrity=yes")
+    assert (status, body["error"]) == (400, "InvalidInput")
+    assert "'yes'" in body["message"]
+
+
 async def test_ids_are_percent_decoded_path_segments(client: Client) -> None:
     status, _, body = await client("GET", "/sessions/odd%2Fid%201")
     assert (status, body["session_id"], body["agent_id"]) == (200, "odd/id 1", None)

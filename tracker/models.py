@@ -225,7 +225,7 @@ class Health(_Result, frozen=True):
     ok: bool
     path: str
     schema_version: int
-    integrity: str
+    integrity: str | None  # PRAGMA quick_check's answer ("ok"); None: not checked
     events: int
     projection_seq: int
     lag: int

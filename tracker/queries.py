@@ -308,17 +308,17 @@ def seq_at(conn: sqlite3.Connection, moment: str) -> int:
     return int(low)
 
 
-def health(conn: sqlite3.Connection, path: Path, durability: str) -> Health:
+def health(conn: sqlite3.Connection, path: Path, durability: str, integrity: bool) -> Health:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
+    checked = conn.execute("PRAGMA quick_check").fetchone()[0] if integrity else None
     events = db.last_seq(conn)
     projected = conn.execute("SELECT coalesce(min(seq), 0) FROM checkpoints").fetchone()[0]
     file_bytes, wal_bytes = _size(path), _size(Path(f"{path}-wal"))
     return Health(
-        ok=integrity == "ok" and projected == events,
+        ok=checked in ("ok", None) and projected == events,
         path=str(path),
         schema_version=version,
-        integrity=integrity,
+        integrity=checked,
         events=events,
         projection_seq=projected,
         lag=events - projected,

@@ -70,7 +70,7 @@ async def cmd_init(args: argparse.Namespace) -> int:
     path = database(args)
     existed = path.exists()
     async with Tracker.open(path) as t:
-        version = (await t.health()).schema_version
+        version = (await t.health(integrity=False)).schema_version
     _say(
         args,
         {"db": str(path), "created": not existed, "schema_version": version},

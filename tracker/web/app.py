@@ -9,7 +9,7 @@
     GET    /agents/{id}               an agent; /chain its sessions, /history its turns
     GET    /requests/{id}             a request; /history the turns it continued and its own
     GET    /stats                     ?agent= : counts, tokens, cost, failure rate
-    GET    /health                    schema version, integrity, lag, sizes
+    GET    /health                    ?integrity=1 : schema version, lag, sizes (integrity)
 
 Any ASGI server runs it (``tracker serve`` runs uvicorn), or an application mounts
 it. A mistake is a JSON error, ``{"error": "InvalidInput", "message": "..."}``,
@@ -241,8 +241,11 @@ class SessionsApp:
         return await self.tracker.stats(call.take("agent").get("agent"))
 
     async def health(self, call: Call) -> Any:
-        call.take()
-        return await self.tracker.health()
+        """Cheap unless ``?integrity=1``: a probe may poll it."""
+        checked = call.take("integrity").get("integrity", "0")
+        if checked not in ("0", "1"):
+            raise InvalidInput(f"integrity must be 0 or 1, got {checked!r}")
+        return await self.tracker.health(integrity=checked == "1")
 
     async def _session(self, call: Call) -> Any:
         return _known(await self.tracker.get_session(call.ident), errors.UnknownSession, call)
