@@ -101,10 +101,12 @@ def test_outside_a_worker_thread_the_stop_point_does_nothing() -> None:
     db.stop_if_cancelled()  # plain code, or a connection's own thread: no anyio worker
 
 
-async def test_ctrl_c_stops_an_import_at_its_next_batch_and_leaves_nothing(
-    tmp_path: Path,
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_signal_stops_an_import_at_its_next_batch_and_leaves_nothing(
+    tmp_path: Path, stop: signal.Signals, code: int
 ) -> None:
-    """A real process and a real SIGINT: ``tracker import -`` reads a pipe, so the test
+    """A real process and a real SIGINT (Ctrl-C) or SIGTERM (a service manager's stop):
+    ``tracker import -`` reads a pipe, so the test
     holds it between two batches (5,000 lines each) while the signal lands. (The signal
     can end the worker's blocked read as if the input had ended: the import must not
     then complete with the lines it had.)"""
@@ -126,13 +128,13 @@ async def test_ctrl_c_stops_an_import_at_its_next_batch_and_leaves_nothing(
         with anyio.fail_after(30):
             while not beside(copy):  # the partial database: the import is under way
                 await anyio.sleep(0.02)
-        child.send_signal(signal.SIGINT)
+        child.send_signal(stop)
         await anyio.sleep(0.3)
         with contextlib.suppress(BrokenPipeError):  # it may have stopped reading already
             child.stdin.write(b"".join(lines[6_000:]))  # what would complete it
         with contextlib.suppress(BrokenPipeError):
             child.stdin.close()
-        assert child.wait(timeout=30) == 130
+        assert child.wait(timeout=30) == code
         assert child.stderr.read() == b""  # no traceback
     assert (copy.exists(), beside(copy)) == (False, [])
 

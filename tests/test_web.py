@@ -401,12 +401,12 @@ async def seeded(db: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 async def test_serve_answers_a_request_under_way_when_stopped(
     db_path: Path, stop: signal.Signals, code: int
 ) -> None:
     """The signal lands while a PATCH is half sent: it is answered, committed, then the
-    process exits (SIGTERM, a service manager's stop: 0; Ctrl-C: 130)."""
+    process exits (128 + the signal, as every command: SIGTERM 143, Ctrl-C 130)."""
     await seeded(db_path)
     child, port = start_serving(db_path)
     with child:
@@ -444,7 +444,7 @@ async def test_serve_reads_what_another_process_writes(db_path: Path) -> None:
             status, _, body = await client("GET", "/sessions/s2")
             assert (status, body["status"]) == (200, "expired")
         child.send_signal(signal.SIGTERM)
-        assert child.wait(timeout=20) == 0
+        assert child.wait(timeout=20) == 143
 
 
 @pytest.mark.slow
@@ -516,4 +516,4 @@ async def test_serve_on_every_address_without_a_token_warns(db_path: Path) -> No
         child.send_signal(signal.SIGTERM)
         child.communicate(timeout=20)
     assert "can read and change sessions: set $TRACKER_HTTP_TOKEN" in warning
-    assert child.returncode == 0
+    assert child.returncode == 143

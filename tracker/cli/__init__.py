@@ -23,6 +23,7 @@ from tracker.errors import TrackerError
 from tracker.tasks import task_group
 
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT (128 + 2)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -48,30 +49,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _interruptible(args: argparse.Namespace) -> int:
-    """Run the command; Ctrl-C cancels it as a cancel scope, which long file work in a
-    worker thread sees at its next batch (``db.stop_if_cancelled``): it stops, removes
-    its partial files, and the command exits 130. (asyncio's own handler cancels the
-    main task, which a worker thread never sees: it would run to the end.) A second
-    Ctrl-C interrupts at once."""
+    """Run the command; Ctrl-C or SIGTERM (a service manager's stop, ``kill``) cancels
+    it as a cancel scope, which long file work in a worker thread sees at its next batch
+    (``db.stop_if_cancelled``): it stops, removes its partial files, and the command
+    exits 128 + the signal's number (130, 143) unless it returns a code of its own.
+    (asyncio's own handler cancels the main task, which a worker thread never sees: it
+    would run to the end.) A second signal interrupts at once."""
     if threading.current_thread() is not threading.main_thread():  # no signals there
         return int(await args.handler(args))
-    code: int = INTERRUPTED  # unless the command returns
-    previous = signal.getsignal(signal.SIGINT)
+    received: list[int] = []
+    code: int | None = None  # unless the command returns
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         async with task_group() as tg:
-            await tg.start(_cancel_on_sigint, tg.cancel_scope)  # listening before it runs
+            await tg.start(_cancel_on_signal, tg.cancel_scope, received)  # before it runs
             code = await args.handler(args)
             tg.cancel_scope.cancel()  # done: stop listening
     finally:
-        signal.signal(signal.SIGINT, previous)  # whoever handled it before (embedding code)
-    return code
+        for sig, handler in previous.items():  # whoever handled them before (embedding code)
+            if handler is not None:
+                signal.signal(sig, handler)
+    return code if code is not None else 128 + received[0]
 
 
-async def _cancel_on_sigint(
-    scope: CancelScope, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+async def _cancel_on_signal(
+    scope: CancelScope,
+    received: list[int],
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         task_status.started()
-        async for _ in signals:
+        async for signum in signals:
+            received.append(signum)
             scope.cancel()
-            return  # leaving restores Python's handler: the next Ctrl-C raises at once
+            return  # leaving restores the defaults: the next signal ends it at once

@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import signal
 import sys
-import threading
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskStatus
 
 from tracker.cli.commands import database, existing
 from tracker.tasks import task_group
@@ -22,15 +19,14 @@ TOKEN_VARIABLE = "TRACKER_HTTP_TOKEN"
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
-    """Ctrl-C (a cancellation) or SIGTERM sets ``stop``: the server answers the requests
-    under way, then the tracker closes. Ctrl-C exits 130, SIGTERM 0."""
+    """Serve until Ctrl-C or SIGTERM cancels the command: the cancellation sets ``stop``,
+    the server answers the requests under way, then the tracker closes (exit 130, 143)."""
     stop = anyio.Event()
     async with task_group() as tg:
         tg.start_soon(web.set_when_cancelled, stop)
-        await tg.start(_set_on_sigterm, stop)
         with anyio.CancelScope(shield=True):  # the tracker stays open until served
             await _serve(args, stop)
-        await anyio.lowlevel.checkpoint()  # stopped by Ctrl-C: the cancellation lands here
+        await anyio.lowlevel.checkpoint()  # stopped by a signal: the cancellation lands here
         tg.cancel_scope.cancel()
     return 0
 
@@ -57,17 +53,3 @@ def _announce(path: object, host: str, port: int, read_only: bool, token: str | 
             file=sys.stderr,
             flush=True,
         )
-
-
-async def _set_on_sigterm(
-    stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    """SIGTERM (a service manager's stop) stops serving as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():  # no signals there
-        task_status.started()
-        return
-    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
-        task_status.started()
-        async for _ in signals:
-            stop.set()
-            return
