@@ -39,7 +39,7 @@ _BY_SESSION = _TABLES.sessions.select_sql + " WHERE session_id = ?"
 _BY_AGENT = _TABLES.agents.select_sql + " WHERE agent_id = ?"
 _CHAIN = _TABLES.sessions.select_sql + " WHERE agent_id = ? ORDER BY position"
 _LOCK = _TABLES.locks.select_sql + " WHERE scope = ? AND target = ?"
-_KNOWN_SESSION = "SELECT 1 FROM sessions WHERE session_id = ?"
+_SESSION_ROWID = "SELECT rowid FROM sessions WHERE session_id = ?"
 _USAGE_SUMS = """
 SELECT coalesce(sum(requests), 0), coalesce(sum(completed), 0), coalesce(sum(failed), 0),
        coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
@@ -103,7 +103,7 @@ def _page_sql(of_agent: bool, paged: bool) -> str:
     if of_agent:
         terms.append("agent_id = :agent")
     if paged:
-        terms.append("rowid < (SELECT rowid FROM sessions WHERE session_id = :before)")
+        terms.append("rowid < :before")
     where = " AND ".join(terms)
     return f"{_TABLES.sessions.select_sql} WHERE {where} ORDER BY rowid DESC LIMIT :limit"
 
@@ -112,7 +112,12 @@ _PAGES = {(a, p): _page_sql(a, p) for a in (False, True) for p in (False, True)}
 
 
 def known_session(conn: sqlite3.Connection, session_id: str) -> bool:
-    return conn.execute(_KNOWN_SESSION, (session_id,)).fetchone() is not None
+    return _session_rowid(conn, session_id) is not None
+
+
+def _session_rowid(conn: sqlite3.Connection, session_id: str) -> int | None:
+    found = conn.execute(_SESSION_ROWID, (session_id,)).fetchone()
+    return None if found is None else int(found[0])
 
 
 def sessions_page(
@@ -125,9 +130,10 @@ def sessions_page(
     """Up to ``limit`` sessions, the newest first (by when the CLI first reported them),
     of an agent and a status (None: any), first seen before session ``before`` (None:
     from the newest): the next page starts before the last one given."""
-    if before is not None and not known_session(conn, before):
+    start = None if before is None else _session_rowid(conn, before)
+    if before is not None and start is None:
         raise UnknownSession(f"no session {before!r} to list the sessions before")
-    params = {"agent": agent_id, "status": status, "before": before, "limit": limit}
+    params = {"agent": agent_id, "status": status, "before": start, "limit": limit}
     rows = conn.execute(_PAGES[agent_id is not None, before is not None], params)
     return [session_from_row(SessionRow(*row)) for row in rows]
 
