@@ -18,12 +18,13 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+import uvicorn
 
 from tests.helpers import ROOT, event_count, tamper
-from tracker import InvalidInput, Tracker, UnknownSession
+from tracker import InvalidInput, Tracker, UnknownSession, errors
 from tracker.tasks import task_group
 from tracker.web import server as web
-from tracker.web.app import MAX_BODY_BYTES, MAX_PAGE, ROUTES, SessionsApp
+from tracker.web.app import MAX_BODY_BYTES, MAX_PAGE, ROUTES, SessionsApp, status_of
 
 Reply = tuple[int, dict[str, str], Any]
 
@@ -308,6 +309,40 @@ async def test_a_damaged_file_is_a_500_and_a_closed_tracker_a_503(
     async with serving(closed) as client:
         status, _, body = await client("GET", "/sessions/s1")
         assert (status, body["error"]) == (503, "TrackerClosed")
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (errors.UnknownAgent, 404),
+        (errors.InvalidInput, 400),
+        (errors.InvalidTransition, 409),
+        (errors.DuplicateRequest, 409),
+        (errors.LockHeld, 409),
+        (errors.ReadOnlyDatabase, 403),
+        (errors.DatabaseBusy, 503),
+        (errors.DiskFull, 503),
+        (errors.TrackerClosed, 503),
+        (errors.StorageError, 500),
+        (errors.IntegrityError, 500),
+    ],
+)
+def test_each_kind_of_mistake_has_its_status(error: type[errors.TrackerError], status: int) -> None:
+    """The kinds no request here can cause (a busy or full disk, a read-only file)."""
+    assert status_of(error("x")) == status
+
+
+async def test_a_server_that_runs_lifespan_gets_none(tracker: Tracker) -> None:
+    """``uvicorn module:app`` runs the lifespan protocol: the app answers it with
+    nothing (the tracker is opened and closed by whoever made the app), and serves."""
+    config = uvicorn.Config(SessionsApp(tracker), lifespan="on", log_config=None)
+    server, stop = uvicorn.Server(config), anyio.Event()
+    with web.listen("127.0.0.1", 0) as sock:
+        async with task_group() as tg:
+            tg.start_soon(web.serve, server, sock, stop)
+            status, _, body = await Client(sock.getsockname()[1])("GET", "/health")
+            stop.set()
+    assert (status, body["lag"]) == (200, 0)
 
 
 async def test_serving_leaves_signals_to_its_caller(tracker: Tracker) -> None:

@@ -114,9 +114,9 @@ class SessionsApp:
         self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-        elif scope["type"] == "http":
+        """HTTP only: a server's lifespan scope returns at once, which ASGI servers take
+        as "no lifespan" (nothing to start or stop: whoever opened the tracker closes it)."""
+        if scope["type"] == "http":
             await (await self._respond(scope, receive)).send(send)
 
     async def _respond(self, scope: Scope, receive: Receive) -> Response:
@@ -127,7 +127,7 @@ class SessionsApp:
         except HttpError as exc:
             return _error(exc.status, exc.kind, exc, exc.headers)
         except TrackerError as exc:
-            return _error(_status_of(exc), type(exc).__name__, exc)
+            return _error(status_of(exc), type(exc).__name__, exc)
         except Exception:
             log.exception("%s %s failed", scope["method"], scope["path"])
             return Response(500, {"error": "InternalError", "message": "see the server's log"})
@@ -341,14 +341,7 @@ async def _body(receive: Receive) -> Any:
         raise InvalidInput(f"the body is not JSON: {exc}") from None
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    """Nothing to start or stop: whoever opened the tracker closes it."""
-    while (await receive())["type"] != "lifespan.shutdown":
-        await send({"type": "lifespan.startup.complete"})
-    await send({"type": "lifespan.shutdown.complete"})
-
-
-def _status_of(exc: TrackerError) -> int:
+def status_of(exc: TrackerError) -> int:
     return next((status for kind, status in _STATUS if isinstance(exc, kind)), 500)
 
 
