@@ -173,6 +173,9 @@ async def test_pages_follow_next_to_the_end(client: Client) -> None:
         ("limit=x", 400, "InvalidInput", "'x'"),
         ("limit=-1", 400, "InvalidInput", "'-1'"),
         (f"limit={MAX_PAGE + 1}", 400, "InvalidInput", str(MAX_PAGE + 1)),
+        ("limit=" + "9" * 5000, 400, "InvalidInput", "'99999"),  # int() raised ValueError
+        ("limit=%C2%B2", 400, "InvalidInput", "'²'"),  # a digit to isdigit, not to int
+        ("agent=%FF", 400, "InvalidInput", "not UTF-8"),  # was agent '\ufffd'
         ("status=asleep", 400, "InvalidInput", "'asleep'"),
         ("agnt=a1", 400, "InvalidInput", "'agnt'"),
         ("agent=a1&agent=a2", 400, "InvalidInput", "'agent'"),
@@ -201,6 +204,13 @@ async def test_unknown_things_are_404s_naming_them(client: Client) -> None:
         status, _, body = await client("GET", path)
         assert (status, body["error"]) == (404, error), path
         assert named in body["message"], path
+
+
+async def test_an_id_that_is_not_utf8_is_a_400(client: Client) -> None:
+    """It named session '\ufffd\ufffd' (and 404'd) once the bad bytes were replaced."""
+    status, _, body = await client("GET", "/sessions/%FF%FE")
+    assert (status, body["error"]) == (400, "InvalidInput")
+    assert "'%FF%FE'" in body["message"]
 
 
 async def test_a_method_a_route_does_not_take_is_a_405_with_allow(client: Client) -> None:

@@ -22,7 +22,8 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import msgspec
@@ -31,6 +32,7 @@ from tracker import errors
 from tracker.api import Tracker
 from tracker.errors import InvalidInput, TrackerError
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -179,9 +181,7 @@ class SessionsApp:
 
     async def list_sessions(self, call: Call) -> Any:
         query = call.take("agent", "status", "before", "limit")
-        limit = _whole(query.get("limit", "100"), "limit")
-        if limit > MAX_PAGE:
-            raise InvalidInput(f"limit must be at most {MAX_PAGE}, got {limit}")
+        limit = _page_size(query.get("limit", "100"))
         page = await self.tracker.list_sessions(
             agent_id=query.get("agent"),
             status=query.get("status"),
@@ -294,8 +294,8 @@ def _patch(body: Any) -> dict[str, Any]:
 def _segments(scope: Scope) -> list[str]:
     """The path's segments, each percent-decoded on its own (an id may hold a "/")."""
     raw = scope.get("raw_path") or scope["path"].encode()
-    path = raw.decode("ascii", "replace").strip("/")
-    return [unquote(part) for part in path.split("/")] if path else []
+    path = raw.decode("latin-1").strip("/")
+    return [_utf8(unquote, part, "the path") for part in path.split("/")] if path else []
 
 
 def _known(found: Any, missing: type[errors.NotFound], call: Call) -> Any:
@@ -306,7 +306,8 @@ def _known(found: Any, missing: type[errors.NotFound], call: Call) -> Any:
 
 
 def _query(scope: Scope) -> dict[str, str]:
-    pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    text = scope["query_string"].decode("latin-1")
+    pairs = _utf8(partial(parse_qsl, keep_blank_values=True), text, "the query")
     query: dict[str, str] = {}
     for name, value in pairs:
         if name in query:
@@ -315,9 +316,20 @@ def _query(scope: Scope) -> dict[str, str]:
     return query
 
 
-def _whole(text: str, name: str) -> int:
-    if not text.isdigit():
-        raise InvalidInput(f"{name} must be a whole number, got {text!r}")
+def _utf8(decode: Callable[..., T], text: str, what: str) -> T:
+    """``decode(text)`` (percent-escapes), refusing bytes that are not UTF-8: an id
+    or a filter must not silently become another (U+FFFD in place of each bad byte)."""
+    try:
+        return decode(text, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} is not UTF-8 once percent-decoded: {text[:80]!r}") from None
+
+
+def _page_size(text: str) -> int:
+    """``limit``: ASCII digits (int() takes others, and refuses 4,300 of them with a
+    ValueError) up to MAX_PAGE."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) > MAX_PAGE:
+        raise InvalidInput(f"limit must be a whole number up to {MAX_PAGE}, got {text[:20]!r}")
     return int(text)
 
 
