@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its dev extra
 
-test: $(STAMP) ## run the test suite
-	$(BIN)/python -m pytest -q
+test: $(STAMP) ## run the test suite, on every core (pytest-xdist)
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check $(SRC)
