@@ -1,4 +1,4 @@
--- Session tracker database, schema version 8.
+-- Session tracker database, schema version 9.
 --
 -- One file holds everything: the append-only event log, the projections
 -- derived from it (droppable, rebuilt identically by replay), their
@@ -246,6 +246,10 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     lock_expiries       INTEGER NOT NULL DEFAULT 0,  -- locks lost to their TTL
     PRIMARY KEY (day, agent_id)
 ) WITHOUT ROWID;
+-- An agent's days (get_agent, stats for one agent, the agents of a page): without, each
+-- read every row of every day. An append writes it only when an agent's day begins
+-- (updates of a row change none of its columns).
+CREATE INDEX IF NOT EXISTS usage_by_agent ON usage_daily(agent_id, day);
 
 -----------------------------------------------------------------------------
 -- 3. Views for analysts (read projections only, so they stay fast)
@@ -337,4 +341,4 @@ SELECT agent_id, SUM(lock_acquisitions) AS acquisitions, SUM(lock_waits) AS wait
        SUM(lock_wait_ms) AS wait_ms, SUM(lock_expiries) AS expiries
 FROM usage_daily GROUP BY agent_id;
 
-PRAGMA user_version = 8;
+PRAGMA user_version = 9;

@@ -39,18 +39,21 @@ V5_USAGE = (ROOT / "tests" / "fixtures" / "schema_v5_usage.sql").read_text(encod
 V5_TABLES = ("sessions", "usage_daily")
 
 
-# The column each schema version from 7 on added to a projection: (table, column).
-ADDED_COLUMNS = {7: ("agents", "reset_seq"), 8: ("requests", "superseded")}
+# What undoes what each schema version from 7 on added to the projections.
+UNDO_VERSION = {
+    7: "ALTER TABLE agents DROP COLUMN reset_seq",
+    8: "ALTER TABLE requests DROP COLUMN superseded",
+    9: "DROP INDEX usage_by_agent",
+}
 
 
 def make_version(path: Path, version: int) -> None:
-    """Give a file the projections schema ``version`` (6 or later) had: without the
-    columns the versions after it added."""
+    """Give a file the projections schema ``version`` (6 or later) had: without what
+    the versions after it added."""
     conn = sqlite3.connect(path, isolation_level=None)
     with db.immediate(conn):
         for later in range(version + 1, SCHEMA_VERSION + 1):
-            table, column = ADDED_COLUMNS[later]
-            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+            conn.execute(UNDO_VERSION[later])
         conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
 
@@ -315,6 +318,7 @@ EVERY_CALL: dict[str, tuple[Callable[..., Awaitable[Any]], Kwargs]] = {
         {"agent_id": "a", "status": "active", "before": "S0", "limit": 10},
     ),
     "seq_at": (lambda t, **k: t.seq_at(**k), {"moment": "2026-01-01T00:00:00Z"}),
+    "list_agents": (lambda t, **k: t.list_agents(**k), {"after": "a", "limit": 10}),
     "get_agent": (lambda t, **k: t.get_agent(**k), {"agent_id": "a"}),
     "get_agent_session": (lambda t, **k: t.get_agent_session(**k), {"agent_id": "a"}),
     "get_chain": (lambda t, **k: t.get_chain(**k), {"agent_id": "a"}),

@@ -358,6 +358,28 @@ async def test_a_version_7_file_learns_which_answers_were_superseded(tmp_path: P
     await assert_like_a_new_file(old)
 
 
+async def test_a_version_8_file_gets_the_index_of_usage_by_agent(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    async with Tracker.open(old) as t:
+        await track_one(t, "r1")
+    make_version(old, 8)
+    assert "usage_by_agent" not in plan_of(old, queries._USAGE_SUMS[True], {"agent": "a1"})
+    async with Tracker.open(old) as t:
+        assert (await t.verify()).ok
+    await assert_like_a_new_file(old)
+
+
+async def test_an_agents_usage_is_read_through_its_index(db_path: Path) -> None:
+    """get_agent, stats(agent) and a page of agents read an agent's days, not every
+    agent's (0.38 ms a get_agent on W4's 4,000 rows, 0.05 ms so; linear in the days
+    times the agents)."""
+    async with Tracker.open(db_path):
+        pass
+    by_agent = "SEARCH usage_daily USING INDEX usage_by_agent (agent_id=?)"
+    assert by_agent in plan_of(db_path, queries._USAGE_SUMS[True], {"agent": "a1"})
+    assert by_agent in plan_of(db_path, queries._SUMS_OF_AGENTS, {"agents": '["a1"]'})
+
+
 # How an older schema version stored an event: from its stored payload and the event
 # it decodes to, the payload that version wrote.
 OldPayload = Callable[[str, AnyEvent], bytes]

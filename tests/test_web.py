@@ -22,9 +22,18 @@ import uvicorn
 
 from tests.helpers import ROOT, event_count, tamper
 from tracker import InvalidInput, Tracker, UnknownSession, errors
+from tracker.schema import SCHEMA_VERSION
 from tracker.tasks import task_group
 from tracker.web import server as web
-from tracker.web.app import MAX_BODY_BYTES, MAX_PAGE, ROUTES, SessionsApp, status_of
+from tracker.web.app import (
+    MAX_BODY_BYTES,
+    MAX_PAGE,
+    PREFLIGHT_MAX_AGE_S,
+    ROUTES,
+    SessionsApp,
+    cors_origin,
+    status_of,
+)
 
 Reply = tuple[int, dict[str, str], Any]
 
@@ -46,7 +55,8 @@ class Client:
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
-            return response.status, dict(response.getheaders()), json.loads(response.read())
+            raw = response.read()  # none for HEAD, 204
+            return response.status, dict(response.getheaders()), json.loads(raw) if raw else None
         finally:
             conn.close()
 
@@ -190,6 +200,56 @@ async def test_a_bad_listing_is_a_json_error_naming_the_value(
     assert named in body["message"]
 
 
+async def test_agents_are_listed_by_id_with_their_current_sessions(
+    client: Client, tracker: Tracker
+) -> None:
+    _, _, body = await client("GET", "/agents")
+    assert body == {"agents": as_json(await tracker.list_agents()), "next": None}
+    assert [(a["agent_id"], a["current_session_id"]) for a in body["agents"]] == [
+        ("a1", "s3"),
+        ("a2", "s4"),
+    ]
+    _, _, body = await client("GET", "/agents?limit=1")
+    assert (len(body["agents"]), body["next"]) == (1, "/agents?limit=1&after=a1")
+    _, _, body = await client("GET", body["next"])
+    assert ([a["agent_id"] for a in body["agents"]], body["next"]) == (
+        ["a2"],
+        "/agents?limit=1&after=a2",
+    )
+    _, _, body = await client("GET", body["next"])
+    assert body == {"agents": [], "next": None}
+    for query, named in [("limit=x", "'x'"), ("before=a1", "'before'"), ("after=", "''")]:
+        status, _, body = await client("GET", f"/agents?{query}")
+        assert (status, body["error"]) == (400, "InvalidInput"), query
+        assert named in body["message"], query
+
+
+async def test_pages_of_agents_are_what_a_model_says(tracker: Tracker) -> None:
+    """Ids sorted as SQLite and Python sort text (by code point), each agent as
+    get_agent has it, paged from any name, an agent's or not."""
+    names = ["b", "a10", "a9", "A", "é", "z", "ab", "a", "日本", "a b"]
+    for n, name in enumerate(names):
+        await tracker.track_request(f"r{n}", agent_id=name)
+        if n % 3:
+            await tracker.update_request_session(f"r{n}", f"s{n}")
+            await tracker.complete_request(f"r{n}", usage={"input_tokens": n}, cost_usd=n / 10)
+    await tracker.reset_agent("a9")
+    agents = {name: await tracker.get_agent(name) for name in names}
+    for start, limit in itertools.product((None, "a", "a1", "ab", "zz"), (1, 3, 100)):
+        got: list[Any] = []
+        after = start
+        while page := await tracker.list_agents(after=after, limit=limit):
+            assert len(page) <= limit
+            got += page
+            after = page[-1].agent_id
+        expected = sorted(name for name in names if start is None or name > start)
+        assert got == [agents[name] for name in expected], (start, limit)
+    with pytest.raises(InvalidInput, match="-1"):
+        await tracker.list_agents(limit=-1)
+    with pytest.raises(InvalidInput, match="after"):
+        await tracker.list_agents(after=" ")
+
+
 async def test_unknown_things_are_404s_naming_them(client: Client) -> None:
     for path, error, named in [
         ("/sessions/nope", "UnknownSession", "'nope'"),
@@ -217,11 +277,107 @@ async def test_a_method_a_route_does_not_take_is_a_405_with_allow(client: Client
     status, headers, body = await client("POST", "/sessions/s1")
     assert (status, headers["allow"], body["error"]) == (
         405,
-        "GET, PATCH, DELETE",
+        "GET, HEAD, PATCH, DELETE, OPTIONS",
         "MethodNotAllowed",
     )
     status, headers, _ = await client("DELETE", "/stats")
-    assert (status, headers["allow"]) == (405, "GET")
+    assert (status, headers["allow"]) == (405, "GET, HEAD, OPTIONS")
+
+
+async def test_head_answers_a_gets_headers_without_its_body(client: Client) -> None:
+    for path in ["/sessions/s1", "/agents?limit=1", "/nowhere", "/sessions?limit=x"]:
+        got, got_headers, _ = await client("GET", path)
+        status, headers, nothing = await client("HEAD", path)
+        assert (status, nothing) == (got, None), path
+        assert headers["content-length"] == got_headers["content-length"] != "0", path
+        assert headers["content-type"] == "application/json", path
+
+
+async def test_head_sends_no_body_whatever_the_server(tracker: Tracker) -> None:
+    """uvicorn drops a HEAD response's body; an ASGI server need not."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    scope = {"type": "http", "method": "HEAD", "path": "/stats", "query_string": b"", "headers": []}
+    await SessionsApp(tracker)(scope, receive, send)
+    start, body = sent
+    assert (start["status"], body) == (200, {"type": "http.response.body", "body": b""})
+    assert int(dict(start["headers"])[b"content-length"]) > 100
+
+
+async def test_options_says_what_a_route_takes(tracker: Tracker) -> None:
+    """Without the token: a browser's preflight carries none."""
+    async with serving(tracker, token="s3cret") as client:
+        status, headers, body = await client("OPTIONS", "/sessions/s1")
+        assert (status, headers["allow"], body) == (204, "GET, HEAD, PATCH, DELETE, OPTIONS", None)
+        assert "content-length" not in headers
+        assert "access-control-allow-origin" not in headers
+        status, _, body = await client("OPTIONS", "/nowhere")
+        assert (status, body["error"]) == (404, "NoRoute")
+    async with serving(tracker, read_only=True) as client:
+        _, headers, _ = await client("OPTIONS", "/sessions/s1")
+        assert headers["allow"] == "GET, HEAD, OPTIONS"
+
+
+DASHBOARD = "https://dash.example.com"
+
+
+async def test_a_page_of_an_allowed_origin_may_call_the_view(tracker: Tracker) -> None:
+    await conversations(tracker)
+    async with serving(tracker, token="s3cret", cors_origins=[DASHBOARD]) as client:
+        preflight = {"Origin": DASHBOARD, "Access-Control-Request-Method": "PATCH"}
+        status, headers, _ = await client("OPTIONS", "/sessions/s1", headers=preflight)
+        assert status == 204
+        assert headers["access-control-allow-origin"] == DASHBOARD
+        assert headers["access-control-allow-methods"] == "GET, HEAD, PATCH, DELETE, OPTIONS"
+        assert headers["access-control-allow-headers"] == "authorization, content-type"
+        assert headers["access-control-max-age"] == str(PREFLIGHT_MAX_AGE_S)
+        assert headers["vary"] == "origin"
+        signed = {"Origin": DASHBOARD, "Authorization": "Bearer s3cret"}
+        status, headers, body = await client("GET", "/sessions/s1", headers=signed)
+        assert (status, headers["access-control-allow-origin"]) == (200, DASHBOARD)
+        status, headers, body = await client("GET", "/sessions/s1", headers={"Origin": DASHBOARD})
+        assert (status, body["error"], headers["access-control-allow-origin"]) == (
+            401,
+            "Unauthorized",  # the page may read why
+            DASHBOARD,
+        )
+        for other in [{"Origin": "https://evil.example"}, {}]:
+            other |= {"Access-Control-Request-Method": "GET"}
+            status, headers, _ = await client("OPTIONS", "/sessions/s1", headers=other)
+            assert status == 204
+            assert not [name for name in headers if name.startswith("access-control")], other
+    async with serving(tracker, cors_origins=["*"]) as client:
+        _, headers, _ = await client("GET", "/stats", headers={"Origin": "https://any.where"})
+        assert headers["access-control-allow-origin"] == "*"
+        assert "vary" not in headers
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://dash.example.com/",
+        "dash.example.com",
+        "HTTPS://dash",
+        "ftp://a",
+        "https://u@a",
+        "https://a:99999",
+        "http://[::1",
+        "",
+    ],
+)
+def test_a_cors_origin_is_what_a_browser_sends(origin: str) -> None:
+    with pytest.raises(InvalidInput, match="scheme://host"):
+        cors_origin(origin)
+
+
+def test_a_cors_origin_is_compared_lowercased() -> None:
+    assert cors_origin("https://Dash.Example.com:8443") == "https://dash.example.com:8443"
 
 
 async def test_patch_merges_metadata_and_expires(client: Client, tracker: Tracker) -> None:
@@ -283,7 +439,11 @@ async def test_a_read_only_server_refuses_changes(tracker: Tracker, db_path: Pat
     async with serving(tracker, read_only=True) as client:
         for method, body in [("PATCH", {"metadata": {"a": 1}}), ("DELETE", None)]:
             status, headers, reply = await client(method, "/sessions/s1", body)
-            assert (status, headers["allow"], reply["error"]) == (405, "GET", "MethodNotAllowed")
+            assert (status, headers["allow"], reply["error"]) == (
+                405,
+                "GET, HEAD, OPTIONS",
+                "MethodNotAllowed",
+            )
             assert "read-only" in reply["message"]
         assert (await client("GET", "/sessions/s1"))[0] == 200
         _, _, index = await client("GET", "/")
@@ -302,7 +462,7 @@ async def test_a_token_guards_every_route(tracker: Tracker) -> None:
                 "Unauthorized",
             )
         status, _, body = await client("GET", "/health", headers={"Authorization": "Bearer s3cret"})
-        assert (status, body["schema_version"]) == (200, 8)
+        assert (status, body["schema_version"]) == (200, SCHEMA_VERSION)
 
 
 async def test_a_damaged_file_is_a_500_and_a_closed_tracker_a_503(
@@ -515,6 +675,15 @@ async def test_serve_mistakes_are_one_line(db_path: Path, tmp_path: Path) -> Non
         )
     assert (busy.returncode, busy.stderr.count("\n")) == (1, 1)
     assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    origin = subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", str(db_path), "serve", "--cors-origin", "a.b/"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert (origin.returncode, origin.stderr.count("\n")) == (1, 1)
+    assert "'a.b/'" in origin.stderr
 
 
 @pytest.mark.slow

@@ -549,6 +549,14 @@ class Tracker:
         )
         return [_own_metadata(session) for session in page]
 
+    async def list_agents(self, *, after: str | None = None, limit: int = 100) -> list[Agent]:
+        """Agents in the order of their ids (as SQLite and Python sort text), each with
+        its current session and totals, at most ``limit``. ``after`` pages: the agents
+        whose id sorts after it (the last of the page before)."""
+        after = validate.optional_ident(after, "after")
+        limit = validate.count(limit, "limit")
+        return await self._store.read_with(lambda c: queries.agents_page(c, after, limit))
+
     async def seq_at(self, moment: datetime | str) -> int:
         """The seq of the last event at or before ``moment`` (a datetime or ISO 8601 text;
         naive means UTC), 0 if none: a ``since`` or ``until`` for ``events`` by time."""

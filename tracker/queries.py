@@ -6,9 +6,12 @@ thread, so one API read costs one thread hop.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from projections.agents import AgentRow
 from projections.locks import LockRow
@@ -40,14 +43,26 @@ _BY_AGENT = _TABLES.agents.select_sql + " WHERE agent_id = ?"
 _CHAIN = _TABLES.sessions.select_sql + " WHERE agent_id = ? ORDER BY position"
 _LOCK = _TABLES.locks.select_sql + " WHERE scope = ? AND target = ?"
 _SESSION_ROWID = "SELECT rowid FROM sessions WHERE session_id = ?"
-_USAGE_SUMS = """
-SELECT coalesce(sum(requests), 0), coalesce(sum(completed), 0), coalesce(sum(failed), 0),
+_SUMS = """coalesce(sum(requests), 0), coalesce(sum(completed), 0), coalesce(sum(failed), 0),
        coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
        coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_write_tokens), 0),
        coalesce(sum(cost_usd), 0.0), coalesce(sum(duration_ms), 0), coalesce(sum(timed), 0),
        coalesce(sum(lock_acquisitions), 0), coalesce(sum(lock_waits), 0),
-       coalesce(sum(lock_wait_ms), 0), coalesce(sum(lock_expiries), 0)
-FROM usage_daily WHERE :agent IS NULL OR agent_id = :agent"""
+       coalesce(sum(lock_wait_ms), 0), coalesce(sum(lock_expiries), 0)"""
+# Everyone's sums, or an agent's (through usage_by_agent: "agent_id = :agent OR :agent IS
+# NULL" would read every row).
+_USAGE_SUMS = {
+    False: f"SELECT {_SUMS} FROM usage_daily",
+    True: f"SELECT {_SUMS} FROM usage_daily WHERE agent_id = :agent",
+}
+_NO_USAGE = (0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0, 0, 0, 0)  # _SUMS of no rows
+# A page of agents by id ('' sorts before every id: none is empty), and their usage sums.
+_AGENTS_AFTER = (
+    _TABLES.agents.select_sql + " WHERE agent_id > :after ORDER BY agent_id LIMIT :limit"
+)
+_SUMS_OF_AGENTS = f"""
+SELECT agent_id, {_SUMS} FROM usage_daily
+WHERE agent_id IN (SELECT value FROM json_each(:agents)) GROUP BY agent_id"""
 # Unfinished requests, oldest first, of an agent and an owner (NULL: any), at most a limit
 # (-1: none). The requests_unfinished index finds them; the filters scan only those.
 _IN_FLIGHT = (
@@ -166,14 +181,27 @@ def agent(conn: sqlite3.Connection, agent_id: str) -> Agent | None:
     row = conn.execute(_BY_AGENT, (agent_id,)).fetchone()
     if row is None:
         return None
-    sums = conn.execute(_USAGE_SUMS, {"agent": agent_id}).fetchone()
+    return _agent(AgentRow(*row), conn.execute(_USAGE_SUMS[True], {"agent": agent_id}).fetchone())
+
+
+def agents_page(conn: sqlite3.Connection, after: str | None, limit: int) -> list[Agent]:
+    """Up to ``limit`` agents in the order of their ids, those after ``after`` (None: from
+    the first; it need not be an agent's): the next page starts after the last one given."""
+    rows = [AgentRow(*row) for row in conn.execute(_AGENTS_AFTER, [after or "", limit])]
+    ids = json.dumps([row.agent_id for row in rows])
+    sums = {found[0]: found[1:] for found in conn.execute(_SUMS_OF_AGENTS, [ids])}
+    return [_agent(row, sums.get(row.agent_id, _NO_USAGE)) for row in rows]
+
+
+def _agent(row: AgentRow, sums: Sequence[Any]) -> Agent:
+    """An agent from its row and its usage sums (_SUMS)."""
     totals = Usage(
         input_tokens=sums[3],
         output_tokens=sums[4],
         cache_read_tokens=sums[5],
         cache_write_tokens=sums[6],
     )
-    return agent_from_row(AgentRow(*row), totals, sums[1], sums[2], sums[7])
+    return agent_from_row(row, totals, sums[1], sums[2], sums[7])
 
 
 def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
@@ -192,7 +220,7 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
         waits,
         wait_ms,
         expiries,
-    ) = conn.execute(_USAGE_SUMS, {"agent": agent_id}).fetchone()
+    ) = conn.execute(_USAGE_SUMS[agent_id is not None], {"agent": agent_id}).fetchone()
     unfinished = dict(conn.execute(_UNFINISHED_BY_STATUS, {"agent": agent_id}).fetchall())
     return Stats(
         agents=_count(conn, "agents", agent_id),

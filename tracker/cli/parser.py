@@ -177,6 +177,13 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--port", type=int, default=8765, help="8765; 0: any free port")
         p.add_argument("--read-only", action="store_true", help="refuse PATCH and DELETE")
         p.add_argument("--access-log", action="store_true", help="log each request on stderr")
+        p.add_argument(
+            "--cors-origin",
+            action="append",
+            default=[],
+            metavar="ORIGIN",
+            help="let pages of ORIGIN (https://dash.example.com; *: any) call it; repeatable",
+        )
 
 
 def versions() -> str:

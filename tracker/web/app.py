@@ -6,25 +6,29 @@
     PATCH  /sessions/{id}             {"metadata": {...}} merged, {"status": "expired"}
     DELETE /sessions/{id}             ?reason= : a tombstone (its history stays in the log)
     GET    /sessions/{id}/history     the turns of its conversation
+    GET    /agents                    ?after= &limit= : by id, with their current sessions
     GET    /agents/{id}               an agent; /chain its sessions, /history its turns
     GET    /requests/{id}             a request; /history the turns it continued and its own
     GET    /stats                     ?agent= : counts, tokens, cost, failure rate
     GET    /health                    ?integrity=1 : schema version, lag, sizes (integrity)
 
-Any ASGI server runs it (``tracker serve`` runs uvicorn), or an application mounts
-it. A mistake is a JSON error, ``{"error": "InvalidInput", "message": "..."}``,
-with the status its kind calls for; a bug is a 500 whose traceback is logged.
+HEAD takes every GET route, and OPTIONS says what a route takes, with the CORS
+preflight answer for the origins allowed (``cors_origins``), whose pages may then
+call the view from a browser. Any ASGI server runs it (``tracker serve`` runs
+uvicorn), or an application mounts it. A mistake is a JSON error, ``{"error":
+"InvalidInput", "message": "..."}``, with the status its kind calls for; a bug is a
+500 whose traceback is logged.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import msgspec
 
@@ -39,7 +43,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 2 << 20  # a metadata update is at most 1 MiB as JSON
-MAX_PAGE = 1000  # sessions in one page of GET /sessions
+MAX_PAGE = 1000  # sessions or agents in one page of GET /sessions, /agents
+PREFLIGHT_MAX_AGE_S = 600  # how long a browser may reuse a CORS preflight's answer
 log = logging.getLogger("tracker.web")
 _json = msgspec.json.Encoder()
 
@@ -73,17 +78,18 @@ class Response:
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
 
-    async def send(self, send: Send) -> None:
-        content = _json.encode(self.body)
-        headers = {
-            "content-type": "application/json",
-            "content-length": str(len(content)),
-            "cache-control": "no-store",
-            **self.headers,
-        }
-        raw = [(name.encode(), value.encode("latin-1")) for name, value in headers.items()]
+    async def send(self, send: Send, *, head: bool = False) -> None:
+        """Send it; ``head``: the headers only, as a GET would have them."""
+        content, headers = b"", {"cache-control": "no-store"}
+        if self.status != 204:  # no content: no body, nor its headers
+            content = _json.encode(self.body)
+            headers |= {"content-type": "application/json", "content-length": str(len(content))}
+        raw = [
+            (name.encode(), value.encode("latin-1"))
+            for name, value in (headers | self.headers).items()
+        ]
         await send({"type": "http.response.start", "status": self.status, "headers": raw})
-        await send({"type": "http.response.body", "body": content})
+        await send({"type": "http.response.body", "body": b"" if head else content})
 
 
 @dataclass(frozen=True)
@@ -108,21 +114,35 @@ Handler = Callable[["SessionsApp", Call], Awaitable[Any]]
 
 class SessionsApp:
     """The ASGI application over an open ``Tracker``. ``read_only``: PATCH and DELETE
-    are refused; ``token``: every request must send ``Authorization: Bearer <token>``."""
+    are refused; ``token``: every request must send ``Authorization: Bearer <token>``
+    (but OPTIONS: a browser's preflight carries none); ``cors_origins``: the origins
+    ("https://dash.example.com", or "*": any) whose pages may call it."""
 
-    def __init__(self, tracker: Tracker, *, read_only: bool = False, token: str | None = None):
+    def __init__(
+        self,
+        tracker: Tracker,
+        *,
+        read_only: bool = False,
+        token: str | None = None,
+        cors_origins: Iterable[str] = (),
+    ):
         self.tracker = tracker
         self.read_only = read_only
         self.token = token
+        self.cors_origins = frozenset(cors_origin(origin) for origin in cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """HTTP only: a server's lifespan scope returns at once, which ASGI servers take
         as "no lifespan" (nothing to start or stop: whoever opened the tracker closes it)."""
         if scope["type"] == "http":
-            await (await self._respond(scope, receive)).send(send)
+            response = await self._respond(scope, receive)
+            response.headers |= self._cors(scope)
+            await response.send(send, head=scope["method"] == "HEAD")
 
     async def _respond(self, scope: Scope, receive: Receive) -> Response:
         try:
+            if scope["method"] == "OPTIONS":
+                return self._options(scope)
             self._check_token(scope)
             handler, call = await self._route(scope, receive)
             return Response(200, await handler(self, call))
@@ -137,7 +157,7 @@ class SessionsApp:
     def _check_token(self, scope: Scope) -> None:
         if self.token is None:
             return
-        given = dict(scope["headers"]).get(b"authorization", b"")
+        given = (_header(scope, b"authorization") or "").encode("latin-1")
         if not hmac.compare_digest(given, b"Bearer " + self.token.encode()):
             raise HttpError(
                 401,
@@ -147,25 +167,51 @@ class SessionsApp:
             )
 
     async def _route(self, scope: Scope, receive: Receive) -> tuple[Handler, Call]:
-        parts = _segments(scope)
-        shape = tuple("{id}" if i == 1 else part for i, part in enumerate(parts))
-        methods = ROUTES.get(shape)
-        if methods is None:
-            raise HttpError(404, "NoRoute", f"no route {scope['path']!r}: GET / lists them")
-        method = scope["method"]
+        parts, methods = _route_of(scope)
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
         if method not in self._allowed(methods):
             why = "this server is read-only" if method in methods else "not allowed here"
             raise HttpError(
                 405,
                 "MethodNotAllowed",
-                f"{method} {scope['path']}: {why}",
-                {"allow": ", ".join(self._allowed(methods))},
+                f"{scope['method']} {scope['path']}: {why}",
+                {"allow": self._allow(methods)},
             )
         body = await _body(receive) if method == "PATCH" else None
         return methods[method], Call(parts[1] if len(parts) > 1 else "", _query(scope), body)
 
     def _allowed(self, methods: dict[str, Handler]) -> list[str]:
         return [method for method in methods if method == "GET" or not self.read_only]
+
+    def _allow(self, methods: dict[str, Handler]) -> str:
+        """The methods a route takes, as an Allow header says them."""
+        allowed = self._allowed(methods)
+        return ", ".join([*allowed[:1], "HEAD", *allowed[1:], "OPTIONS"])
+
+    def _options(self, scope: Scope) -> Response:
+        """OPTIONS: what the route takes, and a CORS preflight's answer for an allowed
+        origin (the request's own CORS headers come with every response: ``_cors``)."""
+        _, methods = _route_of(scope)
+        headers = {"allow": self._allow(methods)}
+        if _header(scope, b"access-control-request-method") and self._cors(scope):
+            headers |= {
+                "access-control-allow-methods": headers["allow"],
+                "access-control-allow-headers": "authorization, content-type",
+                "access-control-max-age": str(PREFLIGHT_MAX_AGE_S),
+            }
+        return Response(204, None, headers)
+
+    def _cors(self, scope: Scope) -> dict[str, str]:
+        """The CORS headers for a request from an allowed origin (none for others, whose
+        pages the browser then keeps from reading the answer)."""
+        origin = _header(scope, b"origin")
+        if origin is None:
+            return {}
+        if "*" in self.cors_origins:
+            return {"access-control-allow-origin": "*"}
+        if origin.lower() in self.cors_origins:
+            return {"access-control-allow-origin": origin, "vary": "origin"}
+        return {}
 
     # -- handlers --------------------------------------------------------------
 
@@ -188,12 +234,15 @@ class SessionsApp:
             before=query.get("before"),
             limit=limit,
         )
-        more = bool(page) and len(page) == limit
-        following = {**query, "before": page[-1].session_id} if more else None
-        return {
-            "sessions": page,
-            "next": f"/sessions?{urlencode(following, quote_via=quote)}" if following else None,
-        }
+        last = page[-1].session_id if len(page) == limit and page else None
+        return _paged("sessions", page, query, "before", last)
+
+    async def list_agents(self, call: Call) -> Any:
+        query = call.take("after", "limit")
+        limit = _page_size(query.get("limit", "100"))
+        page = await self.tracker.list_agents(after=query.get("after"), limit=limit)
+        last = page[-1].agent_id if len(page) == limit and page else None
+        return _paged("agents", page, query, "after", last)
 
     async def get_session(self, call: Call) -> Any:
         call.take()
@@ -260,6 +309,7 @@ ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
         "DELETE": SessionsApp.delete_session,
     },
     ("sessions", "{id}", "history"): {"GET": SessionsApp.session_history},
+    ("agents",): {"GET": SessionsApp.list_agents},
     ("agents", "{id}"): {"GET": SessionsApp.get_agent},
     ("agents", "{id}", "chain"): {"GET": SessionsApp.agent_chain},
     ("agents", "{id}", "history"): {"GET": SessionsApp.agent_history},
@@ -289,6 +339,54 @@ def _patch(body: Any) -> dict[str, Any]:
     if "metadata" in body and not isinstance(body["metadata"], dict):
         raise InvalidInput(f"metadata must be a JSON object, got {body['metadata']!r}")
     return body
+
+
+def _route_of(scope: Scope) -> tuple[list[str], dict[str, Handler]]:
+    """The path's segments and what its route's methods run."""
+    parts = _segments(scope)
+    shape = tuple("{id}" if i == 1 else part for i, part in enumerate(parts))
+    methods = ROUTES.get(shape)
+    if methods is None:
+        raise HttpError(404, "NoRoute", f"no route {scope['path']!r}: GET / lists them")
+    return parts, methods
+
+
+def _paged(name: str, page: list[Any], query: dict[str, str], cursor: str, last: str | None) -> Any:
+    """A page of ``name`` and the URL of the next, with the same query but ``cursor``
+    at ``last`` (None: this page is the last, being short)."""
+    following = None if last is None else {**query, cursor: last}
+    return {
+        name: page,
+        "next": f"/{name}?{urlencode(following, quote_via=quote)}" if following else None,
+    }
+
+
+def cors_origin(text: str) -> str:
+    """An origin as a browser sends it, ``scheme://host[:port]`` (lowercased), or "*"."""
+    if text == "*":
+        return text
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError when out of range)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or f"{parts.scheme}://{parts.netloc}" != text
+    ):
+        raise InvalidInput(
+            f"a CORS origin is scheme://host[:port] as a browser sends it (no path, not "
+            f"even '/'), e.g. 'https://dash.example.com', or '*': got {text!r}"
+        )
+    return text.lower()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    found = dict(scope["headers"]).get(name)
+    return None if found is None else found.decode("latin-1")
 
 
 def _segments(scope: Scope) -> list[str]:
