@@ -652,38 +652,28 @@ async def test_serve_reads_what_another_process_writes(db_path: Path) -> None:
         assert child.wait(timeout=20) == 143
 
 
-@pytest.mark.slow
-async def test_serve_mistakes_are_one_line(db_path: Path, tmp_path: Path) -> None:
-    missing = subprocess.run(
-        [sys.executable, "-m", "tracker", "--db", str(tmp_path / "no.db"), "serve"],
+def serve_mistake(db: Path, *options: str) -> str:
+    """What ``tracker serve`` prints on stderr when it refuses to start: one line, exit 1."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", str(db), "serve", *options],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=False,
     )
-    assert (missing.returncode, missing.stderr.count("\n")) == (1, 1)
-    assert "no database" in missing.stderr
+    assert (done.returncode, done.stderr.count("\n")) == (1, 1), done.stderr
+    return done.stderr
+
+
+@pytest.mark.slow
+async def test_serve_mistakes_are_one_line(db_path: Path, tmp_path: Path) -> None:
+    assert "no database" in serve_mistake(tmp_path / "no.db")
     await seeded(db_path)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        busy = subprocess.run(
-            [sys.executable, "-m", "tracker", "--db", str(db_path), "serve", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            check=False,
-        )
-    assert (busy.returncode, busy.stderr.count("\n")) == (1, 1)
-    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
-    origin = subprocess.run(
-        [sys.executable, "-m", "tracker", "--db", str(db_path), "serve", "--cors-origin", "a.b/"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    assert (origin.returncode, origin.stderr.count("\n")) == (1, 1)
-    assert "'a.b/'" in origin.stderr
+        busy = serve_mistake(db_path, "--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}" in busy
+    assert "'a.b/'" in serve_mistake(db_path, "--cors-origin", "a.b/")
 
 
 @pytest.mark.slow

@@ -187,9 +187,10 @@ def agent(conn: sqlite3.Connection, agent_id: str) -> Agent | None:
 def agents_page(conn: sqlite3.Connection, after: str | None, limit: int) -> list[Agent]:
     """Up to ``limit`` agents in the order of their ids, those after ``after`` (None: from
     the first; it need not be an agent's): the next page starts after the last one given."""
-    rows = [AgentRow(*row) for row in conn.execute(_AGENTS_AFTER, [after or "", limit])]
+    page = conn.execute(_AGENTS_AFTER, {"after": after or "", "limit": limit})
+    rows = [AgentRow(*row) for row in page]
     ids = json.dumps([row.agent_id for row in rows])
-    sums = {found[0]: found[1:] for found in conn.execute(_SUMS_OF_AGENTS, [ids])}
+    sums = {found[0]: found[1:] for found in conn.execute(_SUMS_OF_AGENTS, {"agents": ids})}
     return [_agent(row, sums.get(row.agent_id, _NO_USAGE)) for row in rows]
 
 

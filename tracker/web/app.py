@@ -234,15 +234,13 @@ class SessionsApp:
             before=query.get("before"),
             limit=limit,
         )
-        last = page[-1].session_id if len(page) == limit and page else None
-        return _paged("sessions", page, query, "before", last)
+        return _paged("sessions", page, limit, query, before=page[-1].session_id if page else "")
 
     async def list_agents(self, call: Call) -> Any:
         query = call.take("after", "limit")
         limit = _page_size(query.get("limit", "100"))
         page = await self.tracker.list_agents(after=query.get("after"), limit=limit)
-        last = page[-1].agent_id if len(page) == limit and page else None
-        return _paged("agents", page, query, "after", last)
+        return _paged("agents", page, limit, query, after=page[-1].agent_id if page else "")
 
     async def get_session(self, call: Call) -> Any:
         call.take()
@@ -351,14 +349,13 @@ def _route_of(scope: Scope) -> tuple[list[str], dict[str, Handler]]:
     return parts, methods
 
 
-def _paged(name: str, page: list[Any], query: dict[str, str], cursor: str, last: str | None) -> Any:
-    """A page of ``name`` and the URL of the next, with the same query but ``cursor``
-    at ``last`` (None: this page is the last, being short)."""
-    following = None if last is None else {**query, cursor: last}
-    return {
-        name: page,
-        "next": f"/{name}?{urlencode(following, quote_via=quote)}" if following else None,
-    }
+def _paged(name: str, page: list[Any], limit: int, query: dict[str, str], **cursor: str) -> Any:
+    """A page of ``name`` and the URL of the next: the same query, but the ``cursor``
+    parameter at the page's last item; none after a short page, the last."""
+    following = None
+    if page and len(page) == limit:
+        following = f"/{name}?{urlencode(query | cursor, quote_via=quote)}"
+    return {name: page, "next": following}
 
 
 def cors_origin(text: str) -> str:
