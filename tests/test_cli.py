@@ -23,7 +23,7 @@ import pytest
 
 from tests.helpers import ROOT, Run, beside, rows, run_python, run_unprivileged, tamper
 from tracker import ManualClock, Tracker, chain
-from tracker.cli import COMMANDS, main
+from tracker.cli import COMMANDS, commands, main
 from tracker.schema import SCHEMA_VERSION
 
 
@@ -147,6 +147,30 @@ def test_chain_as_table_and_tree(run: Run, db: Path) -> None:
     code, out, _ = run("chain", "a1", "--tree", "--db", str(db))
     assert out.splitlines()[0].startswith("└── a1-S0  active, 2 requests, $1.0000")
     assert out.splitlines()[1].startswith("    a1-S1 *  active, 1 request, $0.5000")  # only child
+
+
+@pytest.mark.parametrize("page", [1, 2, 1000])  # read a page at a time, however big
+def test_agents_by_id_with_where_each_continues(
+    run: Run, db: Path, page: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commands, "AGENTS_PAGE", page)
+    code, out, _ = run("agents", "--db", str(db))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["agent", "current", "session"]
+    assert [line.split()[:2] for line in lines[2:]] == [
+        ["a1", "a1-S1"],
+        ["a2", "a2-S1"],
+        ["a3", "a3-S0"],
+    ]
+    assert "$1.5000" in lines[2]
+    _, out, _ = run("agents", "--db", str(db), "--json", "--after", "a1", "--limit", "1")
+    (shown,) = json.loads(out)
+    assert (shown["agent_id"], shown["request_count"], shown["cost_usd"]) == ("a2", 3, 1.5)
+    _, out, _ = run("agents", "--db", str(db), "--json", "--limit", "2")
+    assert [a["agent_id"] for a in json.loads(out)] == ["a1", "a2"]
+    _, out, _ = run("agents", "--db", str(db), "--json", "--limit", "0")
+    assert json.loads(out) == []
 
 
 def test_stats_overall_by_group_and_json(run: Run, db: Path) -> None:
@@ -529,6 +553,8 @@ MISTAKES = [
     (["export", "--out", "{dir}/" + "x" * 300], "File name too long"),
     (["claude", "import", "{dir}/" + "x" * 300], "File name too long"),
     (["stats", "--agent", ""], "agent_id must not be empty"),
+    (["agents", "--limit", "-1"], "limit must not be negative, got -1"),
+    (["agents", "--after", " "], "after must not be empty or blank"),
     (["stats", "--agent", "nope"], "no agent 'nope'"),
     (["audit", "session", "a1-S"], "'a1-S' starts several sessions: a1-S0, a1-S1"),
     (["audit", "session", "b"], "no session 'b'"),

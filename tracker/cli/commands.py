@@ -19,13 +19,13 @@ from typing import Any
 import anyio
 import msgspec
 
-from tracker import db, readonly, transfer
+from tracker import db, readonly, transfer, validate
 from tracker.api import Tracker
 from tracker.cli.transcript import transcript
 from tracker.clock import parse_time, seconds
 from tracker.errors import DatabaseNotFound, InvalidInput, UnknownAgent
 from tracker.events import StoredEvent
-from tracker.models import Session, UsageGroup
+from tracker.models import Agent, Session, UsageGroup
 from tracker.progress import Progress
 from tracker.render import BLOCK, Aligned, cell, dollars, duration, table, table_lines, tree, when
 
@@ -273,6 +273,51 @@ async def cmd_chain(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+async def cmd_agents(args: argparse.Namespace) -> int:
+    limit = validate.optional_count(args.limit, "limit")
+    async with existing(args) as t:
+        agents = await _agents(t, args.after, limit)
+    if args.json:
+        emit(agents)
+        return 0
+    headers = ["agent", "current session", "chain", "requests", "failed", "cost", "last activity"]
+    print(
+        table(
+            headers,
+            [
+                [
+                    a.agent_id,
+                    a.current_session_id,
+                    a.chain_length,
+                    a.request_count,
+                    a.failed,
+                    dollars(a.cost_usd),
+                    a.last_activity,
+                ]
+                for a in agents
+            ],
+        )
+    )
+    return 0
+
+
+AGENTS_PAGE = 1000  # agents read at a time by ``tracker agents``
+
+
+async def _agents(t: Tracker, after: str | None, limit: int | None) -> list[Agent]:
+    """The agents whose ids sort after ``after`` (None: all), at most ``limit`` (None: no
+    bound), read a page at a time."""
+    found: list[Agent] = []
+    while limit is None or len(found) < limit:
+        wanted = AGENTS_PAGE if limit is None else min(AGENTS_PAGE, limit - len(found))
+        page = await t.list_agents(after=after, limit=wanted)
+        found += page
+        if len(page) < wanted:
+            break
+        after = page[-1].agent_id
+    return found
 
 
 def _mark(s: Session, current: str | None) -> str:

@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
         "the timeline of one request, session or agent, and its state",
         "tracker audit request req-42",
     ),
+    "agents": (
+        c.cmd_agents,
+        "the agents by id: where each one's next request continues, its totals",
+        "tracker agents\n  tracker agents --after agent-099 --limit 100 --json",
+    ),
     "chain": (
         c.cmd_chain,
         "an agent's session chain (a tree when forked)",
@@ -133,6 +138,9 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "history":
         p.add_argument("kind", choices=["agent", "session", "request"])
         p.add_argument("id")
+    elif name == "agents":
+        p.add_argument("--after", metavar="AGENT", help="those whose ids sort after AGENT")
+        p.add_argument("--limit", type=int, metavar="N", help="at most N (all by default)")
     elif name == "chain":
         p.add_argument("agent")
         p.add_argument("--tree", action="store_true")
