@@ -375,9 +375,10 @@ async def test_an_agents_usage_is_read_through_its_index(db_path: Path) -> None:
     times the agents)."""
     async with Tracker.open(db_path):
         pass
-    by_agent = "SEARCH usage_daily USING INDEX usage_by_agent (agent_id=?)"
+    by_agent = "USING INDEX usage_by_agent (agent_id=?)"
     assert by_agent in plan_of(db_path, queries._USAGE_SUMS[True], {"agent": "a1"})
-    assert by_agent in plan_of(db_path, queries._SUMS_OF_AGENTS, {"agents": '["a1"]'})
+    assert by_agent in plan_of(db_path, queries._AGENT, {"agent": "a1"})
+    assert by_agent in plan_of(db_path, queries._AGENTS_AFTER, {"after": "", "limit": 9})
 
 
 # How an older schema version stored an event: from its stored payload and the event

@@ -225,16 +225,26 @@ async def test_agents_are_listed_by_id_with_their_current_sessions(
 
 
 async def test_pages_of_agents_are_what_a_model_says(tracker: Tracker) -> None:
-    """Ids sorted as SQLite and Python sort text (by code point), each agent as
-    get_agent has it, paged from any name, an agent's or not."""
+    """Ids sorted as SQLite and Python sort text (by code point), each agent with its
+    current session and totals (as get_agent has it), paged from any name, an agent's
+    or not."""
     names = ["b", "a10", "a9", "A", "é", "z", "ab", "a", "日本", "a b"]
+    model: dict[str, tuple[str | None, int, int, float]] = {}  # session, completed, tokens, cost
     for n, name in enumerate(names):
         await tracker.track_request(f"r{n}", agent_id=name)
+        model[name] = (None, 0, 0, 0.0)
         if n % 3:
             await tracker.update_request_session(f"r{n}", f"s{n}")
             await tracker.complete_request(f"r{n}", usage={"input_tokens": n}, cost_usd=n / 10)
-    await tracker.reset_agent("a9")
+            model[name] = (f"s{n}", 1, n, n / 10)
+    await tracker.reset_agent("a9")  # its session is no longer current: none is
+    model["a9"] = (None, *model["a9"][1:])
     agents = {name: await tracker.get_agent(name) for name in names}
+    assert {
+        name: (a.current_session_id, a.completed, a.input_tokens, a.cost_usd)
+        for name, a in agents.items()
+        if a is not None
+    } == model
     for start, limit in itertools.product((None, "a", "a1", "ab", "zz"), (1, 3, 100)):
         got: list[Any] = []
         after = start
@@ -293,8 +303,9 @@ async def test_head_answers_a_gets_headers_without_its_body(client: Client) -> N
         assert headers["content-type"] == "application/json", path
 
 
-async def test_head_sends_no_body_whatever_the_server(tracker: Tracker) -> None:
-    """uvicorn drops a HEAD response's body; an ASGI server need not."""
+async def asgi(app: SessionsApp, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages ``app`` sends for one request of ``scope`` with no body, called as an
+    ASGI server calls it."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -303,11 +314,34 @@ async def test_head_sends_no_body_whatever_the_server(tracker: Tracker) -> None:
     async def send(message: Any) -> None:
         sent.append(dict(message))
 
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_head_sends_no_body_whatever_the_server(tracker: Tracker) -> None:
+    """uvicorn drops a HEAD response's body; an ASGI server need not."""
     scope = {"type": "http", "method": "HEAD", "path": "/stats", "query_string": b"", "headers": []}
-    await SessionsApp(tracker)(scope, receive, send)
-    start, body = sent
+    start, body = await asgi(SessionsApp(tracker), scope)
     assert (start["status"], body) == (200, {"type": "http.response.body", "body": b""})
     assert int(dict(start["headers"])[b"content-length"]) > 100
+
+
+async def test_a_bug_is_a_500_whose_traceback_is_logged(
+    tracker: Tracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request no mistake of the client's explains (here a server's scope without the
+    query string ASGI requires) is an InternalError, and its traceback is logged."""
+    scope = {"type": "http", "method": "GET", "path": "/stats", "headers": []}
+    start, body = await asgi(SessionsApp(tracker), scope)
+    assert start["status"] == 500
+    assert json.loads(body["body"]) == {
+        "error": "InternalError",
+        "message": "see the server's log",
+    }
+    (record,) = [r for r in caplog.records if r.name == "tracker.web"]
+    assert record.getMessage() == "GET /stats failed"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is KeyError
 
 
 async def test_options_says_what_a_route_takes(tracker: Tracker) -> None:

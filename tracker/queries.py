@@ -6,7 +6,6 @@ thread, so one API read costs one thread hop.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -39,7 +38,6 @@ from tracker.store import Filter
 _TABLES = State(1)
 _BY_REQUEST = _TABLES.requests.select_sql + " WHERE request_id = ?"
 _BY_SESSION = _TABLES.sessions.select_sql + " WHERE session_id = ?"
-_BY_AGENT = _TABLES.agents.select_sql + " WHERE agent_id = ?"
 _CHAIN = _TABLES.sessions.select_sql + " WHERE agent_id = ? ORDER BY position"
 _LOCK = _TABLES.locks.select_sql + " WHERE scope = ? AND target = ?"
 _SESSION_ROWID = "SELECT rowid FROM sessions WHERE session_id = ?"
@@ -55,14 +53,14 @@ _USAGE_SUMS = {
     False: f"SELECT {_SUMS} FROM usage_daily",
     True: f"SELECT {_SUMS} FROM usage_daily WHERE agent_id = :agent",
 }
-_NO_USAGE = (0, 0, 0, 0, 0, 0, 0, 0.0, 0, 0, 0, 0, 0, 0)  # _SUMS of no rows
-# A page of agents by id ('' sorts before every id: none is empty), and their usage sums.
-_AGENTS_AFTER = (
-    _TABLES.agents.select_sql + " WHERE agent_id > :after ORDER BY agent_id LIMIT :limit"
-)
-_SUMS_OF_AGENTS = f"""
-SELECT agent_id, {_SUMS} FROM usage_daily
-WHERE agent_id IN (SELECT value FROM json_each(:agents)) GROUP BY agent_id"""
+# Agents with their usage sums (their days through usage_by_agent), in the order of their
+# ids: one agent, or a page ('' sorts before every id: none is empty).
+_AGENTS_WITH_SUMS = f"""
+SELECT {", ".join(f"a.{column}" for column in _TABLES.agents.columns)}, {_SUMS}
+FROM agents a LEFT JOIN usage_daily u ON u.agent_id = a.agent_id
+WHERE {{where}} GROUP BY a.agent_id ORDER BY a.agent_id"""
+_AGENT = _AGENTS_WITH_SUMS.format(where="a.agent_id = :agent")
+_AGENTS_AFTER = _AGENTS_WITH_SUMS.format(where="a.agent_id > :after") + " LIMIT :limit"
 # Unfinished requests, oldest first, of an agent and an owner (NULL: any), at most a limit
 # (-1: none). The requests_unfinished index finds them; the filters scan only those.
 _IN_FLIGHT = (
@@ -178,31 +176,31 @@ def chain(conn: sqlite3.Connection, agent_id: str) -> list[Session]:
 
 
 def agent(conn: sqlite3.Connection, agent_id: str) -> Agent | None:
-    row = conn.execute(_BY_AGENT, (agent_id,)).fetchone()
-    if row is None:
-        return None
-    return _agent(AgentRow(*row), conn.execute(_USAGE_SUMS[True], {"agent": agent_id}).fetchone())
+    row = conn.execute(_AGENT, {"agent": agent_id}).fetchone()
+    return None if row is None else _agent(row)
 
 
 def agents_page(conn: sqlite3.Connection, after: str | None, limit: int) -> list[Agent]:
     """Up to ``limit`` agents in the order of their ids, those after ``after`` (None: from
     the first; it need not be an agent's): the next page starts after the last one given."""
-    page = conn.execute(_AGENTS_AFTER, {"after": after or "", "limit": limit})
-    rows = [AgentRow(*row) for row in page]
-    ids = json.dumps([row.agent_id for row in rows])
-    sums = {found[0]: found[1:] for found in conn.execute(_SUMS_OF_AGENTS, {"agents": ids})}
-    return [_agent(row, sums.get(row.agent_id, _NO_USAGE)) for row in rows]
+    return [
+        _agent(row) for row in conn.execute(_AGENTS_AFTER, {"after": after or "", "limit": limit})
+    ]
 
 
-def _agent(row: AgentRow, sums: Sequence[Any]) -> Agent:
-    """An agent from its row and its usage sums (_SUMS)."""
+_AGENT_FIELDS = len(_TABLES.agents.columns)
+
+
+def _agent(row: Sequence[Any]) -> Agent:
+    """An agent from a row of _AGENTS_WITH_SUMS: its columns, then its usage sums."""
+    sums = row[_AGENT_FIELDS:]
     totals = Usage(
         input_tokens=sums[3],
         output_tokens=sums[4],
         cache_read_tokens=sums[5],
         cache_write_tokens=sums[6],
     )
-    return agent_from_row(row, totals, sums[1], sums[2], sums[7])
+    return agent_from_row(AgentRow(*row[:_AGENT_FIELDS]), totals, sums[1], sums[2], sums[7])
 
 
 def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
