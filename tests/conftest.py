@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, Run
+from tests.webclient import Client, conversations, serving
 from tracker import ManualClock, Tracker
 from tracker.cli import main
 
@@ -54,3 +55,11 @@ def run(capsys: pytest.CaptureFixture[str]) -> Run:
         return code, out, err
 
     return call
+
+
+@pytest.fixture
+async def client(tracker: Tracker) -> AsyncIterator[Client]:
+    """A server of the HTTP view over ``tracker``, with a few conversations in it."""
+    await conversations(tracker)
+    async with serving(tracker) as served:
+        yield served

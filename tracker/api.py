@@ -659,12 +659,16 @@ class Tracker:
         request_id: str | None = None,
         types: Iterable[str] = (),
         poll: float = 0.1,
+        limit: int | None = None,
     ) -> AsyncIterator[StoredEvent]:
         """Yield stored events with ``since < seq <= until``, filtered, in seq order;
-        ``last=N``: only the last N of them. With ``follow``, then wait for new ones."""
+        ``last=N``: only the last N of them. With ``follow``, then wait for new ones.
+        ``limit``: stop after that many (a page of the log; with ``follow``, once that
+        many have come)."""
         since = validate.count(since, "since")
         until = validate.optional_count(until, "until")
         last = validate.optional_count(last, "last")
+        limit = validate.optional_count(limit, "limit")
         poll = validate.poll(poll)
         follow = validate.flag(follow, "follow")
         if follow and until is not None:
@@ -677,14 +681,19 @@ class Tracker:
         )
         if last is not None:
             since = await self._store.start_of_last(last, since, until=until, where=where)
-        if follow:
-            async for event in self._store.follow(since, where=where, poll=poll):
-                yield event
+        if limit == 0:
             return
-        while batch := await self._store.read(since, until=until, where=where):
-            for event in batch:
+        if follow:
+            stream = self._store.follow(since, where=where, poll=poll)
+        else:
+            stream = self._store.stream(since, until=until, where=where, limit=limit)
+        count = 0
+        async with contextlib.aclosing(stream):
+            async for event in stream:
                 yield event
-            since = batch[-1].seq
+                count += 1
+                if count == limit:
+                    return
 
     # -- maintenance ------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,6 +426,28 @@ class EventStore(Generic[H]):
         sql, params = where.select(since, until, limit)
         return await self.read_sql(_decode_rows, sql, params)
 
+    async def stream(
+        self,
+        since: int = 0,
+        *,
+        until: int | None = None,
+        where: Filter = Filter(),
+        limit: int | None = None,
+    ) -> AsyncGenerator[StoredEvent, None]:
+        """Yield the events ``read`` would return, all or the first ``limit``, reading
+        them ``FOLLOW_BATCH`` at a time."""
+        left = limit
+        while left != 0:
+            batch = await self.read(
+                since, until=until, where=where, limit=min(FOLLOW_BATCH, left or FOLLOW_BATCH)
+            )
+            for event in batch:
+                yield event
+            if len(batch) < FOLLOW_BATCH:
+                return
+            since = batch[-1].seq
+            left = None if left is None else left - len(batch)
+
     async def start_of_last(
         self, count: int, since: int = 0, *, until: int | None = None, where: Filter = Filter()
     ) -> int:
@@ -453,7 +475,7 @@ class EventStore(Generic[H]):
 
     async def follow(
         self, since: int = 0, *, where: Filter = Filter(), poll: float = 0.1
-    ) -> AsyncIterator[StoredEvent]:
+    ) -> AsyncGenerator[StoredEvent, None]:
         """Yield matching events forever, including other processes' commits."""
         last = since
         while True:

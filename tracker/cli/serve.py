@@ -34,7 +34,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, stop: anyio.Event) -> None:
     token = os.environ.get(TOKEN_VARIABLE) or None
     async with existing(args) as t:
-        app = SessionsApp(t, read_only=args.read_only, token=token, cors_origins=args.cors_origin)
+        app = SessionsApp(
+            t, read_only=args.read_only, token=token, cors_origins=args.cors_origin, stopping=stop
+        )
         server = web.server(app, access_log=args.access_log)
         with web.listen(args.host, args.port) as sock:
             host, port = sock.getsockname()[:2]

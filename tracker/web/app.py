@@ -9,6 +9,7 @@
     GET    /agents                    ?after= &limit= : by id, with their current sessions
     GET    /agents/{id}               an agent; /chain its sessions, /history its turns
     GET    /requests/{id}             a request; /history the turns it continued and its own
+    GET    /events                    ?since= &agent= &type= &wait= ... : the log (feed.py)
     GET    /stats                     ?agent= : counts, tokens, cost, failure rate
     GET    /health                    ?integrity=1 : schema version, lag, sizes (integrity)
 
@@ -30,11 +31,14 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+import anyio
 import msgspec
 
 from tracker import errors
 from tracker.api import Tracker
 from tracker.errors import InvalidInput, TrackerError
+from tracker.web import feed
+from tracker.web.params import page_size
 
 T = TypeVar("T")
 Scope = MutableMapping[str, Any]
@@ -43,7 +47,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 2 << 20  # a metadata update is at most 1 MiB as JSON
-MAX_PAGE = 1000  # sessions or agents in one page of GET /sessions, /agents
 PREFLIGHT_MAX_AGE_S = 600  # how long a browser may reuse a CORS preflight's answer
 log = logging.getLogger("tracker.web")
 _json = msgspec.json.Encoder()
@@ -116,7 +119,8 @@ class SessionsApp:
     """The ASGI application over an open ``Tracker``. ``read_only``: PATCH and DELETE
     are refused; ``token``: every request must send ``Authorization: Bearer <token>``
     (but OPTIONS: a browser's preflight carries none); ``cors_origins``: the origins
-    ("https://dash.example.com", or "*": any) whose pages may call it."""
+    ("https://dash.example.com", or "*": any) whose pages may call it; ``stopping``:
+    once set, long polls (``/events?wait=``) answer at once (the server is stopping)."""
 
     def __init__(
         self,
@@ -125,11 +129,13 @@ class SessionsApp:
         read_only: bool = False,
         token: str | None = None,
         cors_origins: Iterable[str] = (),
+        stopping: anyio.Event | None = None,
     ):
         self.tracker = tracker
         self.read_only = read_only
         self.token = token
         self.cors_origins = frozenset(cors_origin(origin) for origin in cors_origins)
+        self.stopping = stopping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """HTTP only: a server's lifespan scope returns at once, which ASGI servers take
@@ -227,7 +233,7 @@ class SessionsApp:
 
     async def list_sessions(self, call: Call) -> Any:
         query = call.take("agent", "status", "before", "limit")
-        limit = _page_size(query.get("limit", "100"))
+        limit = page_size(query.get("limit", "100"))
         page = await self.tracker.list_sessions(
             agent_id=query.get("agent"),
             status=query.get("status"),
@@ -238,7 +244,7 @@ class SessionsApp:
 
     async def list_agents(self, call: Call) -> Any:
         query = call.take("after", "limit")
-        limit = _page_size(query.get("limit", "100"))
+        limit = page_size(query.get("limit", "100"))
         page = await self.tracker.list_agents(after=query.get("after"), limit=limit)
         return _paged("agents", page, limit, query, after=page[-1].agent_id if page else "")
 
@@ -284,6 +290,9 @@ class SessionsApp:
         call.take()
         return await self.tracker.history(request_id=call.ident)
 
+    async def events(self, call: Call) -> Any:
+        return await feed.events_page(self.tracker, call.take(*feed.PARAMETERS), self.stopping)
+
     async def stats(self, call: Call) -> Any:
         return await self.tracker.stats(call.take("agent").get("agent"))
 
@@ -313,6 +322,7 @@ ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     ("agents", "{id}", "history"): {"GET": SessionsApp.agent_history},
     ("requests", "{id}"): {"GET": SessionsApp.get_request},
     ("requests", "{id}", "history"): {"GET": SessionsApp.request_history},
+    ("events",): {"GET": SessionsApp.events},
     ("stats",): {"GET": SessionsApp.stats},
     ("health",): {"GET": SessionsApp.health},
 }
@@ -418,14 +428,6 @@ def _utf8(decode: Callable[..., T], text: str, what: str) -> T:
         return decode(text, errors="strict")
     except UnicodeDecodeError:
         raise InvalidInput(f"{what} is not UTF-8 once percent-decoded: {text[:80]!r}") from None
-
-
-def _page_size(text: str) -> int:
-    """``limit``: ASCII digits (int() takes others, and refuses 4,300 of them with a
-    ValueError) up to MAX_PAGE."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) > MAX_PAGE:
-        raise InvalidInput(f"limit must be a whole number up to {MAX_PAGE}, got {text[:20]!r}")
-    return int(text)
 
 
 async def _body(receive: Receive) -> Any:
