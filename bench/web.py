@@ -45,7 +45,7 @@ def routes(path: Path, requests: int) -> dict[str, list[str]]:
         "GET /sessions/{id}": [f"/sessions/{s}" for s in sessions],
         "GET /sessions?limit=100": ["/sessions?limit=100"] * few,
         "GET /sessions?agent=A&limit=100": [f"/sessions?agent={agent}&limit=100"] * few,
-        "GET /sessions?status=deleted (a scan)": ["/sessions?status=deleted&limit=100"] * few,
+        "GET /sessions?status=deleted": ["/sessions?status=deleted&limit=100"] * few,
         "GET /agents?limit=100": ["/agents?limit=100"] * few,
         "GET /agents?after=A&limit=100": [f"/agents?after={agent}&limit=100"] * few,
         "GET /agents/{id}/history": [f"/agents/{agent}/history"] * few,

@@ -44,6 +44,7 @@ UNDO_VERSION = {
     7: "ALTER TABLE agents DROP COLUMN reset_seq",
     8: "ALTER TABLE requests DROP COLUMN superseded",
     9: "DROP INDEX usage_by_agent",
+    10: "DROP INDEX sessions_retired",
 }
 
 

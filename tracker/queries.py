@@ -107,12 +107,15 @@ def session(conn: sqlite3.Connection, session_id: str) -> Session | None:
     return session_from_row(found, _session_lock(conn, found))
 
 
-def _page_sql(of_agent: bool, paged: bool) -> str:
+def _page_sql(of_agent: bool, paged: bool, retired: bool) -> str:
     """Sessions newest first, filtered. A filter is written only when given, so that an
     agent's are read through sessions_by_agent and a page starts at its rowid ("agent_id
     = :agent OR :agent IS NULL" would scan from the newest session down: 14 ms on W4's
-    104,000 sessions, 0.1 ms so)."""
+    104,000 sessions, 0.1 ms so). Expired or deleted ones of every agent (``retired``)
+    are read through sessions_retired, whose WHERE the query repeats so SQLite takes it."""
     terms = ["(:status IS NULL OR status = :status)"]
+    if retired:
+        terms = ["status = :status AND status != 'active'"]
     if of_agent:
         terms.append("agent_id = :agent")
     if paged:
@@ -121,7 +124,12 @@ def _page_sql(of_agent: bool, paged: bool) -> str:
     return f"{_TABLES.sessions.select_sql} WHERE {where} ORDER BY rowid DESC LIMIT :limit"
 
 
-_PAGES = {(a, p): _page_sql(a, p) for a in (False, True) for p in (False, True)}
+_PAGES = {
+    (of_agent, paged, retired): _page_sql(of_agent, paged, retired)
+    for of_agent in (False, True)
+    for paged in (False, True)
+    for retired in (False, True)
+}
 
 
 def known_session(conn: sqlite3.Connection, session_id: str) -> bool:
@@ -147,7 +155,8 @@ def sessions_page(
     if before is not None and start is None:
         raise UnknownSession(f"no session {before!r} to list the sessions before")
     params = {"agent": agent_id, "status": status, "before": start, "limit": limit}
-    rows = conn.execute(_PAGES[agent_id is not None, before is not None], params)
+    retired = agent_id is None and status not in (None, "active")
+    rows = conn.execute(_PAGES[agent_id is not None, before is not None, retired], params)
     return [session_from_row(SessionRow(*row)) for row in rows]
 
 

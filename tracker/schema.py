@@ -7,7 +7,7 @@ from importlib import resources
 
 from tracker.logrow import TYPE_CODES
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # The columns of the event log, in table order (the hash chain covers all but hash).
 EVENT_COLUMNS = "seq, id, type, version, at, request_id, agent_id, session_id, payload, hash"
 # The views of schema.sql that read sessions or usage_daily (the 5 -> 6 upgrade).
@@ -70,6 +70,8 @@ UPGRADES: dict[int, tuple[str, ...]] = {
     ),
     # 8 -> 9: usage_daily gets an index by agent, which schema.sql creates.
     8: (),
+    # 9 -> 10: expired and deleted sessions get an index, which schema.sql creates.
+    9: (),
 }
 STORED_TYPE_SQL = (  # logrow.stored_type in SQL
     "CASE type "
