@@ -533,6 +533,7 @@ async def test_the_log_time_never_goes_backwards(tracker: Tracker, clock: Manual
         (lambda t: t.cleanup(idle_for=10**30), "idle_for must be at most 3153600000 s"),
         (lambda t: t.cleanup(stale_after="40000d"), "stale_after must be at most"),
         (lambda t: t.replay_into(5), "target must be a file path"),
+        (lambda t: t.backup(b"x.db"), "target must be a file path"),
         (lambda t: t.track_request("r", agent_id="a", lock=1), "lock must be True or False"),
         (lambda t: t.cleanup(dry_run="yes"), "dry_run must be True or False, got 'yes'"),
         (lambda t: first(t.events(follow=1)), "follow must be True or False, got 1"),
@@ -602,6 +603,7 @@ AFTER_CLOSE: dict[str, Callable[[Tracker], Awaitable[Any]]] = {
     "verify": lambda t: t.verify(),
     "rebuild": lambda t: t.rebuild(),
     "replay_into": lambda t: t.replay_into(t.path.with_name("copy.db")),
+    "backup": lambda t: t.backup(t.path.with_name("copy.db")),
 }
 
 

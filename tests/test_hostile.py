@@ -267,6 +267,7 @@ async def main():
             ("rebuild", t.rebuild),
             ("verify", t.verify),
             ("replay_into", lambda: t.replay_into(sys.argv[3])),
+            ("backup", lambda: t.backup(sys.argv[4])),
         ):
             try:
                 await call()
@@ -280,10 +281,10 @@ anyio.run(main)
 def test_maintenance_on_a_full_disk_says_so_and_leaves_nothing(tmp_path: Path) -> None:
     """SQLite ends the transaction itself when a write fails: the error must be the
     write's (DiskFull), not the failed ROLLBACK's, and the scratch files must go."""
-    path, target = tmp_path / "t.db", tmp_path / "past.db"
+    path, target, copy = tmp_path / "t.db", tmp_path / "past.db", tmp_path / "copy.db"
     anyio.run(_filled, path, 3000)
     done = subprocess.run(
-        [sys.executable, "-c", FULL_MAINTENANCE_CHILD, str(path), "200000", str(target)],
+        [sys.executable, "-c", FULL_MAINTENANCE_CHILD, str(path), "200000", str(target), str(copy)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -297,6 +298,7 @@ def test_maintenance_on_a_full_disk_says_so_and_leaves_nothing(tmp_path: Path) -
     assert outcomes == {  # each names the file it could not write
         "rebuild": f"DiskFull {str(path)!r}: {full}",  # its scratch is beside the database
         "replay_into": f"DiskFull {str(target)!r}: {full}",
+        "backup": f"DiskFull {str(copy)!r}: {full}",
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]  # no scratch, no target
     anyio.run(_verified, path)
@@ -406,7 +408,7 @@ async def test_every_argument_given_anything_is_taken_or_a_typed_error(db_path: 
 
 def test_the_weird_arguments_cover_every_call() -> None:
     # these take a path or nothing to fuzz
-    assert public_calls() - set(EVERY_CALL) == {"verify", "rebuild", "replay_into"}
+    assert public_calls() - set(EVERY_CALL) == {"verify", "rebuild", "replay_into", "backup"}
 
 
 ARG = st.sampled_from(

@@ -31,6 +31,7 @@ from tracker.events import StoredEvent, Usage
 from tracker.models import (
     CURRENT,
     Agent,
+    BackupReport,
     CleanupReport,
     Health,
     Lock,
@@ -47,6 +48,7 @@ from tracker.models import (
 __all__ = [
     "CURRENT",
     "Agent",
+    "BackupReport",
     "ChainReport",
     "CleanupReport",
     "Clock",

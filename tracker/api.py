@@ -24,7 +24,7 @@ import anyio
 import msgspec
 
 from projections import Projector
-from tracker import codec, db, history, maintenance, queries, validate
+from tracker import backup, codec, db, history, maintenance, queries, validate
 from tracker.chain import ChainReport
 from tracker.cleanup import AbandonOwned, Cleanup
 from tracker.clock import Clock, Duration, iso
@@ -45,6 +45,7 @@ from tracker.locking import AcquireLock, ReleaseLock, RenewLock, Tx, undo_acquir
 from tracker.models import (
     SESSION_STATUSES,
     Agent,
+    BackupReport,
     CleanupReport,
     Health,
     Lock,
@@ -765,6 +766,28 @@ class Tracker:
             events=built + caught_up,
             seconds=time.perf_counter() - started,
             swap_seconds=swap_seconds,
+        )
+
+    async def backup(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> BackupReport:
+        """Write a backup of the whole database (log and projections) to ``target``: one
+        consistent snapshot, taken while this and other processes go on writing, checked
+        and synced, then renamed over ``target`` (a file already there is replaced, but a
+        database in use, or this one). ``progress`` gets the pages written so far."""
+        target = validate.path(target, "target")
+        self._store.ensure_open()
+        started = time.perf_counter()
+        done = await db.in_thread(self.path, backup.backup_file, self.path, target, progress)
+        return BackupReport(
+            path=str(target),
+            events=done.events,
+            head_hash=done.head,
+            bytes=done.bytes,
+            seconds=time.perf_counter() - started,
         )
 
     async def replay_into(

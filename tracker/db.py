@@ -393,7 +393,8 @@ def class_of(exc: sqlite3.Error) -> type[errors.TrackerError]:
 
 
 # What SQLite's own words leave out.
-_HINTS = {"SQLITE_IOERR_WRITE": "a write failed: is the disk, or the file size limit, full?"}
+WRITE_FAILED = "a write failed: is the disk, or the file size limit, full?"
+_HINTS = {"SQLITE_IOERR_WRITE": WRITE_FAILED}
 
 
 def primary_code(exc: sqlite3.Error) -> str:

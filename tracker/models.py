@@ -267,6 +267,17 @@ class RebuildReport(_Result, frozen=True):
     swap_seconds: float
 
 
+class BackupReport(_Result, frozen=True):
+    """A backup written: its events, the hash of the last (the head, as ``verify`` of the
+    source showed it then), its size, and how long it took."""
+
+    path: str
+    events: int
+    head_hash: str
+    bytes: int
+    seconds: float
+
+
 R = TypeVar("R", bound=_Result)
 
 

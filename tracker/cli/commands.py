@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from tracker import db, readonly, transfer, validate
+from tracker import backup, db, readonly, transfer, validate
 from tracker.api import Tracker
 from tracker.cli.transcript import transcript
 from tracker.clock import parse_time, seconds
@@ -491,6 +491,21 @@ async def cmd_export(args: argparse.Namespace) -> int:
         else:
             await db.in_thread(path, transfer.export_log, path, sys.stdout.buffer, None)
             sys.stdout.flush()
+    return 0
+
+
+async def cmd_backup(args: argparse.Namespace) -> int:
+    path = database(args)
+    async with existing(args) as t:
+        bar = Progress("backup (pages)", await db.in_thread(path, backup.pages, path))
+        report = await t.backup(args.out, progress=bar)
+    bar.close()
+    _say(
+        args,
+        report,
+        f"backed up {report.events:,} events to {report.path} ({report.bytes / 1e6:,.1f} MB, "
+        f"checked) in {report.seconds:.1f} s; head {report.head_hash or '(none)'}",
+    )
     return 0
 
 

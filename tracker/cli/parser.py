@@ -67,6 +67,11 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
         "tracker cleanup --idle 7d --stale 1h --dry-run\n  tracker cleanup --max-sessions 5000",
     ),
     "export": (c.cmd_export, "the log as JSON lines", "tracker export --out log.jsonl"),
+    "backup": (
+        c.cmd_backup,
+        "a copy of the whole database, consistent while others write, checked",
+        "tracker backup /backups/tracker.db",
+    ),
     "import": (
         c.cmd_import,
         "create a database from exported JSON lines",
@@ -87,7 +92,8 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "health": (c.cmd_health, "schema version, integrity, projection lag, sizes", "tracker health"),
     "serve": (
         cmd_serve,
-        "the HTTP view: sessions (list, get, patch, delete), agents, requests, stats, as JSON",
+        "the HTTP view: sessions (list, get, patch, delete), agents, requests, stats, the log "
+        "(a long poll tails it), as JSON",
         "tracker serve --port 8765\n  curl -s 'localhost:8765/sessions?limit=5'\n"
         f"  {TOKEN_VARIABLE}=... tracker serve --host 0.0.0.0 --read-only",
     ),
@@ -174,6 +180,8 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--dry-run", action="store_true")
     elif name == "export":
         p.add_argument("--out", metavar="FILE")
+    elif name == "backup":
+        p.add_argument("out", metavar="FILE", help="the backup (a file there is replaced)")
     elif name == "import":
         p.add_argument("file", help="an export, or - to read it from stdin (a pipe)")
     elif name == "query":

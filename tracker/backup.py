@@ -1,0 +1,146 @@
+"""A backup of a live database: one consistent snapshot of the whole file, log and
+projections, taken while other processes write, as a new self-contained file.
+
+SQLite's ``VACUUM INTO`` writes it from one read transaction (a WAL reader does not
+stop writers), compacted: free pages are left out. It is written beside the target,
+checked (``quick_check``, its head read back), synced, and renamed over the target, so
+an interrupted backup (Ctrl-C, a crash) leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import sqlite3
+import stat
+from pathlib import Path
+from typing import NamedTuple
+
+from tracker import db
+from tracker.errors import DiskFull, IntegrityError, InvalidInput
+from tracker.scratch import Scratch
+from tracker.transfer import Progress
+
+PROGRESS_EVERY = 200_000  # SQLite instructions between progress reports (and stop points)
+
+
+class Backup(NamedTuple):
+    """What a backup holds: its events, the hash of the last (compare it with ``tracker
+    verify`` of the source: the head then), and its size."""
+
+    events: int
+    head: str
+    bytes: int
+
+
+def backup_file(path: Path, out: Path, progress: Progress | None = None) -> Backup:
+    """Write a backup of the database ``path`` to ``out``, replacing a file there (but
+    a database in use: one with its ``-wal`` or ``-shm`` beside it). ``progress`` gets
+    the pages written so far."""
+    _check_target(path, out)
+    try:
+        with Scratch.beside(out, "partial") as partial:
+            _vacuum_into(path, partial.path, out, progress)
+            done = _read_back(partial.path)
+            _sync(partial.path)
+            partial.path.replace(out)
+            _sync(out.parent)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise DiskFull(f"no room for the backup {str(out)!r}: {exc.strerror}") from None
+        raise InvalidInput(f"cannot write the backup to {str(out)!r}: {exc.strerror}") from None
+    return done
+
+
+def pages(path: Path) -> int:
+    """The pages of the database ``path`` (a backup writes at most that many)."""
+    conn = _read_only(path)
+    try:
+        return int(conn.execute("PRAGMA page_count").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _check_target(path: Path, out: Path) -> None:
+    status = db.stat_of(out)
+    if status is not None and stat.S_ISDIR(status.st_mode):
+        raise InvalidInput(f"{str(out)!r} is a folder: name the backup file")
+    if out.absolute() == path.absolute() or (status is not None and out.samefile(path)):
+        raise InvalidInput(f"{str(out)!r} is the database itself: back up to another file")
+    for companion in ("-wal", "-shm"):
+        if db.stat_of(out.with_name(out.name + companion)) is not None:
+            raise InvalidInput(
+                f"{str(out)!r} looks like a database in use (its {companion} is beside it): "
+                f"back up to another file"
+            )
+
+
+def _vacuum_into(path: Path, target: Path, out: Path, progress: Progress | None) -> None:
+    """Copy ``path`` into the empty file ``target`` (to become ``out``); stop if the
+    caller is cancelled."""
+    conn = _read_only(path)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+
+    def report() -> bool:
+        if progress is not None:
+            progress(target.stat().st_size // page_size)
+        try:
+            db.stop_if_cancelled()
+        except BaseException:  # cancelled: SQLite stops ("interrupted"), raised below
+            return True
+        return False
+
+    conn.set_progress_handler(report, PROGRESS_EVERY)
+    try:
+        conn.execute("VACUUM INTO ?", (str(target),))
+    except sqlite3.OperationalError as exc:
+        db.stop_if_cancelled()
+        if db.primary_code(exc) == "SQLITE_IOERR" and _out_of_room(target, path):
+            raise DiskFull(f"{str(out)!r}: {exc} ({db.WRITE_FAILED})") from None
+        raise
+    finally:
+        conn.close()
+
+
+def _out_of_room(target: Path, source: Path) -> bool:
+    """Whether a failed write of ``target`` wanted room: VACUUM INTO reports a full disk,
+    or a file size limit reached, as a bare I/O error. Its disk has less room left than
+    the database's size (what a backup needs at most), or the limit stops it (within a
+    page: the largest is 64 KiB)."""
+    free = os.statvfs(target.parent)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    written = target.stat().st_size
+    room = free.f_bavail * free.f_frsize
+    return room < source.stat().st_size or (
+        limit != resource.RLIM_INFINITY and written + 65536 > limit
+    )
+
+
+def _read_back(target: Path) -> Backup:
+    """Check the backup as SQLite reads it, and read its head."""
+    conn = _read_only(target)
+    try:
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise IntegrityError(f"the backup failed SQLite's quick_check: {verdict}")
+        row = conn.execute("SELECT seq, hash FROM event_log ORDER BY seq DESC LIMIT 1").fetchone()
+    finally:
+        conn.close()
+    seq, head = row if row is not None else (0, b"")
+    return Backup(seq, bytes(head).hex(), target.stat().st_size)
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(db.uri(path, read_only=True), uri=True, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {db.BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _sync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
