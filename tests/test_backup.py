@@ -98,6 +98,7 @@ async def test_a_backup_replaces_the_previous_one(
     ("target", "named"),
     [
         ("db", "is the database itself"),
+        ("db-wal", "is the database's own -wal file"),
         ("folder", "is a folder"),
         ("in-use.db", "looks like a database in use (its -wal"),
         ("missing/backup.db", "No such file or directory"),
@@ -111,7 +112,7 @@ async def test_a_bad_target_is_refused_and_left_as_it_was(
     (tmp_path / "in-use.db-wal").write_bytes(b"")
     await conversation(tracker)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    out = db_path if target == "db" else tmp_path / target
+    out = {"db": db_path, "db-wal": Path(f"{db_path}-wal")}.get(target, tmp_path / target)
     with pytest.raises(InvalidInput, match=re.escape(named)):
         await tracker.backup(out)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from tracker import db
 from tracker.errors import DiskFull, IntegrityError, InvalidInput
-from tracker.scratch import Scratch
+from tracker.scratch import COMPANIONS, Scratch
 from tracker.transfer import Progress
 
 PROGRESS_EVERY = 200_000  # SQLite instructions between progress reports (and stop points)
@@ -68,7 +68,10 @@ def _check_target(path: Path, out: Path) -> None:
         raise InvalidInput(f"{str(out)!r} is a folder: name the backup file")
     if out.absolute() == path.absolute() or (status is not None and out.samefile(path)):
         raise InvalidInput(f"{str(out)!r} is the database itself: back up to another file")
-    for companion in ("-wal", "-shm"):
+    for companion in COMPANIONS:  # replacing one would lose what it holds
+        if out.absolute() == path.absolute().with_name(path.name + companion):
+            raise InvalidInput(f"{str(out)!r} is the database's own {companion} file")
+    for companion in ("-wal", "-shm"):  # its writer would go on in the file replaced
         if db.stat_of(out.with_name(out.name + companion)) is not None:
             raise InvalidInput(
                 f"{str(out)!r} looks like a database in use (its {companion} is beside it): "
