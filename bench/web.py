@@ -5,16 +5,19 @@ the GIL: the figures are upper bounds; a client in another process sees less):
     python -m bench.web DB [--requests 500]
 
 DB is any tracker database, e.g. W4's file (``python -m bench.scale --keep DB``).
-Prints the median and p99 of each route, in milliseconds.
+Prints the median and p99 of each route, in milliseconds, then what idle long polls
+of ``/events`` cost: the process's CPU while ``IDLE_POLLS`` of them wait at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import sqlite3
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
@@ -56,6 +59,31 @@ def routes(path: Path, requests: int) -> dict[str, list[str]]:
     }
 
 
+IDLE_POLLS = 100
+IDLE_S = 5
+
+
+def long_poll(port: int) -> None:
+    """One long poll for events far past the log's end: it waits its whole ``IDLE_S``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=IDLE_S + 30)
+    try:
+        conn.request("GET", f"/events?since={2**62}&wait={IDLE_S}")
+        assert b'"events":[]' in conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+async def idle_polls(port: int, count: int) -> None:
+    limiter = anyio.CapacityLimiter(count)
+    before, started = os.times(), time.perf_counter()
+    async with task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(partial(anyio.to_thread.run_sync, long_poll, port, limiter=limiter))
+    after, wall = os.times(), time.perf_counter() - started
+    cpu = after.user - before.user + after.system - before.system
+    print(f"{count} idle long polls for {IDLE_S} s: {cpu / wall:.0%} of a core")
+
+
 def timings(port: int, paths: list[str]) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -88,6 +116,8 @@ async def measure(path: Path, requests: int) -> None:
                         f"{route:42} median {statistics.median(spent) * 1e3:6.2f} ms"
                         f"  p99 {p99 * 1e3:6.2f} ms  ({len(spent)} requests)"
                     )
+                for count in (1, IDLE_POLLS):
+                    await idle_polls(port, count)
                 stop.set()
 
 

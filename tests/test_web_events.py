@@ -121,6 +121,12 @@ async def test_a_long_poll_answers_an_empty_page_after_its_wait(
     )
 
 
+async def test_a_seq_past_the_log_is_an_empty_page(client: Client) -> None:
+    """Any seq SQLite can hold is a cursor (2**63 - 1 has 19 digits)."""
+    status, _, body = await client("GET", f"/events?since={2**63 - 1}")
+    assert (status, body) == (200, {"events": [], "next": f"/events?since={2**63 - 1}"})
+
+
 async def test_a_long_poll_answers_what_was_there_at_once(client: Client, tracker: Tracker) -> None:
     status, _, body = await client("GET", "/events?since=1&limit=2&wait=30")
     assert (status, [e["seq"] for e in body["events"]]) == (200, [2, 3])
@@ -177,6 +183,8 @@ async def test_serve_ends_a_long_poll_when_stopped(db_path: Path) -> None:
     [
         ("since=-1", "'-1'"),
         ("since=x", "'x'"),
+        (f"since={2**63}", "since must be at most"),
+        ("until=" + "9" * 20, "'" + "9" * 20),
         ("until=1.5", "'1.5'"),
         ("last=%D9%A3", "'\u0663'"),  # an Arabic-Indic 3: int() would take it
         (f"limit={MAX_PAGE + 1}", f"'{MAX_PAGE + 1}'"),

@@ -687,7 +687,7 @@ class Tracker:
         if follow:
             stream = self._store.follow(since, where=where, poll=poll)
         else:
-            stream = self._store.stream(since, until=until, where=where, limit=limit)
+            stream = self._store.stream(since, until=until, where=where, wanted=limit)
         count = 0
         async with contextlib.aclosing(stream):
             async for event in stream:
@@ -780,15 +780,7 @@ class Tracker:
         database in use, or this one). ``progress`` gets the pages written so far."""
         target = validate.path(target, "target")
         self._store.ensure_open()
-        started = time.perf_counter()
-        done = await db.in_thread(self.path, backup.backup_file, self.path, target, progress)
-        return BackupReport(
-            path=str(target),
-            events=done.events,
-            head_hash=done.head,
-            bytes=done.bytes,
-            seconds=time.perf_counter() - started,
-        )
+        return await db.in_thread(self.path, backup.backup_file, self.path, target, progress)
 
     async def replay_into(
         self,

@@ -9,48 +9,42 @@ an interrupted backup (Ctrl-C, a crash) leaves the target as it was.
 
 from __future__ import annotations
 
-import errno
 import os
 import resource
 import sqlite3
 import stat
+import time
 from pathlib import Path
-from typing import NamedTuple
 
 from tracker import db
 from tracker.errors import DiskFull, IntegrityError, InvalidInput
-from tracker.scratch import COMPANIONS, Scratch
+from tracker.models import BackupReport
+from tracker.scratch import COMPANIONS, replacing, unwritable
 from tracker.transfer import Progress
 
 PROGRESS_EVERY = 200_000  # SQLite instructions between progress reports (and stop points)
 
 
-class Backup(NamedTuple):
-    """What a backup holds: its events, the hash of the last (compare it with ``tracker
-    verify`` of the source: the head then), and its size."""
-
-    events: int
-    head: str
-    bytes: int
-
-
-def backup_file(path: Path, out: Path, progress: Progress | None = None) -> Backup:
+def backup_file(path: Path, out: Path, progress: Progress | None = None) -> BackupReport:
     """Write a backup of the database ``path`` to ``out``, replacing a file there (but
     a database in use: one with its ``-wal`` or ``-shm`` beside it). ``progress`` gets
     the pages written so far."""
     _check_target(path, out)
+    started = time.perf_counter()
     try:
-        with Scratch.beside(out, "partial") as partial:
-            _vacuum_into(path, partial.path, out, progress)
-            done = _read_back(partial.path)
-            _sync(partial.path)
-            partial.path.replace(out)
-            _sync(out.parent)
+        with replacing(out) as partial:
+            _vacuum_into(path, partial, out, progress)
+            events, head = _read_back(partial)
+            size = partial.stat().st_size
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise DiskFull(f"no room for the backup {str(out)!r}: {exc.strerror}") from None
-        raise InvalidInput(f"cannot write the backup to {str(out)!r}: {exc.strerror}") from None
-    return done
+        raise unwritable("backup", out, exc) from None
+    return BackupReport(
+        path=str(out),
+        events=events,
+        head_hash=head,
+        bytes=size,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def pages(path: Path) -> int:
@@ -120,8 +114,9 @@ def _out_of_room(target: Path, source: Path) -> bool:
     )
 
 
-def _read_back(target: Path) -> Backup:
-    """Check the backup as SQLite reads it, and read its head."""
+def _read_back(target: Path) -> tuple[int, str]:
+    """Check the backup as SQLite reads it; return its events and head hash (the seq and
+    hash of its last event: seq has no gaps)."""
     conn = _read_only(target)
     try:
         verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
@@ -131,19 +126,10 @@ def _read_back(target: Path) -> Backup:
     finally:
         conn.close()
     seq, head = row if row is not None else (0, b"")
-    return Backup(seq, bytes(head).hex(), target.stat().st_size)
+    return seq, bytes(head).hex()
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(db.uri(path, read_only=True), uri=True, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {db.BUSY_TIMEOUT_MS}")
     return conn
-
-
-def _sync(path: Path) -> None:
-    """Flush ``path`` (a file, or a folder's entries) to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -21,8 +21,12 @@ import fcntl
 import glob
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+
+from tracker.errors import DiskFull, InvalidInput, TrackerError
 
 PURPOSES = ("partial", "rebuild", "verify")  # swept once their writer died
 # Held, never swept: a sweep holding one for a moment would make its claim fail. The next
@@ -101,6 +105,35 @@ class Scratch:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@contextmanager
+def replacing(target: Path) -> Iterator[Path]:
+    """A new file beside ``target`` (owner only) for the block to write. Once the block is
+    done, the file is synced and renamed over ``target``, and the rename synced; if it
+    fails (or the process dies), ``target`` stays as it was."""
+    with Scratch.beside(target, "partial") as partial:
+        yield partial.path
+        sync(partial.path)
+        partial.path.replace(target)
+        sync(target.parent)
+
+
+def unwritable(what: str, target: Path, exc: OSError) -> TrackerError:
+    """The error for ``what`` (an export, a backup) that could not be written to
+    ``target``: DiskFull when the disk or the file size limit is, else the user's to fix."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return DiskFull(f"no room for the {what} {str(target)!r}: {exc.strerror}")
+    return InvalidInput(f"cannot write the {what} to {str(target)!r}: {exc.strerror}")
+
+
+def sync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sweep(target: Path) -> list[Path]:

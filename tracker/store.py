@@ -432,21 +432,17 @@ class EventStore(Generic[H]):
         *,
         until: int | None = None,
         where: Filter = Filter(),
-        limit: int | None = None,
+        wanted: int | None = None,
     ) -> AsyncGenerator[StoredEvent, None]:
-        """Yield the events ``read`` would return, all or the first ``limit``, reading
-        them ``FOLLOW_BATCH`` at a time."""
-        left = limit
-        while left != 0:
-            batch = await self.read(
-                since, until=until, where=where, limit=min(FOLLOW_BATCH, left or FOLLOW_BATCH)
-            )
+        """Yield every event ``read`` would return, reading them ``FOLLOW_BATCH`` at a
+        time, or ``wanted`` when fewer are (the caller stops once it has them)."""
+        size = min(wanted or FOLLOW_BATCH, FOLLOW_BATCH)
+        while batch := await self.read(since, until=until, where=where, limit=size):
             for event in batch:
                 yield event
-            if len(batch) < FOLLOW_BATCH:
+            if len(batch) < size:
                 return
             since = batch[-1].seq
-            left = None if left is None else left - len(batch)
 
     async def start_of_last(
         self, count: int, since: int = 0, *, until: int | None = None, where: Filter = Filter()

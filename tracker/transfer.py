@@ -7,8 +7,6 @@ projections.
 
 from __future__ import annotations
 
-import errno
-import os
 import sqlite3
 import stat
 from collections.abc import Callable, Iterable
@@ -18,10 +16,10 @@ from typing import BinaryIO, NamedTuple
 import msgspec
 
 from tracker import chain, db, logrow, readonly
-from tracker.errors import DiskFull, IntegrityError, InvalidInput
+from tracker.errors import IntegrityError, InvalidInput
 from tracker.maintenance import replay_own_log
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT
-from tracker.scratch import Scratch
+from tracker.scratch import replacing, unwritable
 
 Progress = Callable[[int], None]
 BATCH = 5000
@@ -66,15 +64,10 @@ def export_file(path: Path, out: Path, progress: Progress | None = None) -> Tran
             with out.open("wb") as stream:
                 return export_log(path, stream, progress)
         # owner only (Scratch), as the database: the export holds its prompts and responses
-        with Scratch.beside(out, "partial") as partial, partial.path.open("wb") as f:
+        with replacing(out) as partial, partial.open("wb") as f:
             done = export_log(path, f, progress)
-            f.flush()
-            os.fsync(f.fileno())
-            partial.path.replace(out)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise DiskFull(f"no room for the export {str(out)!r}: {exc.strerror}") from None
-        raise InvalidInput(f"cannot write the export to {str(out)!r}: {exc.strerror}") from None
+        raise unwritable("export", out, exc) from None
     return done
 
 

@@ -12,10 +12,11 @@ _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 
 def whole(text: str, name: str, most: int | None = None) -> int:
     """A query's whole number: ASCII digits (int() takes others, and refuses 4,300 of
-    them with a ValueError), up to ``most``."""
+    them with a ValueError), up to ``most``; up to 19 of them (2**63 - 1 has 19), so a
+    seq too large for SQLite is refused by the API, naming its bound."""
     if (
         not (text.isascii() and text.isdigit())
-        or len(text) > 18
+        or len(text) > 19
         or (most is not None and int(text) > most)
     ):
         bound = "" if most is None else f" up to {most}"
