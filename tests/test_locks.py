@@ -129,12 +129,16 @@ async def test_a_free_lock_taken_with_wait_is_not_counted_as_contended(tracker: 
 async def test_an_uncontended_lock_with_wait_costs_no_read(
     tracker: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def no_reads() -> int:
-        raise AssertionError("the first attempt must not read data_version")
+    def no_reader() -> None:
+        raise AssertionError("the first attempt must not cross to the reader's thread")
 
-    monkeypatch.setattr(tracker._store, "data_version", no_reads)
+    monkeypatch.setattr(tracker._store, "_reader_conn", no_reader)
+    assert tracker._store._probe is not None
+    statements: list[str] = []
+    tracker._store._probe._probe.set_trace_callback(statements.append)  # type: ignore[union-attr]
     await tracker.acquire_lock(agent_id="a1", holder="h1", wait=5)
     await tracker.track_request("r1", agent_id="a2", lock=True, lock_wait=5)
+    assert statements == []  # its look for commits read the wal-index header, not SQL
 
 
 async def test_a_waiter_does_not_spin_while_the_lock_stays_held(

@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import ROOT, run_python
 from tracker import Request, Session, Tracker, readcache
-from tracker.readcache import VerifiedCache, settled
+from tracker.walindex import CommitProbe, settled
 
 
 def count_hops(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -151,7 +151,8 @@ async def test_an_unchanged_database_is_verified_without_a_statement(tracker: Tr
     await tracker.update_request_session("r1", "S1")
     assert await tracker.get_agent_session("a1") == "S1"
     statements: list[str] = []
-    probe = tracker._cache._probe
+    assert tracker._store._probe is not None
+    probe = tracker._store._probe._probe
     assert probe is not None
     probe.set_trace_callback(statements.append)
     assert [await tracker.get_agent_session("a1") for _ in range(5)] == ["S1"] * 5
@@ -162,7 +163,7 @@ def test_without_wal_shared_memory_data_version_answers(tmp_path: Path) -> None:
     path = tmp_path / "rollback.db"
     writer = sqlite3.connect(path, isolation_level=None)
     writer.execute("CREATE TABLE t (n INTEGER)")  # journal_mode DELETE: no -shm file
-    cache = VerifiedCache(path)
+    cache = CommitProbe(path)
     try:
         assert cache._header is None
         before = cache.version()
@@ -225,14 +226,15 @@ async def test_a_stale_shm_file_beside_a_symbolic_link_is_not_read(tmp_path: Pat
         done = await anyio.to_thread.run_sync(run_python, RESET_FROM_CHILD, str(real))
         assert done.returncode == 0, done.stderr
         assert await t.get_agent_session("a1") is None
-        assert t._cache._header is not None  # SQLite's file found behind the link
+        assert t._store._probe is not None
+        assert t._store._probe._header is not None  # SQLite's file found behind the link
 
 
 def test_a_header_being_rewritten_or_never_written_is_not_trusted(db_path: Path) -> None:
     writer = sqlite3.connect(db_path, isolation_level=None)
     writer.execute("PRAGMA journal_mode = WAL")
     writer.execute("CREATE TABLE t (n INTEGER)")
-    cache = VerifiedCache(db_path)
+    cache = CommitProbe(db_path)
     try:
         assert cache._header is not None
         first = cache._header[0].raw

@@ -63,6 +63,7 @@ from tracker.readcache import VerifiedCache
 from tracker.scratch import Scratch
 from tracker.store import EventStore, Filter
 from tracker.tasks import task_group
+from tracker.watch import LOOK_EVERY_S
 
 T = TypeVar("T")
 Content = Literal["full", "preview", "none"]
@@ -158,7 +159,7 @@ class Tracker:
 
     def __init__(self, store: EventStore[Projector], content: Content, owner: str | None) -> None:
         self._store, self._content, self.owner = store, content, owner
-        self._cache = VerifiedCache(store.path)
+        self._cache = VerifiedCache(store.version)
 
     @classmethod
     @asynccontextmanager
@@ -455,14 +456,16 @@ class Tracker:
         a cancelled caller's lock is given back (``undo``)."""
         start, waited_ms = time.monotonic(), 0  # the first attempt did not wait
         while True:
-            mark = self._store.writes  # no thread hop: most attempts succeed
+            ticket = self._store.changes.ticket()  # no thread hop: most attempts succeed
             try:
                 return await self._store.submit(command(waited_ms), undo=undo)
             except LockHeld:
                 remaining = wait_s - (time.monotonic() - start)
                 if remaining <= 0:
                     raise
-                await self._store.wait_for_write(mark, min(remaining, 0.25))
+                # a commit may have freed it (a release, even in the batch that refused
+                # it); a lock that expires commits nothing: try again at least every 0.25 s
+                await self._store.changes.wait(ticket, min(remaining, 0.25), LOOK_EVERY_S)
                 waited_ms = max(round((time.monotonic() - start) * 1000), 1)
 
     # -- sessions and agents ----------------------------------------------------
@@ -659,11 +662,12 @@ class Tracker:
         session_id: str | None = None,
         request_id: str | None = None,
         types: Iterable[str] = (),
-        poll: float = 0.1,
+        poll: float = LOOK_EVERY_S,
         limit: int | None = None,
     ) -> AsyncIterator[StoredEvent]:
         """Yield stored events with ``since < seq <= until``, filtered, in seq order;
-        ``last=N``: only the last N of them. With ``follow``, then wait for new ones.
+        ``last=N``: only the last N of them. With ``follow``, then wait for new ones:
+        this process's commits are seen at once, another's within ``poll`` seconds.
         ``limit``: stop after that many (a page of the log; with ``follow``, once that
         many have come)."""
         since = validate.count(since, "since")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -29,6 +30,8 @@ from tracker.events import KEYS, AnyEvent, StoredEvent
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT, KEY_BUCKET_BITS
 from tracker.tasks import task_group
 from tracker.transaction import H, Head, Hook, Job, NoProjections, Transaction, stored_event
+from tracker.walindex import CommitProbe
+from tracker.watch import LOOK_EVERY_S, CommitWatch
 
 __all__ = ["EventStore", "Filter", "Hook", "NoProjections", "Transaction", "stored_event"]
 
@@ -163,6 +166,8 @@ class EventStore(Generic[H]):
         self._data_version = -1
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._probe: CommitProbe | None = None
+        self.changes = CommitWatch(self.version)  # waits for commits: follow, lock waits
 
     @classmethod
     @asynccontextmanager
@@ -201,12 +206,16 @@ class EventStore(Generic[H]):
             await anyio.to_thread.run_sync(db.prepare, self.path, create)
             self._writer = await _connected(db.writer_connector(self.path, self.durability))
             self._reader = await _connected(db.reader_connector(self.path))
+            self._probe = CommitProbe(self.path)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self._disconnect()
             raise db.translate(exc, self.path) from None
 
     async def _disconnect(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 await conn.close()
@@ -220,6 +229,13 @@ class EventStore(Generic[H]):
     def ensure_open(self) -> None:
         """Raise TrackerClosed once the store is closed (for work on connections of its own)."""
         self._reader_conn()
+
+    def version(self) -> object:
+        """A value that changes whenever anything is committed to the database, by
+        this process or another (read on the caller's thread: no hop)."""
+        if self._probe is None:
+            raise TrackerClosed.on(self.path)
+        return self._probe.version()
 
     def _reader_conn(self) -> aiosqlite.Connection:
         if self._reader is None:
@@ -329,6 +345,7 @@ class EventStore(Generic[H]):
                 queued.future.set_result(outcome)
         self._committed.set()
         self._committed = anyio.Event()
+        self.changes.notify()
 
     # -- the transaction (runs on the writer thread) ---------------------------
 
@@ -470,47 +487,20 @@ class EventStore(Generic[H]):
             raise db.translate(exc, self.path) from None
 
     async def follow(
-        self, since: int = 0, *, where: Filter = Filter(), poll: float = 0.1
+        self, since: int = 0, *, where: Filter = Filter(), poll: float = LOOK_EVERY_S
     ) -> AsyncGenerator[StoredEvent, None]:
-        """Yield matching events forever, including other processes' commits."""
+        """Yield matching events forever, including other processes' commits (looked
+        for every ``poll`` seconds; this process's are seen at once)."""
         last = since
         while True:
-            version = await self.data_version()
+            ticket = self.changes.ticket()
             batch = await self.read(last, where=where, limit=FOLLOW_BATCH)
             for event in batch:
                 yield event
             if batch:
                 last = batch[-1].seq
             if len(batch) < FOLLOW_BATCH:
-                await self.wait_for_change(version, poll)
-
-    async def data_version(self) -> int:
-        """Return the reader's ``PRAGMA data_version`` (changes on any other commit)."""
-        reader = self._reader_conn()
-        return await db.run(reader, _data_version, db.raw(reader))  # type: ignore[no-any-return]
-
-    async def wait_for_change(self, version: int, within: float) -> None:
-        """Return once the log moved past ``version`` (any process), or after ``within`` s."""
-        with anyio.move_on_after(within):
-            await self._until_moved(version, self.writes)
-
-    async def wait_for_write(self, mark: int, within: float) -> None:
-        """Return once this process wrote since ``mark`` (``writes`` read before the caller's
-        last attempt), another process committed, or ``within`` seconds passed.
-
-        A caller's own refused attempt writes nothing, so waiting does not spin; a release
-        committed in the very batch that refused it has already moved ``writes``.
-        """
-        with anyio.move_on_after(within):
-            if self.writes == mark:
-                await self._until_moved(await self.data_version(), mark)
-
-    async def _until_moved(self, version: int, mark: int) -> None:
-        """Poll until another connection committed (``data_version`` left ``version``) or
-        this process wrote (``writes`` left ``mark``)."""
-        while self.writes == mark and await self.data_version() == version:
-            with anyio.move_on_after(0.05):  # wakes at once on this process's commits
-                await self._committed.wait()
+                await self.changes.wait(ticket, math.inf, poll)
 
     async def verify_chain(self) -> chain.ChainReport:
         """Recompute the hash chain over the whole log; report the first broken seq."""
@@ -531,10 +521,6 @@ async def _connected(connector: Callable[[], sqlite3.Connection]) -> aiosqlite.C
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(conn._thread.join)
         raise
-
-
-def _data_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _first_value(rows: list[Any]) -> Any:
