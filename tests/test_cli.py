@@ -86,7 +86,22 @@ def test_events_table_filters_and_json(run: Run, db: Path) -> None:
         "LockReleased",
     ]
     assert lines[0]["event"]["prompt"] == "hello"
-    assert run("events", "--db", str(db), "--limit", "2")[1].count("\n") == 4  # header + 2
+
+
+def test_events_limit_gives_a_page_from_where_since_or_last_starts(run: Run, db: Path) -> None:
+    def seqs(*options: str) -> list[int]:
+        code, out, err = run("events", "--db", str(db), "--json", *options)
+        assert code == 0, err
+        return [json.loads(line)["seq"] for line in out.splitlines()]
+
+    everything = seqs()
+    assert seqs("--limit", "2") == everything[:2]
+    assert seqs("--since", "3", "--limit", "2") == [4, 5]
+    assert seqs("--last", "5", "--limit", "2") == everything[-5:-3]
+    assert seqs("--limit", "0") == []
+    assert seqs("--agent", "a2", "--limit", "1") == seqs("--agent", "a2")[:1]
+    # with --follow it stops after N, rather than tailing for ever
+    assert seqs("--follow", "--since", "10", "--limit", "3") == [11, 12, 13]
 
 
 def test_events_last_shows_the_newest_matching_ones_in_every_form(run: Run, db: Path) -> None:
@@ -563,6 +578,7 @@ MISTAKES = [
     (["stats", "--by", "session", "--limit", "-1"], "limit must not be negative, got -1"),
     (["replay", "--until", "-5", "--into", "{dir}/x.db"], "until must not be negative, got -5"),
     (["events", "--last", "-2"], "last must not be negative, got -2"),
+    (["events", "--limit", "-3"], "limit must not be negative, got -3"),
     (["events", "--since", "-1"], "since must not be negative, got -1"),
     (["events", "--after", "soon"], "bad time 'soon' for --after: an ISO 8601 time"),
     (["events", "--before", "2026-13-01"], "bad time '2026-13-01' for --before"),

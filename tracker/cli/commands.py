@@ -88,6 +88,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
             follow=args.follow,
             until=until,
             last=args.last,
+            limit=args.limit,
             agent_id=args.agent,
             session_id=session,
             request_id=args.request,

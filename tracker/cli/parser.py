@@ -132,10 +132,16 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--type", action="append", metavar="TYPE", help="repeatable")
         p.add_argument(
             "--last",
-            "--limit",
             type=int,
             metavar="N",
             help="only the last N (then the new ones, with --follow)",
+        )
+        p.add_argument(
+            "--limit",
+            type=int,
+            metavar="N",
+            help="at most N: the first N from where --since or --last starts (a page); "
+            "with --follow, stop after N",
         )
         p.add_argument("--follow", action="store_true", help="keep printing new events")
     elif name == "audit":
