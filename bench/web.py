@@ -53,6 +53,7 @@ def routes(path: Path, requests: int) -> dict[str, list[str]]:
         "GET /agents?after=A&limit=100": [f"/agents?after={agent}&limit=100"] * few,
         "GET /agents/{id}/history": [f"/agents/{agent}/history"] * few,
         "GET /stats": ["/stats"] * few,
+        "GET /metrics": ["/metrics"] * few,
         "GET /events?limit=100 (the log's first)": ["/events?limit=100"] * few,
         "GET /events?since=HEAD-100 (its last)": [f"/events?since={head - 100}"] * few,
         "GET /events?agent=A&limit=100": [f"/events?agent={agent}&limit=100"] * few,

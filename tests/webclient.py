@@ -34,15 +34,27 @@ class Client:
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> Reply:
         data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-        return await anyio.to_thread.run_sync(self._fetch, method, path, data, headers or {})
+        status, got, raw = await self.raw(method, path, data, headers)
+        return status, got, json.loads(raw) if raw else None  # none for HEAD, 204
 
-    def _fetch(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Reply:
+    async def raw(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The answer's status, headers and body as sent."""
+        return await anyio.to_thread.run_sync(self._fetch, method, path, body, headers or {})
+
+    def _fetch(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
-            raw = response.read()  # none for HEAD, 204
-            return response.status, dict(response.getheaders()), json.loads(raw) if raw else None
+            return response.status, dict(response.getheaders()), response.read()
         finally:
             conn.close()
 

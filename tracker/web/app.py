@@ -12,6 +12,7 @@
     GET    /events                    ?since= &agent= &type= &wait= ... : the log (feed.py)
     GET    /stats                     ?agent= : counts, tokens, cost, failure rate
     GET    /health                    ?integrity=1 : schema version, lag, sizes (integrity)
+    GET    /metrics                   the figures of /stats and /health for Prometheus
 
 HEAD takes every GET route, and OPTIONS says what a route takes, with the CORS
 preflight answer for the origins allowed (``cors_origins``), whose pages may then
@@ -37,7 +38,7 @@ import msgspec
 from tracker import errors
 from tracker.api import Tracker
 from tracker.errors import InvalidInput, TrackerError
-from tracker.web import feed
+from tracker.web import feed, metrics
 from tracker.web.params import page_size
 
 T = TypeVar("T")
@@ -75,24 +76,38 @@ class HttpError(TrackerError):
         self.status, self.kind, self.headers = status, kind, dict(headers or {})
 
 
+@dataclass(frozen=True)
+class Text:
+    """A body sent as it is, not as JSON."""
+
+    text: str
+    content_type: str
+
+
 @dataclass
 class Response:
     status: int
-    body: Any
+    body: Any  # sent as JSON, but a Text
     headers: dict[str, str] = field(default_factory=dict)
 
     async def send(self, send: Send, *, head: bool = False) -> None:
         """Send it; ``head``: the headers only, as a GET would have them."""
         content, headers = b"", {"cache-control": "no-store"}
         if self.status != 204:  # no content: no body, nor its headers
-            content = _json.encode(self.body)
-            headers |= {"content-type": "application/json", "content-length": str(len(content))}
+            content, kind = _encoded(self.body)
+            headers |= {"content-type": kind, "content-length": str(len(content))}
         raw = [
             (name.encode(), value.encode("latin-1"))
             for name, value in (headers | self.headers).items()
         ]
         await send({"type": "http.response.start", "status": self.status, "headers": raw})
         await send({"type": "http.response.body", "body": b"" if head else content})
+
+
+def _encoded(body: Any) -> tuple[bytes, str]:
+    if isinstance(body, Text):
+        return body.text.encode(), body.content_type
+    return _json.encode(body), "application/json"
 
 
 @dataclass(frozen=True)
@@ -303,6 +318,11 @@ class SessionsApp:
             raise InvalidInput(f"integrity must be 0 or 1, got {checked!r}")
         return await self.tracker.health(integrity=checked == "1")
 
+    async def metrics(self, call: Call) -> Any:
+        call.take()
+        stats, health = await self.tracker.stats(), await self.tracker.health(integrity=False)
+        return Text(metrics.exposition(metrics.families(stats, health)), metrics.CONTENT_TYPE)
+
     async def _session(self, call: Call) -> Any:
         return _known(await self.tracker.get_session(call.ident), errors.UnknownSession, call)
 
@@ -325,6 +345,7 @@ ROUTES: dict[tuple[str, ...], dict[str, Handler]] = {
     ("events",): {"GET": SessionsApp.events},
     ("stats",): {"GET": SessionsApp.stats},
     ("health",): {"GET": SessionsApp.health},
+    ("metrics",): {"GET": SessionsApp.metrics},
 }
 
 _PATCHABLE = ("metadata", "status", "reason")
