@@ -27,12 +27,24 @@ _UNSEEN = object()  # no look yet
 class Round:
     """One stretch of time between two looks that ended it: a waiter's ticket."""
 
-    __slots__ = ("changed", "ended", "next")
+    __slots__ = ("_ended", "changed", "next")
 
     def __init__(self) -> None:
-        self.ended = anyio.Event()
         self.changed = False  # it ended in a commit, not in a hand-over
-        self.next: Round | None = None
+        self.next: Round | None = None  # set once it ended
+        self._ended: anyio.Event | None = None  # made by the first waiter: most have none
+
+    async def ended(self) -> None:
+        """Return once the round ended."""
+        if self.next is None:
+            if self._ended is None:
+                self._ended = anyio.Event()
+            await self._ended.wait()
+
+    def end(self, changed: bool, following: Round) -> None:
+        self.changed, self.next = changed, following
+        if self._ended is not None:
+            self._ended.set()
 
 
 class CommitWatch:
@@ -76,7 +88,7 @@ class CommitWatch:
             if ticket.next is not None:  # ended as a hand-over: on to the next round
                 ticket = ticket.next
             elif self._polling:
-                await ticket.ended.wait()
+                await ticket.ended()
             else:
                 await self._poll(ticket)
 
@@ -104,6 +116,5 @@ class CommitWatch:
 
     def _end_round(self, changed: bool) -> None:
         ended, self._round = self._round, Round()
-        ended.changed, ended.next = changed, self._round
-        ended.ended.set()
+        ended.end(changed, self._round)
         self._poke.set()  # a look by ``ticket`` may end the poller's round: it leaves now
