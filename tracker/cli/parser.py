@@ -93,7 +93,7 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "serve": (
         cmd_serve,
         "the HTTP view: sessions (list, get, patch, delete), agents, requests, stats, the log "
-        "(a long poll tails it), as JSON",
+        "(a long poll tails it), as JSON; /metrics for Prometheus",
         "tracker serve --port 8765\n  curl -s 'localhost:8765/sessions?limit=5'\n"
         f"  {TOKEN_VARIABLE}=... tracker serve --host 0.0.0.0 --read-only",
     ),
