@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from tracker import Tracker, db, logrow
 from tracker.events import StoredEvent
 from tracker.schema import EVENT_COLUMNS, SCHEMA_VERSION, schema_sql
+from tracker.store import EventStore
 
 ROOT = Path(__file__).resolve().parent.parent
 Run = Callable[..., tuple[int, str, str]]  # the run fixture: (exit code, stdout, stderr)
@@ -234,6 +236,18 @@ def public_calls() -> set[str]:
         if not name.startswith("_")
         and (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn))
     }
+
+
+def count_commits(store: EventStore[Any], monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the store's transactions (one per batch) from now on: a one-item list."""
+    commits, commit = [0], store._commit
+
+    async def counting(batch: Any) -> None:
+        commits[0] += 1
+        await commit(batch)
+
+    monkeypatch.setattr(store, "_commit", counting)
+    return commits
 
 
 async def first(events: AsyncIterator[StoredEvent]) -> StoredEvent | None:

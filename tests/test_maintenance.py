@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.helpers import event_count, rows, run_python, tamper
+from tests.helpers import count_commits, event_count, rows, run_python, tamper
 from tracker import (
     IntegrityError,
     InvalidInput,
@@ -201,7 +201,7 @@ async def test_idle_sessions_retired_in_the_same_cleanup_count_toward_capacity(
 
 
 async def test_capacity_counts_sessions_assigned_earlier_in_the_same_batch(
-    tracker: Tracker, clock: ManualClock
+    tracker: Tracker, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for k in range(3):
         await finished_turn(tracker, f"a{k}", f"S{k}", clock)
@@ -211,11 +211,11 @@ async def test_capacity_counts_sessions_assigned_earlier_in_the_same_batch(
     async def clean() -> None:
         reports.append(await tracker.cleanup(max_sessions=3))
 
-    writes = tracker._store.writes
+    commits = count_commits(tracker._store, monkeypatch)
     async with anyio.create_task_group() as tg:  # both queued before the writer wakes
         tg.start_soon(tracker.update_request_session, "new", "S3")
         tg.start_soon(clean)
-    assert tracker._store.writes == writes + 1  # one transaction: the same batch
+    assert commits == [1]  # one transaction: the same batch
     assert reports[0].over_capacity_sessions == ["S0"]  # S3 counted: 4 active
 
 

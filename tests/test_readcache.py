@@ -14,7 +14,6 @@ import pytest
 
 from tests.helpers import ROOT, run_python
 from tracker import Request, Session, Tracker, readcache
-from tracker.walindex import CommitProbe, settled
 
 
 def count_hops(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -159,22 +158,6 @@ async def test_an_unchanged_database_is_verified_without_a_statement(tracker: Tr
     assert statements == []  # the wal-index header answered, not PRAGMA data_version
 
 
-def test_without_wal_shared_memory_data_version_answers(tmp_path: Path) -> None:
-    path = tmp_path / "rollback.db"
-    writer = sqlite3.connect(path, isolation_level=None)
-    writer.execute("CREATE TABLE t (n INTEGER)")  # journal_mode DELETE: no -shm file
-    cache = CommitProbe(path)
-    try:
-        assert cache._header is None
-        before = cache.version()
-        assert cache.version() == before
-        writer.execute("INSERT INTO t VALUES (1)")
-        assert cache.version() != before
-    finally:
-        cache.close()
-        writer.close()
-
-
 COMMIT_ON_REQUEST = """
 import sys, anyio
 from tracker import Tracker
@@ -228,23 +211,6 @@ async def test_a_stale_shm_file_beside_a_symbolic_link_is_not_read(tmp_path: Pat
         assert await t.get_agent_session("a1") is None
         assert t._store._probe is not None
         assert t._store._probe._header is not None  # SQLite's file found behind the link
-
-
-def test_a_header_being_rewritten_or_never_written_is_not_trusted(db_path: Path) -> None:
-    writer = sqlite3.connect(db_path, isolation_level=None)
-    writer.execute("PRAGMA journal_mode = WAL")
-    writer.execute("CREATE TABLE t (n INTEGER)")
-    cache = CommitProbe(db_path)
-    try:
-        assert cache._header is not None
-        first = cache._header[0].raw
-        assert settled(first, first) == first
-        assert settled(first, first[:8] + b"\xff" + first[9:]) is None  # copies differ
-        assert settled(first[:12] + b"\x00" + first[13:], first[:12] + b"\x00" + first[13:]) is None
-        assert settled(bytes(48), bytes(48)) is None  # no header written yet
-    finally:
-        cache.close()
-        writer.close()
 
 
 ADVANCE = """

@@ -160,7 +160,6 @@ class EventStore(Generic[H]):
         self._queue: list[_Queued] = []
         self._wake = anyio.Event()
         self._committed = anyio.Event()
-        self.writes = 0  # transactions of this process that appended events
         self._closing = False
         self._head = Head()
         self._data_version = -1
@@ -384,7 +383,6 @@ class EventStore(Generic[H]):
             self.hook.flush(conn, tx.head.seq)
         conn.execute("COMMIT")
         self._head = tx.head
-        self.writes += bool(tx.rows)
         return outcomes
 
     def _run_job(self, tx: Transaction[H], job: Job[H, Any], shared: bool) -> Any:

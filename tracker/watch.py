@@ -42,6 +42,7 @@ class Round:
             await self._ended.wait()
 
     def end(self, changed: bool, following: Round) -> None:
+        """End it (as a change or a hand-over) and wake its waiters; ``following`` is next."""
         self.changed, self.next = changed, following
         if self._ended is not None:
             self._ended.set()
