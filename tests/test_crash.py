@@ -40,6 +40,10 @@ def run_and_kill(db: Path, prefix: str, mode: str, rng: random.Random) -> list[l
     ) as worker:
         assert worker.stdout is not None
         assert worker.stdout.readline() == b"ready\n", worker.stderr.read() if worker.stderr else ""
+        if mode == "rebuild":  # its first rebuild under way, however loaded the machine is
+            deadline = time.monotonic() + 30
+            while not beside(db) and time.monotonic() < deadline:
+                time.sleep(0.005)
         time.sleep(rng.uniform(0.02, 0.6))
         worker.send_signal(signal.SIGKILL)
         out, _ = worker.communicate()
