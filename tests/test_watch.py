@@ -184,28 +184,3 @@ async def test_a_commit_seen_by_a_new_ticket_wakes_the_sleeping_poller(
         commit_without_yielding(db_path)  # another connection: nothing notifies
         watch.ticket()  # another caller's look sees it before the poller's next one
     assert woken == [True]
-
-
-async def test_idle_followers_read_nothing_until_a_commit(tracker: Tracker) -> None:
-    store, reads = tracker._store, [0]
-    read = store.read
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        reads[0] += 1
-        return await read(*args, **kwargs)
-
-    store.read = counted  # type: ignore[method-assign]
-    seen: list[str] = []
-
-    async def follower() -> None:
-        async for event in tracker.events(follow=True, limit=1):
-            seen.append(event.type)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(20):
-            tg.start_soon(follower)
-        await until(lambda: reads[0] >= 20)  # each has read once, and found nothing
-        await anyio.sleep(0.3)
-        assert reads[0] == 20  # six looks' worth of time, no read
-        await tracker.track_request("r1", agent_id="a1")
-    assert seen == ["RequestTracked"] * 20

@@ -28,6 +28,7 @@ from tracker.clock import Clock, SystemClock
 from tracker.errors import DatabaseBusy, DatabaseNotFound, TrackerClosed, TrackerError
 from tracker.events import KEYS, AnyEvent, StoredEvent
 from tracker.schema import EVENT_COLUMNS, INSERT_EVENT, KEY_BUCKET_BITS
+from tracker.tail import SharedTail, Taken
 from tracker.tasks import task_group
 from tracker.transaction import H, Head, Hook, Job, NoProjections, Transaction, stored_event
 from tracker.walindex import CommitProbe
@@ -69,6 +70,15 @@ class Filter:
     def keyed(self) -> bool:
         """Whether it names a request, agent or session (read through their indexes)."""
         return any(getattr(self, key) is not None for key in KEYS)
+
+    def matches(self, event: StoredEvent) -> bool:
+        """Whether ``event`` is one ``select`` would read (the same test, in memory)."""
+        return (
+            (self.request_id is None or event.request_id == self.request_id)
+            and (self.agent_id is None or event.agent_id == self.agent_id)
+            and (self.session_id is None or event.session_id == self.session_id)
+            and (not self.types or event.type in self.types)
+        )
 
     def select(self, since: int, until: int | None, limit: int) -> tuple[str, list[Any]]:
         """The query for matching events with ``since < seq <= until``, in seq order.
@@ -167,6 +177,7 @@ class EventStore(Generic[H]):
         self._reader: aiosqlite.Connection | None = None
         self._probe: CommitProbe | None = None
         self.changes = CommitWatch(self.version)  # waits for commits: follow, lock waits
+        self.tail = SharedTail(self._read_after, self.changes.ticket, FOLLOW_BATCH)
 
     @classmethod
     @asynccontextmanager
@@ -441,6 +452,9 @@ class EventStore(Generic[H]):
         sql, params = where.select(since, until, limit)
         return await self.read_sql(_decode_rows, sql, params)
 
+    async def _read_after(self, since: int, limit: int) -> list[StoredEvent]:
+        return await self.read(since, limit=limit)
+
     async def stream(
         self,
         since: int = 0,
@@ -492,13 +506,28 @@ class EventStore(Generic[H]):
         last = since
         while True:
             ticket = self.changes.ticket()
-            batch = await self.read(last, where=where, limit=FOLLOW_BATCH)
-            for event in batch:
+            taken = await self.tail.after(last, where, ticket)
+            if taken is None:  # behind the shared window
+                taken = await self._catch_up(last, where)
+            for event in taken.events:
                 yield event
-            if batch:
-                last = batch[-1].seq
-            if len(batch) < FOLLOW_BATCH:
+            last = taken.upto
+            if not taken.more:
                 await self.changes.wait(ticket, math.inf, poll)
+
+    async def _catch_up(self, since: int, where: Filter) -> Taken:
+        """A follower's own read, for one behind the shared tail: its events up to the
+        log's end (FOLLOW_BATCH at most), read with its filter."""
+
+        def read(conn: sqlite3.Connection) -> Taken:
+            end = max(db.last_seq(conn), since)
+            sql, params = where.select(since, end, FOLLOW_BATCH)
+            events = _decode_rows(conn.execute(sql, params).fetchall())
+            if len(events) == FOLLOW_BATCH:
+                return Taken(events, events[-1].seq, more=True)
+            return Taken(events, end, more=False)
+
+        return await self.read_with(read)
 
     async def verify_chain(self) -> chain.ChainReport:
         """Recompute the hash chain over the whole log; report the first broken seq."""

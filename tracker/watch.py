@@ -27,9 +27,10 @@ _UNSEEN = object()  # no look yet
 class Round:
     """One stretch of time between two looks that ended it: a waiter's ticket."""
 
-    __slots__ = ("_ended", "changed", "next")
+    __slots__ = ("_ended", "changed", "next", "number")
 
-    def __init__(self) -> None:
+    def __init__(self, number: int = 0) -> None:
+        self.number = number  # rounds are numbered in order: a later ticket has a higher one
         self.changed = False  # it ended in a commit, not in a hand-over
         self.next: Round | None = None  # set once it ended
         self._ended: anyio.Event | None = None  # made by the first waiter: most have none
@@ -116,6 +117,6 @@ class CommitWatch:
             self._end_round(changed=True)
 
     def _end_round(self, changed: bool) -> None:
-        ended, self._round = self._round, Round()
+        ended, self._round = self._round, Round(self._round.number + 1)
         ended.end(changed, self._round)
         self._poke.set()  # a look by ``ticket`` may end the poller's round: it leaves now
