@@ -654,20 +654,17 @@ async def test_the_mean_duration_leaves_out_the_requests_that_reported_none(
     """Counted as 0 ms, the three requests without a duration would make the mean 800 ms."""
     await durations_some_unreported(tracker)
     stats = await tracker.stats()
-    assert (stats.completed + stats.failed, stats.duration_ms, stats.avg_duration_ms) == (
-        5,
-        4000,
-        2000,
-    )
+    figures = (stats.completed + stats.failed, stats.duration_ms, stats.timed_requests)
+    assert (*figures, stats.avg_duration_ms) == (5, 4000, 2, 2000)
     assert (await tracker.stats("a2")).avg_duration_ms is None
     means = {
-        by: {g.key: g.avg_duration_ms for g in await tracker.usage_by(by)}
+        by: {g.key: (g.timed_requests, g.avg_duration_ms) for g in await tracker.usage_by(by)}
         for by in ("day", "agent", "session")
     }
     assert means == {
-        "day": {"2026-01-01": 2000},
-        "agent": {"a1": 2000, "a2": None},
-        "session": {"S1": 2000},
+        "day": {"2026-01-01": (2, 2000)},
+        "agent": {"a1": (2, 2000), "a2": (0, None)},
+        "session": {"S1": (2, 2000)},
     }
     sql = "SELECT agent_id, avg_duration_ms FROM agent_usage ORDER BY agent_id"
     assert rows(db_path, sql) == [("a1", 2000.0), ("a2", None)]

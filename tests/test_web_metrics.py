@@ -32,7 +32,8 @@ def expected(stats: Any, health: Any) -> Scraped:
         "tracker_agents": stats.agents,
         "tracker_sessions": stats.sessions,
         "tracker_cost_usd_total": stats.cost_usd,
-        "tracker_request_duration_seconds_total": stats.duration_ms / 1000,
+        "tracker_request_duration_seconds_sum": stats.duration_ms / 1000,
+        "tracker_request_duration_seconds_count": stats.timed_requests,
         "tracker_lock_acquisitions_total": stats.lock_acquisitions,
         "tracker_lock_waits_total": stats.lock_waits,
         "tracker_lock_wait_seconds_total": stats.lock_wait_ms / 1000,
@@ -94,9 +95,12 @@ async def test_metrics_are_the_figures_of_stats_and_health(
     assert samples == expected(stats, health)
     moving = ("failed", "pending", "lock_waits", "lock_wait_ms", "lock_expiries", "duration_ms")
     assert all(getattr(stats, name) for name in (*moving, "cache_write_tokens"))  # none is 0
+    assert stats.timed_requests == 1  # r10; r9 failed and reported no duration
     counters = {name for (name, _) in samples if name.endswith("_total")}
     assert {kinds[name.removesuffix("_total")] for name in counters} == {"counter"}
-    gauges = {name for (name, _) in samples} - counters
+    summary = "tracker_request_duration_seconds"
+    assert kinds[summary] == "summary"
+    gauges = {name for (name, _) in samples} - counters - {f"{summary}_sum", f"{summary}_count"}
     assert {kinds[name] for name in gauges} == {"gauge"}
 
 

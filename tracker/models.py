@@ -174,6 +174,7 @@ class Stats(_Result, frozen=True):
     cache_write_tokens: int
     cost_usd: float
     duration_ms: int
+    timed_requests: int  # finished requests that reported a duration (duration_ms sums them)
     avg_duration_ms: float | None  # of the finished requests that reported a duration
     failure_rate: float | None
     lock_acquisitions: int
@@ -196,6 +197,7 @@ class UsageGroup(_Result, frozen=True):
     cache_write_tokens: int
     cost_usd: float
     duration_ms: int
+    timed_requests: int  # finished requests that reported a duration (duration_ms sums them)
     avg_duration_ms: float | None  # of the finished requests that reported a duration
     failure_rate: float | None
 

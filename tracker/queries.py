@@ -244,6 +244,7 @@ def stats(conn: sqlite3.Connection, agent_id: str | None) -> Stats:
         cache_write_tokens=cache_write,
         cost_usd=round(cost, 9),
         duration_ms=duration,
+        timed_requests=timed,
         avg_duration_ms=_ratio(duration, timed),
         failure_rate=_ratio(failed, completed + failed),
         lock_acquisitions=acquisitions,
@@ -321,6 +322,7 @@ def _group(
         cache_write_tokens=cache_write,
         cost_usd=round(cost, 9),
         duration_ms=duration,
+        timed_requests=timed,
         avg_duration_ms=_ratio(duration, timed),
         failure_rate=_ratio(failed, completed + failed),
     )

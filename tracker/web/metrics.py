@@ -21,12 +21,14 @@ Sample = tuple[dict[str, str], float]  # labels, value
 
 @dataclass(frozen=True)
 class Family:
-    """One metric: its name, ``counter`` or ``gauge``, its help line and its samples."""
+    """One metric: its name, ``counter``, ``gauge`` or ``summary``, its help line and
+    its samples (a summary's are named with ``suffixes``: its ``_sum`` and ``_count``)."""
 
     name: str
     kind: str
     help: str
     samples: list[Sample]
+    suffixes: tuple[str, ...] = ()
 
 
 def families(stats: Stats, health: Health) -> list[Family]:
@@ -52,11 +54,12 @@ def families(stats: Stats, health: Health) -> list[Family]:
         ),
         Family("tracker_tokens_total", "counter", "Tokens the requests reported.", tokens),
         _one("tracker_cost_usd_total", "counter", "Cost the requests reported.", stats.cost_usd),
-        _one(
-            "tracker_request_duration_seconds_total",
-            "counter",
-            "Durations the finished requests reported, summed.",
-            stats.duration_ms / 1000,
+        Family(
+            "tracker_request_duration_seconds",
+            "summary",
+            "Durations the finished requests reported (count: those that reported one).",
+            [({}, stats.duration_ms / 1000), ({}, stats.timed_requests)],
+            ("_sum", "_count"),
         ),
         _one("tracker_lock_acquisitions_total", "counter", "Locks taken.", stats.lock_acquisitions),
         _one("tracker_lock_waits_total", "counter", "Locks taken after a wait.", stats.lock_waits),
@@ -93,7 +96,11 @@ def exposition(found: list[Family]) -> str:
     lines = []
     for family in found:
         lines += [f"# HELP {family.name} {family.help}", f"# TYPE {family.name} {family.kind}"]
-        lines += [f"{family.name}{_labels(labels)} {v}" for labels, v in family.samples]
+        names = [family.name + suffix for suffix in family.suffixes or ("",) * len(family.samples)]
+        lines += [
+            f"{name}{_labels(labels)} {v}"
+            for name, (labels, v) in zip(names, family.samples, strict=True)
+        ]
     return "\n".join(lines) + "\n"
 
 
