@@ -776,15 +776,24 @@ class Tracker:
         self,
         target: str | os.PathLike[str],
         *,
+        update: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> BackupReport:
         """Write a backup of the whole database (log and projections) to ``target``: one
         consistent snapshot, taken while this and other processes go on writing, checked
         and synced, then renamed over ``target`` (a file already there is replaced, but a
-        database in use, or this one). ``progress`` gets the pages written so far."""
+        database in use, or this one). ``progress`` gets the pages written so far.
+
+        ``update=True``: ``target``, an earlier backup of this database, is brought up to
+        date instead, at the cost of the events it lacks (appended and applied to its
+        projections in one transaction; ``progress`` gets them); a missing ``target``
+        gets a whole backup. A backup of another database, or ahead of this one, is
+        refused as InvalidInput."""
         target = validate.path(target, "target")
+        update = validate.flag(update, "update")
         self._store.ensure_open()
-        return await db.in_thread(self.path, backup.backup_file, self.path, target, progress)
+        write = backup.update_file if update else backup.backup_file
+        return await db.in_thread(self.path, write, self.path, target, progress)
 
     async def replay_into(
         self,

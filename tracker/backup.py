@@ -5,6 +5,13 @@ SQLite's ``VACUUM INTO`` writes it from one read transaction (a WAL reader does 
 stop writers), compacted: free pages are left out. It is written beside the target,
 checked (``quick_check``, its head read back), synced, and renamed over the target, so
 an interrupted backup (Ctrl-C, a crash) leaves the target as it was.
+
+An update brings an earlier backup up to date at the cost of what is new, not of the
+database's size: the log is append-only and hash-chained, so when the backup's last
+event is this database's event of the same seq (same hash), the backup is this log's
+prefix, and the events after it are appended and applied to its projections, as
+replay would, in one transaction of the backup file (a rollback journal, synced with
+its directory: an interrupted update leaves it as it was).
 """
 
 from __future__ import annotations
@@ -16,9 +23,17 @@ import stat
 import time
 from pathlib import Path
 
+from projections import replay
 from tracker import db
-from tracker.errors import DiskFull, IntegrityError, InvalidInput
+from tracker.errors import (
+    DiskFull,
+    IntegrityError,
+    InvalidInput,
+    NotATrackerDatabase,
+    SchemaVersionError,
+)
 from tracker.models import BackupReport
+from tracker.schema import EVENT_COLUMNS, EVENT_ROWS, SCHEMA_VERSION
 from tracker.scratch import COMPANIONS, replacing, unwritable
 from tracker.transfer import Progress
 
@@ -44,7 +59,124 @@ def backup_file(path: Path, out: Path, progress: Progress | None = None) -> Back
         head_hash=head,
         bytes=size,
         seconds=time.perf_counter() - started,
+        added=events,
+        whole=True,
     )
+
+
+def update_file(path: Path, out: Path, progress: Progress | None = None) -> BackupReport:
+    """Bring ``out``, an earlier backup of the database ``path``, up to date: append the
+    events it lacks and apply them to its projections (see the module's docstring); a
+    missing ``out`` gets a whole backup. ``progress`` gets the events applied so far."""
+    _check_target(path, out)
+    if db.stat_of(out) is None:
+        return backup_file(path, out)
+    started = time.perf_counter()
+    try:
+        conn = _open_backup(out)
+        try:
+            added = _bring_up_to_date(conn, path, out, progress)
+            events, head = _head(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        db.stop_if_cancelled()
+        raise db.translate(exc, out) from None
+    return BackupReport(
+        path=str(out),
+        events=events,
+        head_hash=head,
+        bytes=out.stat().st_size,
+        seconds=time.perf_counter() - started,
+        added=added,
+        whole=False,
+    )
+
+
+def _open_backup(out: Path) -> sqlite3.Connection:
+    """``out``, a tracker database of this schema version, for writing (a statement stops
+    if the caller is cancelled)."""
+    conn = sqlite3.connect(out, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {db.BUSY_TIMEOUT_MS}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            if not version:
+                raise NotATrackerDatabase(f"{str(out)!r} is not a tracker database")
+            raise SchemaVersionError(
+                f"{str(out)!r} has schema version {version}, this database {SCHEMA_VERSION}: "
+                "an update cannot bring it across; make a whole backup (without update)"
+            )
+        conn.set_progress_handler(_cancelled, PROGRESS_EVERY)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _bring_up_to_date(
+    conn: sqlite3.Connection, path: Path, out: Path, progress: Progress | None
+) -> int:
+    """In one transaction of the backup: append the events it lacks and apply them to
+    its projections; return how many were appended. The backup is checked before it is
+    changed at all, then written in rollback journal mode, its commit synced with its
+    folder (one file, as a backup is)."""
+    conn.execute("ATTACH DATABASE ? AS live", (db.uri(path, read_only=True),))
+    _continued_by_live(conn, out)
+    conn.execute("PRAGMA main.journal_mode = DELETE")
+    conn.execute("PRAGMA main.synchronous = EXTRA")
+    with db.immediate(conn):
+        seq, live_seq = _continued_by_live(conn, out)  # again: in the transaction
+        conn.execute(
+            f"INSERT INTO main.event_log ({EVENT_COLUMNS}) "
+            f"SELECT {EVENT_COLUMNS} FROM live.event_log WHERE seq > ? ORDER BY seq",
+            (seq,),
+        )
+        after = EVENT_ROWS.format(db="main") + " WHERE seq > ? ORDER BY seq"
+        replay(conn, conn.execute(after, (_projected(conn),)), progress=progress)
+    conn.execute("DETACH DATABASE live")
+    return live_seq - seq
+
+
+def _continued_by_live(conn: sqlite3.Connection, out: Path) -> tuple[int, int]:
+    """The last seq of the backup and of ``live``, once sure that the backup's log is a
+    prefix of live's: its last event is live's of the same seq (the hash chains all
+    before it)."""
+    seq, head = conn.execute(_LAST_EVENT.format(db="main")).fetchone() or (0, None)
+    live_seq, _ = conn.execute(_LAST_EVENT.format(db="live")).fetchone() or (0, None)
+    if seq > live_seq:
+        raise InvalidInput(
+            f"{str(out)!r} holds {seq:,} events, this database {live_seq:,}: "
+            "it is not a backup of this one"
+        )
+    ours = conn.execute("SELECT hash FROM live.event_log WHERE seq = ?", (seq,)).fetchone()
+    if seq and ours[0] != head:
+        raise InvalidInput(
+            f"{str(out)!r} is not an earlier backup of this database: their event {seq} differs"
+        )
+    return seq, live_seq
+
+
+def _projected(conn: sqlite3.Connection) -> int:
+    """The seq the backup's projections are at (its checkpoint)."""
+    return int(conn.execute("SELECT coalesce(min(seq), 0) FROM checkpoints").fetchone()[0])
+
+
+def _head(conn: sqlite3.Connection) -> tuple[int, str]:
+    seq, head = conn.execute(_LAST_EVENT.format(db="main")).fetchone() or (0, b"")
+    return seq, bytes(head).hex()
+
+
+def _cancelled() -> bool:
+    """A progress handler: True (SQLite stops the statement) once the caller is cancelled."""
+    try:
+        db.stop_if_cancelled()
+    except BaseException:
+        return True
+    return False
+
+
+_LAST_EVENT = "SELECT seq, hash FROM {db}.event_log ORDER BY seq DESC LIMIT 1"
 
 
 def pages(path: Path) -> int:
@@ -82,11 +214,7 @@ def _vacuum_into(path: Path, target: Path, out: Path, progress: Progress | None)
     def report() -> bool:
         if progress is not None:
             progress(target.stat().st_size // page_size)
-        try:
-            db.stop_if_cancelled()
-        except BaseException:  # cancelled: SQLite stops ("interrupted"), raised below
-            return True
-        return False
+        return _cancelled()  # SQLite stops ("interrupted"), raised below
 
     conn.set_progress_handler(report, PROGRESS_EVERY)
     try:
@@ -122,11 +250,9 @@ def _read_back(target: Path) -> tuple[int, str]:
         verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
         if verdict != "ok":
             raise IntegrityError(f"the backup failed SQLite's quick_check: {verdict}")
-        row = conn.execute("SELECT seq, hash FROM event_log ORDER BY seq DESC LIMIT 1").fetchone()
+        return _head(conn)
     finally:
         conn.close()
-    seq, head = row if row is not None else (0, b"")
-    return seq, bytes(head).hex()
 
 
 def _read_only(path: Path) -> sqlite3.Connection:

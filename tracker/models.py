@@ -271,13 +271,17 @@ class RebuildReport(_Result, frozen=True):
 
 class BackupReport(_Result, frozen=True):
     """A backup written: its events, the hash of the last (the head, as ``verify`` of the
-    source showed it then), its size, and how long it took."""
+    source showed it then), its size, and how long it took; ``added``: the events it
+    gained (all of them unless an update); ``whole``: written whole and checked whole
+    (``quick_check``), not updated."""
 
     path: str
     events: int
     head_hash: str
     bytes: int
     seconds: float
+    added: int
+    whole: bool
 
 
 R = TypeVar("R", bound=_Result)

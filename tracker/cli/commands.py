@@ -498,14 +498,24 @@ async def cmd_export(args: argparse.Namespace) -> int:
 async def cmd_backup(args: argparse.Namespace) -> int:
     path = database(args)
     async with existing(args) as t:
-        bar = Progress("backup (pages)", await db.in_thread(path, backup.pages, path))
-        report = await t.backup(args.out, progress=bar)
+        if args.update:
+            bar = Progress("backup (new events)", None)
+        else:
+            bar = Progress("backup (pages)", await db.in_thread(path, backup.pages, path))
+        report = await t.backup(args.out, update=args.update, progress=bar)
     bar.close()
+    new = f"{report.added:,} new event{'' if report.added == 1 else 's'}"
+    done = (
+        f"backed up {report.events:,} events to {report.path}"
+        if report.whole
+        else f"updated {report.path}: {new}, {report.events:,} in all"
+    )
+    checked = "checked" if report.whole else "head checked"
     _say(
         args,
         report,
-        f"backed up {report.events:,} events to {report.path} ({report.bytes / 1e6:,.1f} MB, "
-        f"checked) in {report.seconds:.1f} s; head {report.head_hash or '(none)'}",
+        f"{done} ({report.bytes / 1e6:,.1f} MB, {checked}) in {report.seconds:.2f} s; "
+        f"head {report.head_hash or '(none)'}",
     )
     return 0
 

@@ -70,7 +70,7 @@ COMMANDS: dict[str, tuple[Handler, str, str]] = {
     "backup": (
         c.cmd_backup,
         "a copy of the whole database, consistent while others write, checked",
-        "tracker backup /backups/tracker.db",
+        "tracker backup /backups/tracker.db\n  tracker backup /backups/tracker.db --update",
     ),
     "import": (
         c.cmd_import,
@@ -188,6 +188,12 @@ def _arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", metavar="FILE")
     elif name == "backup":
         p.add_argument("out", metavar="FILE", help="the backup (a file there is replaced)")
+        p.add_argument(
+            "--update",
+            action="store_true",
+            help="FILE is an earlier backup of this database: append the events it lacks "
+            "(a missing FILE gets a whole backup)",
+        )
     elif name == "import":
         p.add_argument("file", help="an export, or - to read it from stdin (a pipe)")
     elif name == "query":
