@@ -47,11 +47,13 @@ async def test_a_backup_is_the_whole_database_checked(
     assert (verified.ok, verified.head_hash) == (True, report.head_hash)
 
 
+@pytest.mark.parametrize("update", [False, True])
 async def test_backups_taken_while_another_process_writes_are_each_consistent(
-    db_path: Path, tmp_path: Path
+    db_path: Path, tmp_path: Path, update: bool
 ) -> None:
     """Each is a snapshot of one moment: its hash chain is whole and its projections equal
-    a replay of its log, though the writer commits all along."""
+    a replay of its log, though the writer commits all along; so is each update of one
+    backup (the first of them writes it whole)."""
     async with Tracker.open(db_path):
         pass
     writer = subprocess.Popen(
@@ -64,9 +66,11 @@ async def test_backups_taken_while_another_process_writes_are_each_consistent(
         async with Tracker.open(db_path) as t:
             for k in range(3):
                 await written_past(t, counts[-1])
-                report = await t.backup(tmp_path / f"b{k}.db")
+                out = tmp_path / ("backup.db" if update else f"b{k}.db")
+                report = await t.backup(out, update=update)
+                assert report.whole == (k == 0 or not update)
                 counts.append(report.events)
-                async with Tracker.open(tmp_path / f"b{k}.db", create=False) as copy:
+                async with Tracker.open(out, create=False) as copy:
                     verified = await copy.verify()
                 assert (verified.ok, verified.events) == (True, report.events), verified
     finally:

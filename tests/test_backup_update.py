@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from tests.helpers import ROOT, Run, make_version, rows
-from tests.test_backup import content, written_past
+from tests.test_backup import content
 from tests.test_interrupt import cancelled_at_first_report
 from tests.test_maintenance import conversation
 from tracker import (
@@ -167,30 +167,6 @@ async def test_a_cancelled_update_leaves_the_backup_as_it_was(
     )
     assert reports == [5]
     assert content(out) == previous
-
-
-async def test_updates_while_another_process_writes_are_each_consistent(
-    db_path: Path, tmp_path: Path
-) -> None:
-    async with Tracker.open(db_path):
-        pass
-    writer = subprocess.Popen(
-        [sys.executable, "tests/chaos_worker.py", str(db_path), "w", "4"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    out, counts = tmp_path / "backup.db", [0]
-    try:
-        async with Tracker.open(db_path) as t:
-            for _ in range(3):
-                await written_past(t, counts[-1])
-                report = await t.backup(out, update=True)
-                counts.append(report.events)
-                assert await verified(out) == (True, report.events)
-    finally:
-        writer.kill()
-        writer.communicate()
-    assert 0 < counts[1] < counts[2] < counts[3], counts
 
 
 def test_the_command_updates_and_says_what_it_added(
