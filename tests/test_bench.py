@@ -118,3 +118,12 @@ def test_a_workload_reports_its_own_peak_rss_not_its_parents(tmp_path: Path) -> 
     figures = in_subprocess("w1", str(tmp_path / "w1.db"), "2", "2")
     assert figures["peak_rss_mb"] < 120, figures
     assert len(ballast) == 160 << 20  # held until the child has finished
+
+
+def test_the_followers_benchmark_runs() -> None:
+    out = _run(
+        "bench.followers", "--followers", "5", "--rate", "60", "--seconds", "0.3", "--runs", "1"
+    )
+    counts = [int(line.split()[0]) for line in out.splitlines()]
+    assert counts == [0, 1, 5], out  # it asserts no follower was given an event
+    assert all("of a core" in line and "reads a commit" in line for line in out.splitlines())
