@@ -53,7 +53,7 @@ async def turn(t: Tracker, agent: str, n: int, fails: bool = False) -> None:
         await t.complete_request(f"{agent}-r{n}")
 
 
-async def test_idle_followers_share_one_read_then_read_nothing_until_a_commit(
+async def test_idle_followers_read_nothing_until_a_commit_then_share_its_read(
     tracker: Tracker,
 ) -> None:
     reads = count_reads(tracker)
@@ -67,12 +67,12 @@ async def test_idle_followers_share_one_read_then_read_nothing_until_a_commit(
         async with anyio.create_task_group() as tg:
             for _ in range(20):
                 tg.start_soon(follower)
-            assert await until(lambda: reads[0] >= 1)
+            assert await until(lambda: reads[0] >= 20)  # each has read once, on its own
             await anyio.sleep(0.3)  # six looks' worth of time
-            assert reads[0] == 1  # the first read was everyone's; nothing since
+            assert reads[0] == 20  # nothing since
             await tracker.track_request("r1", agent_id="a1")
     assert seen == ["RequestTracked"] * 20
-    assert reads[0] == 2  # the commit's new event was read once for the twenty
+    assert reads[0] == 21  # the commit's new event was read once for the twenty
 
 
 async def test_followers_of_many_agents_read_once_per_commit_not_once_each(
@@ -88,13 +88,15 @@ async def test_followers_of_many_agents_read_once_per_commit_not_once_each(
     async with anyio.create_task_group() as tg:
         for agent in got:
             tg.start_soon(follower, agent)
-        assert await until(lambda: reads[0] >= 1)
+        assert await until(lambda: reads[0] >= 50)  # each has read once, on its own
+        await anyio.sleep(0.05)
+        before = reads[0]
         for n in range(10):
             await turn(tracker, f"a{n}", n)
         commits = 30
         assert await until(lambda: all(len(got[f"a{n}"]) == 3 for n in range(10)))
         tg.cancel_scope.cancel()
-    assert reads[0] <= commits + 1  # the first read, then one for each commit
+    assert reads[0] - before <= commits  # one for each commit
     # (each follower reading on its own: 50 reads a commit, 1,500)
     for agent, seqs in got.items():
         expected = [e.seq async for e in tracker.events(agent_id=agent)]
@@ -245,3 +247,33 @@ async def test_the_window_keeps_the_newest_reads_and_sends_followers_behind_it_a
     assert tail.reads == 3
     assert await after(20) == ([], 20, False)  # ahead of the log: the window starts there
     assert await after(12) is None
+
+
+async def test_a_follower_far_past_the_log_does_not_take_the_window_from_the_others(
+    tracker: Tracker,
+) -> None:
+    """A long poll for events past the log's end (``since`` beyond its last seq) is a
+    follower like the others: it must not move the shared window past the log, where
+    every other follower would be behind it and read on its own at every commit."""
+    await turn(tracker, "a0", 0)
+    reads = count_reads(tracker)
+    got: dict[str, list[int]] = {f"a{i}": [] for i in range(10)}
+
+    async def follower(agent: str, since: int) -> None:
+        async for event in tracker.events(since, follow=True, agent_id=agent):
+            got[agent].append(event.seq)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower, "a9", 2**62)
+            for i in range(9):
+                tg.start_soon(follower, f"a{i}", 3)
+            assert await until(lambda: reads[0] >= 10)  # each has read once, on its own
+            await anyio.sleep(0.05)
+            before = reads[0]
+            for n in range(1, 6):
+                await turn(tracker, f"a{n}", n)
+            assert await until(lambda: all(len(got[f"a{n}"]) == 3 for n in range(1, 6)))
+            tg.cancel_scope.cancel()
+    assert reads[0] - before <= 15  # one read a commit, shared by the ten
+    assert got["a9"] == []

@@ -502,25 +502,30 @@ class EventStore(Generic[H]):
         self, since: int = 0, *, where: Filter = Filter(), poll: float = LOOK_EVERY_S
     ) -> AsyncGenerator[StoredEvent, None]:
         """Yield matching events forever, including other processes' commits (looked
-        for every ``poll`` seconds; this process's are seen at once)."""
-        last = since
+        for every ``poll`` seconds; this process's are seen at once).
+
+        A follower's first read is its own, with its filter; it leaves the follower at
+        the log's end, a seq of the log even when ``since`` is past it (only events
+        after ``since`` are given). From there it shares the reads of new events
+        (``tail``), and reads on its own again only when it falls behind them."""
+        ticket = self.changes.ticket()
+        taken = await self._catch_up(since, where)
         while True:
-            ticket = self.changes.ticket()
-            taken = await self.tail.after(last, where, ticket)
-            if taken is None:  # behind the shared window
-                taken = await self._catch_up(last, where)
             for event in taken.events:
-                yield event
-            last = taken.upto
+                if event.seq > since:
+                    yield event
             if not taken.more:
                 await self.changes.wait(ticket, math.inf, poll)
+            ticket = self.changes.ticket()
+            shared = await self.tail.after(taken.upto, where, ticket)
+            taken = shared if shared is not None else await self._catch_up(taken.upto, where)
 
     async def _catch_up(self, since: int, where: Filter) -> Taken:
-        """A follower's own read, for one behind the shared tail: its events up to the
-        log's end (FOLLOW_BATCH at most), read with its filter."""
+        """A follower's own read: its events after ``since`` up to the log's end
+        (FOLLOW_BATCH at most), read with its filter."""
 
         def read(conn: sqlite3.Connection) -> Taken:
-            end = max(db.last_seq(conn), since)
+            end = db.last_seq(conn)
             sql, params = where.select(since, end, FOLLOW_BATCH)
             events = _decode_rows(conn.execute(sql, params).fetchall())
             if len(events) == FOLLOW_BATCH:

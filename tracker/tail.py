@@ -65,8 +65,9 @@ class SharedTail:
         self.reads = 0  # how many reads it made (what sharing saves is visible)
 
     async def after(self, last: int, where: Matches, ticket: Round) -> Taken | None:
-        """The events after ``last`` that ``where`` matches, up to a window fresh for
-        ``ticket``; None when ``last`` is before the window (read on your own)."""
+        """The events after ``last`` (a seq of the log a follower has read to) that
+        ``where`` matches, up to a window fresh for ``ticket``; None when ``last`` is
+        before the window (read on your own)."""
         async with self._lock:
             if last < self._low:
                 return None
