@@ -62,7 +62,6 @@ class SharedTail:
         self._seqs: list[int] = []
         self._low = self._high = -1  # the window holds every event with low < seq <= high
         self._complete_as_of: Round | None = None  # the last read's ticket, if complete
-        self.reads = 0  # how many reads it made (what sharing saves is visible)
 
     async def after(self, last: int, where: Matches, ticket: Round) -> Taken | None:
         """The events after ``last`` (a seq of the log a follower has read to) that
@@ -94,7 +93,6 @@ class SharedTail:
         return whether the read was full (there may be more)."""
         ticket = self._ticket()
         events = await self._read_after(self._high, self._size)
-        self.reads += 1
         if events:
             self._events += events
             self._seqs += [event.seq for event in events]
