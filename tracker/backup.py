@@ -23,8 +23,7 @@ import stat
 import time
 from pathlib import Path
 
-from projections import replay
-from tracker import db
+from tracker import db, maintenance
 from tracker.errors import (
     DiskFull,
     IntegrityError,
@@ -33,7 +32,7 @@ from tracker.errors import (
     SchemaVersionError,
 )
 from tracker.models import BackupReport
-from tracker.schema import EVENT_COLUMNS, EVENT_ROWS, SCHEMA_VERSION
+from tracker.schema import SCHEMA_VERSION
 from tracker.scratch import COMPANIONS, replacing, unwritable
 from tracker.transfer import Progress
 
@@ -126,22 +125,16 @@ def _bring_up_to_date(
     conn.execute("PRAGMA main.journal_mode = DELETE")
     conn.execute("PRAGMA main.synchronous = EXTRA")
     with db.immediate(conn):
-        seq, live_seq = _continued_by_live(conn, out)  # again: in the transaction
-        conn.execute(
-            f"INSERT INTO main.event_log ({EVENT_COLUMNS}) "
-            f"SELECT {EVENT_COLUMNS} FROM live.event_log WHERE seq > ? ORDER BY seq",
-            (seq,),
-        )
-        after = EVENT_ROWS.format(db="main") + " WHERE seq > ? ORDER BY seq"
-        replay(conn, conn.execute(after, (_projected(conn),)), progress=progress)
+        seq = _continued_by_live(conn, out)  # again: in the transaction
+        last = maintenance.copy_log(conn, after=seq)
+        maintenance.replay_own_log(conn, after=db.projected_seq(conn), progress=progress)
     conn.execute("DETACH DATABASE live")
-    return live_seq - seq
+    return last - seq
 
 
-def _continued_by_live(conn: sqlite3.Connection, out: Path) -> tuple[int, int]:
-    """The last seq of the backup and of ``live``, once sure that the backup's log is a
-    prefix of live's: its last event is live's of the same seq (the hash chains all
-    before it)."""
+def _continued_by_live(conn: sqlite3.Connection, out: Path) -> int:
+    """The last seq of the backup, once sure that its log is a prefix of ``live``'s: its
+    last event is live's of the same seq (the hash chains all before it)."""
     seq, head = conn.execute(_LAST_EVENT.format(db="main")).fetchone() or (0, None)
     live_seq, _ = conn.execute(_LAST_EVENT.format(db="live")).fetchone() or (0, None)
     if seq > live_seq:
@@ -154,12 +147,7 @@ def _continued_by_live(conn: sqlite3.Connection, out: Path) -> tuple[int, int]:
         raise InvalidInput(
             f"{str(out)!r} is not an earlier backup of this database: their event {seq} differs"
         )
-    return seq, live_seq
-
-
-def _projected(conn: sqlite3.Connection) -> int:
-    """The seq the backup's projections are at (its checkpoint)."""
-    return int(conn.execute("SELECT coalesce(min(seq), 0) FROM checkpoints").fetchone()[0])
+    return seq
 
 
 def _head(conn: sqlite3.Connection) -> tuple[int, str]:

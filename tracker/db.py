@@ -321,6 +321,11 @@ def last_seq(conn: sqlite3.Connection, schema: str = "main") -> int:
     return int(conn.execute(f"SELECT coalesce(max(seq), 0) FROM {schema}.event_log").fetchone()[0])
 
 
+def projected_seq(conn: sqlite3.Connection) -> int:
+    """The seq the projections of ``conn``'s database are at (its checkpoint; 0: none)."""
+    return int(conn.execute("SELECT coalesce(min(seq), 0) FROM checkpoints").fetchone()[0])
+
+
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """A write transaction on ``conn``: committed if the block ends, else rolled back."""

@@ -147,13 +147,10 @@ def swap_in(conn: sqlite3.Connection, scratch: Path, built_seq: int) -> int:
             clear(conn)
             for table in (*table_names(), "checkpoints"):
                 conn.execute(f"INSERT INTO main.{table} SELECT * FROM scratch.{table}")
-            rows = conn.execute(
-                EVENT_ROWS.format(db="main") + " WHERE seq > ? ORDER BY seq", (built_seq,)
-            )
-            caught_up = replay(conn, rows)
+            caught_up = replay_own_log(conn, after=built_seq)
     finally:
         conn.execute("DETACH DATABASE scratch")
-    return max(caught_up - built_seq, 0)
+    return caught_up - built_seq
 
 
 def build_scratch(live: Path, scratch: Path, progress: Progress | None = None) -> int:
@@ -190,21 +187,28 @@ def replay_into(
     with db.new_database(target, "replay") as conn:
         conn.execute("ATTACH DATABASE ? AS live", (db.uri(live, read_only=True),))
         with db.immediate(conn):
-            last = _copy_log(conn, until)
-            replay_own_log(conn, progress)
+            last = copy_log(conn, until=until)
+            replay_own_log(conn, progress=progress)
         conn.execute("DETACH DATABASE live")
         return last
 
 
-def replay_own_log(conn: sqlite3.Connection, progress: Progress | None = None) -> int:
-    """Apply the whole log of ``conn``'s database to its (empty) projection tables, as a
-    new database written from a log needs (replay into, import); return the last seq."""
-    rows = conn.execute(EVENT_ROWS.format(db="main") + " ORDER BY seq")
-    return replay(conn, rows, progress=progress)
+def replay_own_log(
+    conn: sqlite3.Connection, *, after: int = 0, progress: Progress | None = None
+) -> int:
+    """Apply the events of ``conn``'s own log after seq ``after`` to its projection
+    tables, which are as of ``after`` (empty for 0: a new database written from a log,
+    by replay into or import); return the last seq applied (``after`` if none)."""
+    rows = conn.execute(EVENT_ROWS.format(db="main") + " WHERE seq > ? ORDER BY seq", (after,))
+    return replay(conn, rows, progress=progress) or after
 
 
-def _copy_log(conn: sqlite3.Connection, until: int | None) -> int:
-    clause, params = ("seq <= ?", [until]) if until is not None else ("1", [])
+def copy_log(conn: sqlite3.Connection, *, after: int = 0, until: int | None = None) -> int:
+    """Append the events of the attached database ``live`` with ``after < seq <= until``
+    (None: to its end) to ``conn``'s log; return its last seq."""
+    clause, params = "seq > ?", [after]
+    if until is not None:  # a bound SQLite seeks to, where coalesce(?, seq) would not be
+        clause, params = f"{clause} AND seq <= ?", [after, until]
     conn.execute(
         f"INSERT INTO main.event_log ({EVENT_COLUMNS}) "
         f"SELECT {EVENT_COLUMNS} FROM live.event_log WHERE {clause} ORDER BY seq",

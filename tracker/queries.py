@@ -356,7 +356,7 @@ def health(conn: sqlite3.Connection, path: Path, durability: str, integrity: boo
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     checked = conn.execute("PRAGMA quick_check").fetchone()[0] if integrity else None
     events = db.last_seq(conn)
-    projected = conn.execute("SELECT coalesce(min(seq), 0) FROM checkpoints").fetchone()[0]
+    projected = db.projected_seq(conn)
     file_bytes, wal_bytes = _size(path), _size(Path(f"{path}-wal"))
     return Health(
         ok=checked in ("ok", None) and projected == events,
