@@ -16,7 +16,13 @@ import pytest
 from tests.helpers import ROOT, Run, beside, rows, tamper
 from tests.test_interrupt import cancelled_at_first_report, projections
 from tests.test_maintenance import conversation
-from tracker import InvalidInput, Tracker, backup
+from tracker import InvalidInput, Tracker, VerifyReport, backup
+
+
+async def verified(path: Path) -> VerifyReport:
+    """``verify`` of the database at ``path`` (a backup)."""
+    async with Tracker.open(path, create=False) as copy:
+        return await copy.verify()
 
 
 def content(path: Path) -> list[list[tuple[object, ...]]]:
@@ -42,9 +48,8 @@ async def test_a_backup_is_the_whole_database_checked(
     )
     assert beside(out) == []  # no partial file left
     assert out.stat().st_mode & 0o777 == 0o600  # it holds the prompts, as the database does
-    async with Tracker.open(out, create=False) as copy:
-        verified = await copy.verify()
-    assert (verified.ok, verified.head_hash) == (True, report.head_hash)
+    checked = await verified(out)
+    assert (checked.ok, checked.head_hash) == (True, report.head_hash)
 
 
 @pytest.mark.parametrize("update", [False, True])
@@ -70,9 +75,8 @@ async def test_backups_taken_while_another_process_writes_are_each_consistent(
                 report = await t.backup(out, update=update)
                 assert report.whole == (k == 0 or not update)
                 counts.append(report.events)
-                async with Tracker.open(out, create=False) as copy:
-                    verified = await copy.verify()
-                assert (verified.ok, verified.events) == (True, report.events), verified
+                checked = await verified(out)
+                assert (checked.ok, checked.events) == (True, report.events), checked
     finally:
         writer.kill()
         writer.communicate()
